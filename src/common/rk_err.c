@@ -62,5 +62,15 @@ void rk_errwrap(char *buf, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    snprintf(buf, RK_ERRMSG_SIZE, "%s: %s", prefix, old);
+    size_t n = strlen(prefix);
+    if (n > RK_ERRMSG_SIZE - 3)
+        n = RK_ERRMSG_SIZE - 3;
+    memcpy(buf, prefix, n);
+    buf[n++] = ':';
+    buf[n++] = ' ';
+    size_t m = strlen(old);
+    if (m > RK_ERRMSG_SIZE - 1 - n)
+        m = RK_ERRMSG_SIZE - 1 - n;
+    memcpy(buf + n, old, m);
+    buf[n + m] = '\0';
 }
