@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -216,6 +218,25 @@ void srv_addr_format(const struct srv_addr *a, char *buf, size_t len)
         snprintf(buf, len, "[%s]:%u", a->host, (unsigned)a->port);
     else
         snprintf(buf, len, "%s:%u", a->host, (unsigned)a->port);
+}
+
+int srv_addr_resolve(const struct srv_addr *a, struct sockaddr_storage *out)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", (unsigned)a->port);
+    const char *host = strcmp(a->host, "localhost") == 0 ? "127.0.0.1"
+                                                         : a->host;
+    if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL)
+        return RK_EINVAL;
+    memset(out, 0, sizeof(*out));
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
 }
 
 static struct srv_member *member_get(struct srv_config *c, uint64_t id,

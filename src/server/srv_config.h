@@ -104,6 +104,11 @@ int srv_addr_parse(const char *s, struct srv_addr *out);
 /* Formats an address as host:port (brackets around IPv6 literals). */
 void srv_addr_format(const struct srv_addr *a, char *buf, size_t len);
 
+struct sockaddr_storage;
+/* Resolves an address (literal or host name, blocking getaddrinfo: used at
+ * start-up only). Returns 0 or RK_EINVAL. */
+int srv_addr_resolve(const struct srv_addr *a, struct sockaddr_storage *out);
+
 /* Parses a byte size: plain digits or with a K/KiB/M/MiB/G/GiB suffix. */
 int srv_parse_size(const char *s, uint64_t *out);
 
