@@ -1,0 +1,437 @@
+/* Durable storage of a ringkv node on LMDB: Raft logs, state, KV, sessions, snapshots. */
+#ifndef STOR_H
+#define STOR_H
+
+/*
+ * One struct stor per data dir holds ONE LMDB environment with these named
+ * databases, opened once at start-up in one write transaction:
+ *
+ *   log       shard(8 BE) | index(8 BE) -> term(8) type(1) data
+ *   state     shard(8 BE)               -> hard state, conf state (as of the
+ *                                          last log entry), log base
+ *                                          (compacted index/term), applied
+ *                                          index/term/conf, staging status
+ *   kv        shard(8 BE) | key         -> create rev(8) mod rev(8) value
+ *   sessions  shard(8 BE) | client(8 BE)-> exactly-once window (see below)
+ *   stage     shard(8 BE) | seq(4 BE)   -> received snapshot chunks
+ *   meta      name                      -> cluster id, node id, format
+ *
+ * Keys are big-endian so one shard's log/data is one contiguous range and
+ * MDB_APPEND applies to log appends at the end of the database.
+ *
+ * THREADS. The owner (the server's loop thread) calls everything here. Only
+ * one batch is written at a time, by the storage thread (stor_batch_submit)
+ * or by the caller (stor_batch_commit, for start-up and tests). The read
+ * functions (stor_kv_get, stor_kv_scan, stor_log_ops) use short read
+ * transactions (MDB_NOTLS) and may run while a batch is being written; they
+ * see the last committed state. The storage thread grows the map between
+ * batches; read transactions are coordinated with that growth internally.
+ *
+ * DURABILITY. By default every commit is synced (fdatasync of data pages,
+ * then of the meta page: LMDB's full durability). MDB_NOMETASYNC is NOT used:
+ * it would let the last acknowledged transaction disappear after a power
+ * loss, and the Raft core's votes and acks rely on it. `unsafe_no_sync`
+ * (MDB_NOSYNC) exists for benchmarks only.
+ *
+ * FAIL-STOP. A failed commit or sync, a full disk (RK_ENOSPC), a full map at
+ * its maximum size or corruption found while writing puts the store into
+ * fail-stop: that batch and every later one completes with an error
+ * (RK_EFAILSTOP after the first) and NOTHING is reported durable afterwards.
+ * Reads keep working on what was committed before. stor_failed() tells.
+ *
+ * ERRORS. Every function returns 0 or a negative RK_E* code (rk_err.h):
+ *   RK_EINVAL       bad argument (a caller bug; nothing was written)
+ *   RK_ENOMEM       allocation failed
+ *   RK_ENOTFOUND    key / shard / entry absent
+ *   RK_ECOMPACTED   log index below the first stored index
+ *   RK_EUNAVAIL_LOG log index past the last stored index
+ *   RK_ESTALE       snapshot replaced by a newer one (restart from chunk 0)
+ *   RK_EPROTO       malformed command, chunk or record from the network
+ *   RK_ETOOLARGE    key or value over STOR_MAX_KEY / STOR_MAX_VALUE
+ *   RK_ENOSPC       disk or map full (fail-stop)
+ *   RK_EIO          I/O error (fail-stop when writing)
+ *   RK_ECORRUPT     the data does not decode (fail-stop when writing)
+ *   RK_EFAILSTOP    the store stopped after an earlier failure
+ *   RK_EFOREIGN     data dir of another cluster or node (stor_open)
+ *   RK_EVERSION     data dir of an unknown format version (stor_open)
+ *   RK_EBUSY        data dir locked by another process (stor_open)
+ *   RK_EUNKNOWNSHARD the shard does not exist here
+ * stor_errmsg() gives a sentence naming the problem for the last failure.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "raft.h"
+#include "rk_err.h"
+
+/* Format version written to `meta`; opening a newer (or older, there is no
+ * migration yet) one fails with RK_EVERSION. */
+#define STOR_FORMAT_VERSION 1u
+
+/* Longest key: LMDB's key limit (511) minus the 8-byte shard prefix, with
+ * room to spare. Longer keys are refused with RK_ETOOLARGE. */
+#define STOR_MAX_KEY 480u
+/* Longest value. */
+#define STOR_MAX_VALUE (8u << 20)
+/* Default and most bytes of one snapshot chunk (a chunk holding one record
+ * bigger than the target may exceed it: at most one record plus framing). */
+#define STOR_SNAP_CHUNK_DEFAULT (1u << 20)
+/* Exactly-once window: seqs below max_seq - 63 are "too old" (RK_ESTALE). */
+#define STOR_SESSION_WINDOW 64u
+/* Replies kept per client session (the most recent ones). */
+#define STOR_SESSION_REPLIES 8u
+/* Log entries deleted per shard per batch by compaction. */
+#define STOR_COMPACT_STEP 4096u
+
+struct stor;
+struct stor_shard;
+struct stor_batch;
+
+/* =============================================================== opening */
+
+struct stor_opts {
+    const char *path;       /* data dir; created (mode 0700) with `create` */
+    uint64_t cluster_id;    /* 0 = accept the stored one (must exist) */
+    uint64_t node_id;       /* 0 = accept the stored one (must exist) */
+    bool create;            /* initialise an empty/missing dir */
+    bool unsafe_no_sync;    /* MDB_NOSYNC: benchmarks only, loses data */
+    size_t map_size;        /* initial map size; 0 = 64 MiB */
+    size_t max_map_size;    /* growth limit; 0 = 1 TiB */
+    uint32_t snap_chunk_bytes; /* 0 = STOR_SNAP_CHUNK_DEFAULT */
+    /* Decodes a RAFT_ENTRY_CONF payload (pass raft_conf_change_decode).
+     * Applying such an entry folds the change into the shard's applied
+     * configuration, which snapshots carry. NULL: conf entries are counted
+     * as applied but the applied configuration only changes through
+     * stor_batch_set_applied_conf / snapshot installs. */
+    int (*conf_decode)(const void *buf, size_t len,
+                       struct raft_conf_change *out);
+};
+
+/* Opens (or with opts->create, creates) the store at opts->path. On failure
+ * *out is NULL and errmsg (RK_ERRMSG_SIZE bytes, may be NULL) says what is
+ * wrong, e.g. "data dir /d belongs to cluster 0x1f, not 0x2a".
+ * Errors: RK_EINVAL, RK_ENOTFOUND (no store and !create), RK_EFOREIGN,
+ * RK_EVERSION, RK_ECORRUPT, RK_EBUSY, RK_EIO, RK_ENOSPC, RK_ENOMEM. */
+int stor_open(const struct stor_opts *opts, struct stor **out, char *errmsg);
+
+/* Stops the storage thread (after the batches already submitted complete),
+ * ends every export and closes the environment. NULL is fine. */
+void stor_close(struct stor *s);
+
+/* The first failure's code (0 while healthy) and message. */
+int stor_failed(const struct stor *s);
+const char *stor_errmsg(const struct stor *s);
+
+void stor_identity(const struct stor *s, uint64_t *cluster_id,
+                   uint64_t *node_id);
+
+/* Consistent online copy of the whole environment into directory `path`
+ * (created if missing, must not hold a data.mdb), compacted
+ * (mdb_env_copy2 + MDB_CP_COMPACT). Blocks for the copy: call it from a
+ * worker thread, not the loop. Writers keep going; map growth waits.
+ * RK_EEXIST, RK_EIO, RK_ENOSPC. */
+int stor_backup(struct stor *s, const char *path);
+
+struct stor_stats {
+    uint64_t map_size;     /* current map size */
+    uint64_t map_used;     /* bytes up to the highest page in use */
+    uint64_t page_size;
+    uint64_t batches;      /* committed batches */
+    uint64_t grows;        /* map growths */
+    uint32_t n_shards;
+    uint32_t n_exports;    /* open snapshot exports */
+};
+void stor_stats(struct stor *s, struct stor_stats *out);
+
+/* ================================================================ shards */
+
+/* Everything a shard's Raft node needs at start (struct raft_config). */
+struct stor_shard_state {
+    struct raft_hard_state hs;
+    struct raft_conf_state conf;    /* as of the last log entry */
+    raft_index first_index;         /* log base index + 1 */
+    raft_index last_index;
+    raft_index applied;             /* state machine applied index */
+    raft_term applied_term;
+    struct raft_conf_state applied_conf; /* configuration at `applied` */
+    struct raft_snapshot_meta snap; /* latest installed snapshot (0 = none) */
+};
+
+/* The handle of an existing shard (created by a committed batch), or NULL.
+ * Handles stay valid until stor_close(). */
+struct stor_shard *stor_shard_get(struct stor *s, uint64_t shard);
+uint64_t stor_shard_id(const struct stor_shard *sh);
+/* Ids of the existing shards, ascending; returns how many there are (fills
+ * at most `max`). */
+uint32_t stor_shard_list(struct stor *s, uint64_t *ids, uint32_t max);
+/* Reads the shard's durable state (short read txn). RK_EUNKNOWNSHARD. */
+int stor_shard_load(struct stor_shard *sh, struct stor_shard_state *out);
+
+/* =============================================================== Raft log */
+
+/*
+ * struct raft_log_ops with a struct stor_shard * as ctx. first/last index and
+ * the last term come from an in-memory cache updated when a batch commits
+ * (no transaction); term/entries use a short read txn.
+ *
+ * snapshot_meta describes the shard's state machine as it is now (applied
+ * index/term/conf, so its index >= first_index - 1) and pins it: it opens
+ * (or reuses, when one younger than 10 s exists) an export, a read txn on
+ * which snapshot_chunk(index, seq) cuts chunk `seq` (any order, any number
+ * of times, always the same bytes) while writers keep going. RK_ESTALE when
+ * that export is gone (expired after 60 s idle, replaced, or dropped to grow
+ * the map): call snapshot_meta again and restart from chunk 0.
+ */
+extern const struct raft_log_ops stor_log_ops;
+
+/* The same operations, callable directly. */
+raft_index stor_log_first_index(struct stor_shard *sh);
+raft_index stor_log_last_index(struct stor_shard *sh);
+raft_term stor_log_last_term(struct stor_shard *sh);
+int stor_log_term(struct stor_shard *sh, raft_index i, raft_term *out);
+int stor_log_entries(struct stor_shard *sh, raft_index lo, raft_index hi,
+                     size_t max_bytes, struct raft_entry **out,
+                     uint32_t *n_out);
+
+/* Drops exports idle for more than 60 s (the server may call it every
+ * few seconds; exports are also checked lazily). */
+void stor_exports_expire(struct stor *s);
+
+/* ========================================================= KV commands */
+
+/*
+ * The state machine's commands, carried in RAFT_ENTRY_NORMAL payloads.
+ * Encoding (all integers big-endian):
+ *   u8 version (1) | u8 op | u64 client_id | u64 seq | op fields
+ *   PUT:  u32 klen key | u32 vlen value
+ *   DEL:  u32 klen key
+ *   CAS:  u8 flags | u32 klen key | u64 expect_rev | u32 elen expect_value
+ *         | u32 vlen value
+ *   EXPIRE_SESSIONS: u64 before_index
+ * client_id 0 means "no session" (no exactly-once dedup).
+ */
+enum stor_cmd_op {
+    STOR_CMD_PUT = 1,
+    STOR_CMD_DEL = 2,
+    STOR_CMD_CAS = 3,
+    /* Drops client sessions whose last write is below before_index
+     * (deterministic: it is in the log). */
+    STOR_CMD_EXPIRE_SESSIONS = 4,
+};
+
+/* CAS flags. Default: compare the current value with expect_value (the key
+ * must exist). */
+#define STOR_CAS_REVISION 0x1u /* compare the key's mod revision with
+                                  expect_rev; 0 = the key must be absent */
+#define STOR_CAS_DELETE 0x2u   /* on match delete the key instead of
+                                  writing value */
+
+struct stor_cmd {
+    uint8_t op; /* enum stor_cmd_op */
+    uint8_t cas_flags;
+    uint64_t client_id;
+    uint64_t seq;
+    const void *key;
+    uint32_t klen;
+    const void *value;
+    uint32_t vlen;
+    uint64_t expect_rev;
+    const void *expect;
+    uint32_t elen;
+    uint64_t before_index; /* EXPIRE_SESSIONS */
+};
+
+/* Bytes stor_cmd_encode() writes for cmd. */
+size_t stor_cmd_size(const struct stor_cmd *cmd);
+/* Encodes into buf (cap bytes). RK_EINVAL (unknown op, NULL data with a
+ * length), RK_ETOOLARGE (key/value limits, or cap too small); sets *len. */
+int stor_cmd_encode(const struct stor_cmd *cmd, void *buf, size_t cap,
+                    size_t *len);
+/* Decodes; pointers in *out point into buf. Bounds-checked: truncated,
+ * trailing or unknown bytes give RK_EPROTO, limits RK_ETOOLARGE. */
+int stor_cmd_decode(const void *buf, size_t len, struct stor_cmd *out);
+
+/* ============================================================== applying */
+
+/* Result of applying one entry (also what a session caches as its reply). */
+struct stor_result {
+    uint64_t shard;
+    raft_index index;
+    uint64_t client_id;
+    uint64_t seq;
+    /* RK_OK; RK_ENOTFOUND (DEL of a missing key, CAS on a missing key);
+     * RK_ECASMISMATCH; RK_EPROTO / RK_ETOOLARGE (garbage or oversized
+     * command: skipped, deterministically on every replica); RK_ESTALE (seq
+     * older than the session window, or a duplicate whose reply is no
+     * longer cached: it was not applied again). */
+    int status;
+    /* PUT/CAS success: the new mod revision (= index). DEL: the deleted
+     * key's last revision. CAS mismatch: the key's current revision (0 if
+     * absent). */
+    uint64_t revision;
+    uint64_t prev_revision; /* PUT/CAS: the overwritten revision, 0 = new */
+    uint8_t flags;          /* STOR_RES_* */
+};
+#define STOR_RES_DUPLICATE 0x1u /* (client, seq) was applied before: this is
+                                   the cached original reply */
+#define STOR_RES_SKIPPED 0x2u   /* index <= applied index: not applied */
+#define STOR_RES_NOCMD 0x4u     /* NOOP/CONF entry: nothing to answer */
+
+/* ================================================================= reads */
+
+struct stor_value {
+    void *data; /* malloc'd (even for an empty value); free() it */
+    uint32_t len;
+    uint64_t revision;        /* mod revision: index of the last write */
+    uint64_t create_revision; /* index of the write that created it */
+};
+
+/* Reads one key from the shard's committed state. RK_ENOTFOUND,
+ * RK_ETOOLARGE (key), RK_EINVAL, RK_ENOMEM, RK_ECORRUPT. */
+int stor_kv_get(struct stor *s, uint64_t shard, const void *key, size_t klen,
+                struct stor_value *out);
+
+struct stor_kv_item {
+    const void *key;
+    uint32_t klen;
+    const void *value;
+    uint32_t vlen;
+    uint64_t revision;
+    uint64_t create_revision;
+};
+
+struct stor_scan {
+    struct stor_kv_item *items; /* ONE malloc'd block (items then bytes):
+                                   free(items); NULL when n == 0 */
+    uint32_t n;
+    bool more; /* stopped by limit/max_bytes: resume after the last key */
+};
+
+/* Keys of `shard` starting with prefix (plen 0 = all), in order, from
+ * `start` (inclusive; NULL = the first with the prefix), at most `limit`
+ * items (0 = no limit) and about max_bytes of keys+values (0 = 4 MiB; at
+ * least one item). RK_EINVAL, RK_ETOOLARGE, RK_ENOMEM, RK_ECORRUPT. */
+int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
+                 size_t plen, const void *start, size_t slen, uint32_t limit,
+                 size_t max_bytes, struct stor_scan *out);
+
+/* The last seq applied for a client session (0 if none): tests, admin. */
+int stor_session_last_seq(struct stor *s, uint64_t shard, uint64_t client_id,
+                          uint64_t *seq);
+
+/* ================================================================ batches */
+
+/*
+ * A batch collects work for MANY shards; it is written in ONE LMDB write
+ * transaction with ONE commit (sync). Operations run in the order they were
+ * added. Every add function COPIES what it is given (the caller may free or
+ * reuse its memory at once, e.g. a raft_ready before raft_advance). An add
+ * function fails only with RK_ENOMEM or RK_EINVAL (then the batch is
+ * unchanged).
+ *
+ * Whole-batch errors (reported by commit/callback): nothing of the batch is
+ * written. RK_EINVAL / RK_ECOMPACTED / RK_EUNKNOWNSHARD for operations that
+ * do not fit the stored state (a driver bug: the store stays usable), or a
+ * fail-stop error (see top).
+ */
+
+/* Called on the storage thread when a submitted batch is done (status 0:
+ * durable). Keep it short: e.g. uv_async_send(). */
+typedef void (*stor_done_cb)(struct stor_batch *b, int status, void *arg);
+
+int stor_batch_new(struct stor_batch **out);
+void stor_batch_free(struct stor_batch *b);
+/* Empties the batch for reuse (keeps its memory). */
+void stor_batch_reset(struct stor_batch *b);
+bool stor_batch_empty(const struct stor_batch *b);
+/* Payload bytes and operations added so far (to cap a batch's size). */
+size_t stor_batch_bytes(const struct stor_batch *b);
+
+/* Creates a shard with a bootstrap configuration (empty log, applied 0).
+ * RK_EEXIST at commit if it exists. */
+int stor_batch_create_shard(struct stor_batch *b, uint64_t shard,
+                            const struct raft_conf_state *conf);
+/* Deletes a shard and all its data (log, kv, sessions, staging, state). */
+int stor_batch_destroy_shard(struct stor_batch *b, uint64_t shard);
+
+/* Appends entries (consecutive indexes). If ents[0].index <= the stored
+ * last index, the stored suffix from that index is truncated first
+ * (conflicting suffix). At commit: RK_ECOMPACTED if ents[0].index <= the
+ * log base, RK_EINVAL on a gap. */
+int stor_batch_append(struct stor_batch *b, uint64_t shard,
+                      const struct raft_entry *ents, uint32_t n);
+int stor_batch_set_hard_state(struct stor_batch *b, uint64_t shard,
+                              const struct raft_hard_state *hs);
+/* Configuration as of the last log entry (raft_ready.conf). */
+int stor_batch_set_conf(struct stor_batch *b, uint64_t shard,
+                        const struct raft_conf_state *conf);
+/* Overrides the applied configuration (rarely needed; see conf_decode). */
+int stor_batch_set_applied_conf(struct stor_batch *b, uint64_t shard,
+                                const struct raft_conf_state *conf);
+
+/* Stages one received snapshot chunk. Chunk 0 starts a new staging; others
+ * must follow in order for the same snapshot. A bad chunk (wrong order,
+ * checksum, framing) is NOT staged and does not fail the batch: its status
+ * (RK_EPROTO / RK_EINVAL) is returned by stor_batch_op_status(*op). */
+int stor_batch_stage_chunk(struct stor_batch *b, uint64_t shard,
+                           const struct raft_snap_chunk *chunk, uint32_t *op);
+/* Installs the completely staged snapshot `meta` atomically: the shard's kv
+ * and sessions are replaced, applied = meta->index, applied conf and conf =
+ * meta->conf, the log is reset to start after meta->index, hs.commit is
+ * raised to meta->index, the staging is cleared. If nothing complete is
+ * staged for meta the op fails alone (RK_EINVAL via stor_batch_op_status). */
+int stor_batch_install_snapshot(struct stor_batch *b, uint64_t shard,
+                                const struct raft_snapshot_meta *meta,
+                                uint32_t *op);
+
+/* Convenience: adds rd's snapshot chunk, snapshot install, entries, hard
+ * state and conf for `shard`, in that order. */
+int stor_batch_add_ready(struct stor_batch *b, uint64_t shard,
+                         const struct raft_ready *rd);
+
+/* Applies committed entries (consecutive, in order) to the shard's state
+ * machine: KV writes, client sessions and the new applied index/term in the
+ * same transaction. Entries <= the applied index are skipped
+ * (STOR_RES_SKIPPED); a gap after it fails the batch (RK_EINVAL). One
+ * struct stor_result per entry, from index *first_result on (may be NULL). */
+int stor_batch_apply(struct stor_batch *b, uint64_t shard,
+                     const struct raft_entry *ents, uint32_t n,
+                     uint32_t *first_result);
+
+/* Compacts the log up to `index` (entries <= index go; index must be <= the
+ * applied index at commit, else it is lowered to it). Deletes at most
+ * STOR_COMPACT_STEP entries in this batch; the rest goes in later batches
+ * (the store remembers the target durably), so first_index rises in steps. */
+int stor_batch_compact(struct stor_batch *b, uint64_t shard, raft_index index);
+
+/* After completion: the results of stor_batch_apply, and per-op status. */
+uint32_t stor_batch_n_results(const struct stor_batch *b);
+const struct stor_result *stor_batch_result(const struct stor_batch *b,
+                                            uint32_t i);
+int stor_batch_op_status(const struct stor_batch *b, uint32_t op);
+
+/* Writes the batch synchronously on the calling thread (start-up, tests,
+ * tools): one write txn, one commit. Returns the batch's status. Must not
+ * run while a submitted batch is pending. */
+int stor_batch_commit(struct stor *s, struct stor_batch *b);
+
+/* Hands the batch to the storage thread; cb(b, status, arg) runs there when
+ * it is durable or failed. Batches are written in submission order; while
+ * one syncs the next may be gathered and submitted (double buffering). The
+ * batch belongs to the store until cb. RK_ESHUTDOWN after stor_close began,
+ * RK_EFAILSTOP (cb is not called then). */
+int stor_batch_submit(struct stor *s, struct stor_batch *b, stor_done_cb cb,
+                      void *arg);
+
+/* ============================================================= snapshots */
+
+/* Direct snapshot access for tools and tests (the Raft core goes through
+ * stor_log_ops). Exports the shard's current state: meta, then chunks by
+ * seq until *last. Same errors as the log ops. */
+int stor_snapshot_meta(struct stor_shard *sh, struct raft_snapshot_meta *out);
+int stor_snapshot_chunk(struct stor_shard *sh, raft_index snap_index,
+                        uint32_t seq, void **data, uint32_t *len, bool *last);
+
+#endif
