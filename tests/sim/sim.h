@@ -90,6 +90,9 @@ struct sim_opts {
     uint32_t nemesis_every_ms; /* mean gap between faults */
     uint32_t tick_ms;
     uint32_t snapshot_chunk;   /* bytes per snapshot chunk (memlog) */
+    /* Core configuration (0: drawn from the seed by sim_init). */
+    size_t max_msg_bytes;
+    uint32_t max_inflight;
 };
 
 void sim_opts_default(struct sim_opts *o, uint64_t seed, int nodes);
@@ -216,6 +219,8 @@ struct sim {
     uint64_t trace_n;
     uint64_t trace_hash; /* FNV-1a over every trace line */
 
+    struct raft_tracer tracer; /* the core's log lines (verbose only) */
+
     /* Counters. */
     uint64_t n_msgs, n_dropped, n_crashes, n_partitions, n_conf, n_transfers,
         n_snapshots, n_snap_installs, n_commits_seen, lincheck_unknown;
@@ -256,6 +261,12 @@ int sim_conf_change(struct sim *s, int leader, uint8_t type, raft_id node);
 int sim_add_slot(struct sim *s);
 /* The node takes a snapshot of its state machine and compacts its log. */
 int sim_take_snapshot(struct sim *s, int i);
+/* Node slot i starts an election now; 0 or the core's code. */
+int sim_campaign(struct sim *s, int i);
+/* Leader slot i hands leadership to node `to`; 0 or the core's code. */
+int sim_transfer(struct sim *s, int i, raft_id to);
+/* The up node that leads the highest term, or -1. */
+int sim_leader(struct sim *s);
 /* Proposes a client write of key := value at slot i; its index or 0. */
 raft_index sim_propose_write(struct sim *s, int i, int key, int64_t value);
 

@@ -119,8 +119,7 @@ static void send_msg(struct sim *s, int from, const struct raft_msg *m)
     bool lost = !s->net_calm && chance(s, s->o.loss);
     if (to < 0 || to == from || lost) {
         s->n_dropped++;
-        if (s->o.verbose)
-            trace_msg(s, "drop", m);
+        trace_msg(s, "drop", m);
         if (m->type == RAFT_MSG_SNAPSHOT && s->nodes[from].up)
             raft_report_snapshot(s->nodes[from].raft, m->to, RAFT_SNAP_FAILED);
         return;
@@ -413,8 +412,7 @@ static void handle_ready(struct sim *s, int i)
             return;
         struct raft_ready *rd = &n->rd;
         raft_ready(n->raft, rd);
-        if (s->o.verbose)
-            sim_trace(s, "ready n%llu hs(t%llu v%llu c%llu) ents=%u "
+        sim_trace(s, "ready n%llu hs(t%llu v%llu c%llu) ents=%u "
                          "msgs=%u+%u commit=%u reads=%u%s%s",
                       (unsigned long long)n->id,
                       (unsigned long long)rd->hs.term,
@@ -438,6 +436,15 @@ static void handle_ready(struct sim *s, int i)
 }
 
 /* ------------------------------------------------------------- node life */
+
+/* The core's own log lines, printed with -v only (never hashed). */
+static void core_trace(void *data, raft_id node, int level, const char *msg)
+{
+    struct sim *s = data;
+    (void)level;
+    printf("    [%llu ms] core n%llu: %s\n", (unsigned long long)s->now,
+           (unsigned long long)node, msg);
+}
 
 static int start_node(struct sim *s, int i, const struct raft_conf_state *boot)
 {
@@ -468,8 +475,8 @@ static int start_node(struct sim *s, int i, const struct raft_conf_state *boot)
     cfg.heartbeat_ticks = 2;
     cfg.pre_vote = true;
     cfg.check_quorum = true;
-    cfg.max_inflight_msgs = 8;
-    cfg.max_msg_bytes = 4 * SIM_CMD_SIZE;
+    cfg.max_inflight_msgs = s->o.max_inflight;
+    cfg.max_msg_bytes = s->o.max_msg_bytes;
     cfg.max_uncommitted_bytes = 0;
     cfg.max_entry_bytes = 1024;
     cfg.max_committed_bytes = 0;
@@ -481,6 +488,11 @@ static int start_node(struct sim *s, int i, const struct raft_conf_state *boot)
     if (cfg.conf.n_voters == 0 && cfg.conf.n_learners == 0 && boot != NULL)
         cfg.conf = *boot;
     cfg.applied = n->applied;
+    if (s->o.verbose) {
+        s->tracer.data = s;
+        s->tracer.emit = core_trace;
+        cfg.tracer = &s->tracer;
+    }
     int rc = raft_node_new(&cfg, &n->raft);
     if (rc != 0)
         return rc;
@@ -753,6 +765,35 @@ static int find_leader(struct sim *s)
     return best;
 }
 
+int sim_leader(struct sim *s)
+{
+    return find_leader(s);
+}
+
+int sim_campaign(struct sim *s, int i)
+{
+    if (i < 0 || i >= s->n_slots || !s->nodes[i].up)
+        return RK_EINVAL;
+    int rc = raft_campaign(s->nodes[i].raft);
+    sim_trace(s, "campaign n%llu: %s", (unsigned long long)s->nodes[i].id,
+              rc ? rk_err_name(rc) : "ok");
+    handle_ready(s, i);
+    return rc;
+}
+
+int sim_transfer(struct sim *s, int i, raft_id to)
+{
+    if (i < 0 || i >= s->n_slots || !s->nodes[i].up)
+        return RK_EINVAL;
+    int rc = raft_transfer_leader(s->nodes[i].raft, to);
+    sim_trace(s, "transfer leader n%llu -> n%llu: %s",
+              (unsigned long long)s->nodes[i].id, (unsigned long long)to,
+              rc ? rk_err_name(rc) : "ok");
+    s->n_transfers++;
+    handle_ready(s, i);
+    return rc;
+}
+
 static int count_down(const struct sim *s)
 {
     int d = 0;
@@ -834,12 +875,7 @@ static void on_nemesis(struct sim *s)
         struct raft_status st;
         raft_status(s->nodes[l].raft, &st);
         raft_id to = st.conf.voters[rk_rand_below(&s->rng, st.conf.n_voters)];
-        int rc = raft_transfer_leader(s->nodes[l].raft, to);
-        sim_trace(s, "transfer leader n%llu -> n%llu: %s",
-                  (unsigned long long)s->nodes[l].id, (unsigned long long)to,
-                  rc ? rk_err_name(rc) : "ok");
-        s->n_transfers++;
-        handle_ready(s, l);
+        sim_transfer(s, l, to);
     } else if (r < 80 && s->o.snapshots) {
         int i = (int)rk_rand_below(&s->rng, (uint64_t)s->n_slots);
         if (s->nodes[i].up)
@@ -868,6 +904,14 @@ int sim_init(struct sim *s, const struct sim_opts *o)
         return RK_EINVAL;
     rk_rand_seed(&s->rng, o->seed);
     sim_heap_init(&s->heap);
+    /* Small messages and windows split replication into many steps, which
+     * is where ordering bugs hide; the seed picks the shape. */
+    static const size_t msg_bytes[] = {1, 2 * SIM_CMD_SIZE, 8 * SIM_CMD_SIZE};
+    static const uint32_t inflight[] = {1, 2, 8};
+    if (s->o.max_msg_bytes == 0)
+        s->o.max_msg_bytes = msg_bytes[rk_rand_below(&s->rng, 3)];
+    if (s->o.max_inflight == 0)
+        s->o.max_inflight = inflight[rk_rand_below(&s->rng, 3)];
     s->next_value = 1;
     s->workload = true;
     struct raft_conf_state boot;
@@ -880,6 +924,7 @@ int sim_init(struct sim *s, const struct sim_opts *o)
         n->log = sim_disk_new(o->snapshot_chunk);
         if (n->log == NULL)
             return RK_ENOMEM;
+        sim_disk_bootstrap(n->log, &boot);
         s->n_slots++;
         int rc = start_node(s, i, &boot);
         if (rc != 0)
@@ -892,7 +937,9 @@ int sim_init(struct sim *s, const struct sim_opts *o)
     }
     schedule(s, rand_range(s, 100, 2 * (uint64_t)o->nemesis_every_ms),
              SIM_EV_NEMESIS, -1, 0, NULL);
-    sim_trace(s, "seed %llu nodes %d", (unsigned long long)o->seed, o->nodes);
+    sim_trace(s, "seed %llu nodes %d max_msg_bytes %zu inflight %u",
+              (unsigned long long)o->seed, o->nodes, s->o.max_msg_bytes,
+              s->o.max_inflight);
     return 0;
 }
 
@@ -996,8 +1043,7 @@ bool sim_step(struct sim *s)
         bool blocked = from >= 0 && s->cut[from][e.node];
         if (!n->up || blocked) {
             s->n_dropped++;
-            if (s->o.verbose)
-                trace_msg(s, blocked ? "cut" : "down", e.msg);
+            trace_msg(s, blocked ? "cut" : "down", e.msg);
             if (blocked && from >= 0 && s->nodes[from].up) {
                 if (e.msg->type == RAFT_MSG_SNAPSHOT)
                     raft_report_snapshot(s->nodes[from].raft, e.msg->to,
@@ -1061,7 +1107,7 @@ bool sim_step(struct sim *s)
     default:
         RK_UNREACHABLE();
     }
-    if (e.kind != SIM_EV_TICK && e.kind != SIM_EV_DELIVER && s->o.verbose)
+    if (e.kind != SIM_EV_TICK && e.kind != SIM_EV_DELIVER)
         sim_trace(s, "event %s", ev_names[e.kind]);
     sim_check_safety(s);
     return true;

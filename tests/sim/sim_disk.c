@@ -18,6 +18,12 @@ void sim_disk_free(struct raft_memlog *d)
     raft_memlog_free(d);
 }
 
+void sim_disk_bootstrap(struct raft_memlog *d, const struct raft_conf_state *conf)
+{
+    raft_memlog_set_conf(d, conf);
+    raft_memlog_sync(d);
+}
+
 const struct raft_log_ops *sim_disk_ops(void)
 {
     return &raft_memlog_ops;

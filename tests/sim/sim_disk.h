@@ -20,6 +20,8 @@ struct sim_durable {
 /* A new empty log; NULL on allocation failure. */
 struct raft_memlog *sim_disk_new(uint32_t snapshot_chunk);
 void sim_disk_free(struct raft_memlog *d);
+/* Durably records the bootstrap configuration of an initial member. */
+void sim_disk_bootstrap(struct raft_memlog *d, const struct raft_conf_state *conf);
 const struct raft_log_ops *sim_disk_ops(void);
 
 /* Writes one ready batch (snapshot chunk, snapshot install, entries after
