@@ -25,6 +25,38 @@
  * Every input returns 0 or a negative RK_E* code from rk_err.h. Bad input
  * (unknown sender, stale term, index past the end, oversized entry, malformed
  * fields) is rejected with a code; the core asserts only its own invariants.
+ *
+ * Ready cycle rules (added by the core's owner):
+ *  - At most one ready is outstanding: raft_has_ready() returns false between
+ *    raft_ready() and raft_advance(), and calling raft_ready() twice without
+ *    advance is a driver bug (asserted).
+ *  - Inputs (tick, step, propose, ...) MAY be called between raft_ready() and
+ *    raft_advance() (the driver gathers the next batch while the previous one
+ *    syncs); their output goes to the next ready and never invalidates the
+ *    outstanding one.
+ *  - raft_advance(n, rd) must receive the very rd filled by raft_ready() and
+ *    means: rd's entries/hs/snapshot are durable and rd.committed applied.
+ *    It may produce new output (e.g. a candidate counting its own vote, a
+ *    leader committing after its own sync): check raft_has_ready() again.
+ *  - msgs_after_sync of a batch go out only after that batch's sync (which
+ *    follows every earlier batch's sync). must_sync is also set when only
+ *    msgs_after_sync is non-empty.
+ *  - rd.committed holds only entries that are committed AND durable in the
+ *    stable log (they are read back through raft_log_ops.entries).
+ *
+ * Return codes of raft_step(): 0 (handled, or ignored as the protocol says,
+ * e.g. a vote request while a leader lease holds), RK_EINVAL (not addressed
+ * to us, from 0/ourselves, wrong shard), RK_EPROTO (malformed: bad type,
+ * entries inconsistent with n_entries/index/term, two leaders in one term,
+ * overwriting a committed entry), RK_ESTALE (stale term; a stale leader gets
+ * an answer carrying our term), RK_ENOTFOUND (a response from a non-member),
+ * RK_ETOOLARGE (entry over max_entry_bytes), RK_EBUSY (snapshot chunk while
+ * the previous one is not handed out), RK_ENOMEM.
+ *
+ * Bug switches (test-only, for the simulator's "can it fail?" test):
+ * the library rk_raft_buggy is built from the same sources with
+ * RAFT_BUG_COMMIT_OLD_TERM=1: the leader then commits entries of earlier
+ * terms by counting replicas (the Figure 8 bug of the Raft paper, §5.4.2).
  */
 
 #include <stdbool.h>
@@ -165,8 +197,10 @@ struct raft_log_ops {
     /* Term of entry i; for i == first_index-1 the snapshot's term.
      * RK_ECOMPACTED if i is below that, RK_EUNAVAIL_LOG if past the end. */
     int (*term)(void *ctx, raft_index i, raft_term *out);
-    /* Entries [lo, hi), at most max_bytes of payload but always at least one.
-     * *out is ONE malloc'd block (array then payloads) the caller free()s. */
+    /* Entries [lo, hi), at most max_bytes of payload but always at least one
+     * (the core passes SIZE_MAX for "no limit"). *out is ONE malloc'd block
+     * (array then payloads) the caller free()s. RK_ECOMPACTED if lo is at or
+     * below the snapshot index, RK_EUNAVAIL_LOG if hi - 1 is past the end. */
     int (*entries)(void *ctx, raft_index lo, raft_index hi, size_t max_bytes,
                    struct raft_entry **out, uint32_t *n_out);
     /* Metadata of the latest snapshot (index 0 if there is none). */
@@ -205,8 +239,11 @@ struct raft_config {
     void *log_ctx;
     /* Durable state found at start (zeroed for a brand-new node). */
     struct raft_hard_state hs;
-    /* Membership: the latest configuration in the log or snapshot; for a
-     * brand-new group the bootstrap configuration. */
+    /* Bootstrap membership, used only when storage holds no snapshot. The
+     * core derives the current configuration itself: the snapshot's (or
+     * this) configuration plus every CONF entry of the stored log, so a
+     * conf entry lost in a crash is never half-applied. A node joining an
+     * existing group starts with an empty configuration and waits. */
     struct raft_conf_state conf;
     raft_index applied;            /* last index applied by the state machine */
     struct raft_tracer *tracer;
@@ -311,7 +348,10 @@ int raft_propose(struct raft_node *n, const void *data, size_t len,
 /* RK_EBUSY while an earlier conf change is not yet committed/applied. */
 int raft_propose_conf(struct raft_node *n, const struct raft_conf_change *cc,
                       raft_index *index);
-/* Linearizable read (thesis §6.4): the result arrives in rd.reads. */
+/* Linearizable read (thesis §6.4): the result arrives in rd.reads. Leader
+ * only (RK_ENOTLEADER: the driver forwards to the leader or retries);
+ * RK_EBUSY during a transfer. Reads pending when leadership is lost are
+ * dropped silently (the driver times them out). */
 int raft_read_index(struct raft_node *n, uint64_t ctx);
 int raft_transfer_leader(struct raft_node *n, raft_id to);
 /* Start an election now (tests, bootstrap of a single node). */
@@ -327,6 +367,11 @@ void raft_ready(struct raft_node *n, struct raft_ready *rd);
 void raft_advance(struct raft_node *n, const struct raft_ready *rd);
 
 void raft_status(const struct raft_node *n, struct raft_status *out);
+/* The configuration in force at log index `index` (for the metadata of a
+ * snapshot taken at the applied index). RK_ECOMPACTED if index is below the
+ * last applied configuration change, RK_EUNAVAIL_LOG if past the log. */
+int raft_conf_at(const struct raft_node *n, raft_index index,
+                 struct raft_conf_state *out);
 /* True when the group is idle and may stop ticking (all followers caught
  * up, nothing pending); the driver wakes it on any input. */
 bool raft_quiescable(const struct raft_node *n);

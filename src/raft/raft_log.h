@@ -1,0 +1,93 @@
+/* The core's view of the log: the unstable tail over the stable raft_log_ops. */
+#ifndef RAFT_LOG_H
+#define RAFT_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "raft.h"
+
+/*
+ * Entry payloads of the unstable tail live in reference-counted blocks
+ * (bump allocation, no per-entry malloc). Each unstable entry holds one
+ * reference on its block; ready batches and messages that borrow a payload
+ * hold one more until raft_advance().
+ */
+struct raft_blk {
+    uint32_t refs;
+    size_t cap;
+    size_t used;
+    unsigned char data[];
+};
+
+void raft__blk_unref(struct raft_blk *b);
+
+struct raft_log {
+    const struct raft_log_ops *ops;
+    void *ctx;
+
+    /* Unstable tail: u[k] has index uoff + k. */
+    struct raft_entry *u;
+    struct raft_blk **ublk;
+    uint32_t un;
+    uint32_t ucap;
+    raft_index uoff;
+    raft_index unext; /* first unstable index not yet handed to a ready */
+
+    /* A received snapshot handed to the driver but not yet advanced. */
+    bool has_usnap;
+    struct raft_snapshot_meta usnap;
+
+    raft_index commit;
+    raft_index applied;
+    raft_index persisted; /* last index known durable (advance) */
+
+    struct raft_blk *arena; /* current bump block (the log holds a ref) */
+};
+
+int raft__log_init(struct raft_log *l, const struct raft_log_ops *ops,
+                   void *ctx);
+void raft__log_close(struct raft_log *l);
+
+raft_index raft__log_first_index(const struct raft_log *l);
+raft_index raft__log_last_index(const struct raft_log *l);
+/* RK_ECOMPACTED / RK_EUNAVAIL_LOG / storage errors. */
+int raft__log_term(const struct raft_log *l, raft_index i, raft_term *out);
+/* Term of i or 0 when unknown. */
+raft_term raft__log_term_or0(const struct raft_log *l, raft_index i);
+raft_term raft__log_last_term(const struct raft_log *l);
+bool raft__log_match_term(const struct raft_log *l, raft_index i, raft_term t);
+/* Thesis §3.6.1: is a log ending at (idx, term) at least as up to date? */
+bool raft__log_up_to_date(const struct raft_log *l, raft_index idx,
+                          raft_term term);
+
+/* Appends entries (copying payloads) after truncating any suffix from
+ * ents[0].index. ents[0].index must be in [uoff-?, last+1]: the caller has
+ * checked that it is > commit and <= last + 1. RK_ENOMEM. */
+int raft__log_append(struct raft_log *l, const struct raft_entry *ents,
+                     uint32_t n);
+/* Appends one new entry at last+1 (leader). */
+int raft__log_append_one(struct raft_log *l, raft_term term, uint8_t type,
+                         const void *data, uint32_t len);
+/* First index among ents whose term conflicts with (or is missing from) the
+ * log; 0 if all are present. */
+raft_index raft__log_find_conflict(const struct raft_log *l,
+                                   const struct raft_entry *ents, uint32_t n);
+/* Largest index <= idx whose term is <= term (etcd findConflictByTerm). */
+raft_index raft__log_find_conflict_by_term(const struct raft_log *l,
+                                           raft_index idx, raft_term term);
+/* The batch ending at (i, t) is durable: drop it from the unstable tail. */
+void raft__log_stable_to(struct raft_log *l, raft_index i, raft_term t);
+/* Replaces the whole log by a received snapshot (not yet durable). */
+void raft__log_restore(struct raft_log *l, const struct raft_snapshot_meta *m);
+void raft__log_snap_stable(struct raft_log *l,
+                           const struct raft_snapshot_meta *m);
+/* Unstable index of i (i in [uoff, uoff+un)). */
+static inline bool raft__log_in_unstable(const struct raft_log *l,
+                                         raft_index i)
+{
+    return i >= l->uoff && i < l->uoff + l->un;
+}
+
+#endif
