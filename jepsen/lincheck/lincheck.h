@@ -138,9 +138,51 @@ int lc_read_edn(const char *text, size_t len, struct lc_history **out,
  */
 int lc_read_jsonl(const char *text, size_t len, struct lc_history **out,
                   char *err, size_t errlen);
-/* Reads a file in the given format. Returns 0, RK_EIO, RK_ENOMEM, RK_EPROTO. */
+/* The format of a history: by path extension, else by its first bytes. */
+enum lc_format lc_format_detect(const char *path, const char *text,
+                                size_t len);
+/*
+ * Reads a file in the given format (LC_FORMAT_AUTO: lc_format_detect).
+ * Returns 0, RK_EIO, RK_ETOOLARGE, RK_ENOMEM or RK_EPROTO.
+ */
 int lc_read_file(const char *path, enum lc_format fmt, struct lc_history **out,
                  char *err, size_t errlen);
+
+/*
+ * Writes h as ringkv JSON lines (readable by lc_read_jsonl). Returns 0 or
+ * RK_EIO.
+ */
+int lc_history_write_jsonl(const struct lc_history *h, FILE *out);
+
+/* -------------------------------------------------------------- generator */
+
+/*
+ * A generator of realistic concurrent histories: n_procs client processes
+ * issue reads, writes (unique values) and cas ops on n_keys registers of a
+ * simulated linearizable store; each op takes effect at a random instant
+ * between its invocation and its completion, latencies have a long tail.
+ * Some ops crash (:info; the op took effect or not, the process is replaced
+ * by a fresh one as in Jepsen) or fail without effect. Initial values are nil
+ * (ringkv semantics: check with lc_options_init_ringkv).
+ */
+struct lc_gen_opts {
+    uint64_t seed;
+    uint32_t n_ops;    /* operations (each is 2 events) */
+    uint32_t n_keys;
+    uint32_t n_procs;
+    double p_read;     /* the rest after reads and writes are cas */
+    double p_write;
+    double p_info;     /* chance that an op crashes */
+    double p_fail;     /* chance that an op fails without effect */
+    /* Make the history non-linearizable: one ok read returns a stale
+     * value (one overwritten before the read began). */
+    bool corrupt;
+};
+
+/* Defaults: 10,000 ops, 50 keys, 20 processes, 45% reads, 35% writes. */
+void lc_gen_opts_init(struct lc_gen_opts *o);
+/* Generates a history. Returns 0, RK_ENOMEM or RK_EINVAL (zero sizes). */
+int lc_gen_register(const struct lc_gen_opts *o, struct lc_history **out);
 
 /* ---------------------------------------------------------------- checker */
 
@@ -200,8 +242,10 @@ struct lc_result {
                                    linearization order */
     size_t n_prefix;
     size_t stuck_op;            /* the first op that could not be placed */
-    size_t *window;             /* stuck_op and the ops concurrent with it
-                                   that were not yet linearized, by time */
+    size_t *window;             /* stuck_op and every op concurrent with
+                                   it (overlapping its interval), by
+                                   invocation time */
+    bool *window_in_prefix;     /* window[i] is in the prefix above */
     size_t n_window;
     /* The model states that were tried at the stuck point. */
     struct lc_val states[LC_MAX_STATES]; /* mutex: 0 free, 1 held; for the
