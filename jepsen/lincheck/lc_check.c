@@ -737,6 +737,58 @@ fail:
     return rc;
 }
 
+static uint64_t observed_hash(int64_t key, struct lc_val v)
+{
+    uint64_t h = lc__mix64((uint64_t)key ^ 0x6f6273657276ULL);
+
+    h = lc__mix64(h ^ (uint64_t)(v.nil ? 0 : v.v));
+    return h ^ (v.nil ? 0x9e37ULL : 0);
+}
+
+/*
+ * Drops indeterminate writes and cas ops whose new value nobody observed.
+ * Such an op, once applied, leaves the register in a state that only ops
+ * which do not look at it (writes, nil reads under Knossos semantics) can
+ * follow until the next write; removing it from a linearization keeps the
+ * linearization legal. So "it never took effect" is always a possible
+ * choice, and taking it up front spares the search an exponential number
+ * of subsets when histories carry many crashed writes with unique values.
+ * A value counts as observed when an OK read returned it or any cas
+ * expected it. Hash collisions only keep more ops: the pruning stays sound.
+ */
+static int prune_unobserved(const struct lc_options *opt, struct cop *ops,
+                            size_t n_ops)
+{
+    struct lc_imap seen = {0};
+    size_t i;
+    int rc = 0;
+
+    for (i = 0; i < n_ops && rc == 0; i++) {
+        const struct cop *op = &ops[i];
+        if (op->dropped)
+            continue;
+        if (op->fn == LC_READ && op->ret != NO_POS &&
+            !(op->value.nil && opt->nil_read_matches_any))
+            rc = lc__imap_put(&seen, (int64_t)observed_hash(op->key, op->value),
+                              1);
+        else if (op->fn == LC_CAS)
+            rc = lc__imap_put(&seen, (int64_t)observed_hash(op->key, op->value),
+                              1);
+    }
+    for (i = 0; i < n_ops && rc == 0; i++) {
+        struct cop *op = &ops[i];
+        struct lc_val nv;
+        if (op->dropped || op->ret != NO_POS ||
+            (op->fn != LC_WRITE && op->fn != LC_CAS))
+            continue;
+        nv = op->fn == LC_WRITE ? op->value : op->value2;
+        if (lc__imap_get(&seen, (int64_t)observed_hash(op->key, nv)) == NULL)
+            op->dropped = true;
+    }
+    lc__imap_free(&seen);
+    return rc;
+}
+
 /* Union-find over key slots (multi-register partitions). */
 static size_t uf_find(size_t *parent, size_t x)
 {
@@ -992,6 +1044,14 @@ int lc_check(const struct lc_history *h, const struct lc_options *opt,
         }
         if (!ops[i].dropped)
             res->n_ops++;
+    }
+    if (res->model == LC_MODEL_REGISTER ||
+        res->model == LC_MODEL_CAS_REGISTER) {
+        rc = prune_unobserved(opt, ops, n_ops);
+        if (rc != 0) {
+            lc__errf(err, errlen, "out of memory");
+            goto out;
+        }
     }
     rc = make_plan(ops, n_ops, res->model == LC_MODEL_MULTI_REGISTER, &pl);
     if (rc != 0)
