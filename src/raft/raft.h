@@ -173,7 +173,9 @@ struct raft_msg {
     uint64_t context; /* HEARTBEAT(_RESP): ReadIndex round; TIMEOUT_NOW: 0 */
 
     /* SNAPSHOT: chunk `chunk_seq` of the snapshot described by `snap`.
-     * SNAPSHOT_RESP: acks chunk_seq (reject = restart from 0). */
+     * SNAPSHOT_RESP: acks chunk_seq (reject = restart from 0; hint_index =
+     * the follower's commit). APPEND with index 0: snap.conf carries the
+     * bootstrap configuration for a joining node (other snap fields 0). */
     struct raft_snapshot_meta snap;
     uint32_t chunk_seq;
     bool chunk_last;
@@ -308,7 +310,11 @@ struct raft_ready {
 
     struct raft_soft_state soft;
     bool soft_changed;
-    /* Membership as of the last log entry, to persist with the batch. */
+    /* The group's bootstrap configuration (the one at index 0), to persist
+     * and hand back as raft_config.conf at restart. It changes only when a
+     * node created with an empty configuration (to join a group) learns it
+     * from the leader's first append (conf_changed). The configuration in
+     * force is derived from the log; read it with raft_status/raft_conf_at. */
     struct raft_conf_state conf;
     bool conf_changed;
 };

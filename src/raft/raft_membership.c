@@ -140,7 +140,6 @@ static void set_conf(struct raft_node *n, const struct raft_conf_state *c)
     if (conf_equal(&n->conf, c))
         return;
     n->conf = *c;
-    n->conf_dirty = true;
     raft__conf_sync_progress(n);
     /* A node that is no longer a voter stops campaigning; a transfer to a
      * member that left is void. */
@@ -245,6 +244,7 @@ int raft__conf_init(struct raft_node *n)
         return RK_EINVAL;
     n->conf_base = *base;
     n->conf_base_index = sm.index;
+    n->conf_boot = n->cfg.conf;
     memset(&n->conf, 0, sizeof(n->conf));
     /* Replay the CONF entries of the stored log on top of the base. */
     raft_index lo = ops->first_index(ctx), last = ops->last_index(ctx);
@@ -282,6 +282,28 @@ void raft__conf_close(struct raft_node *n)
     n->n_conf_log = n->cap_conf_log = 0;
 }
 
+bool raft__conf_valid(const struct raft_conf_state *c)
+{
+    return c->n_voters <= RAFT_MAX_MEMBERS &&
+           c->n_learners <= RAFT_MAX_MEMBERS &&
+           c->n_voters + c->n_learners <= RAFT_MAX_MEMBERS;
+}
+
+void raft__conf_adopt_boot(struct raft_node *n,
+                           const struct raft_conf_state *boot)
+{
+    /* A node created empty to join a group learns the group's bootstrap
+     * configuration (index 0) from the leader's first append, and asks the
+     * driver to persist it (rd.conf). */
+    if (n->conf_boot.n_voters > 0 || boot->n_voters == 0 ||
+        !raft__conf_valid(boot) || n->conf_base_index != 0)
+        return;
+    n->conf_boot = *boot;
+    n->conf_base = *boot;
+    n->conf_dirty = true;
+    recompute(n);
+}
+
 void raft__conf_check_removed_leader(struct raft_node *n)
 {
     /* Thesis §4.2.2: a leader removed from the configuration steps down
@@ -290,6 +312,8 @@ void raft__conf_check_removed_leader(struct raft_node *n)
         n->log.commit >= n->pending_conf_index) {
         raft__trace(n, RK_LOG_INFO, "term %llu: removed, stepping down",
                     (unsigned long long)n->term);
+        /* Let the others learn the commit before we go quiet. */
+        raft__bcast_append(n);
         raft__become_follower(n, n->term, 0);
     }
 }

@@ -863,7 +863,7 @@ void raft_ready(struct raft_node *n, struct raft_ready *rd)
     rd->soft.role = n->role;
     rd->soft_changed = n->prev_soft.leader != n->leader ||
                        n->prev_soft.role != n->role;
-    rd->conf = n->conf;
+    rd->conf = n->conf_boot;
     rd->conf_changed = n->conf_dirty;
     n->conf_dirty = false;
     rd->must_sync = rd->hs_changed || rd->n_entries > 0 || rd->snap_chunk ||

@@ -83,7 +83,8 @@ struct raft_node {
     struct raft_conf_rec *conf_log;   /* CONF entries after the base */
     uint32_t n_conf_log, cap_conf_log;
     raft_index pending_conf_index;    /* leader: last conf entry proposed */
-    bool conf_dirty;
+    struct raft_conf_state conf_boot; /* bootstrap configuration (index 0) */
+    bool conf_dirty;                  /* conf_boot learned: persist it */
 
     /* Elections. */
     bool self_vote_pending; /* candidate: own vote counts after its sync */
@@ -179,6 +180,9 @@ bool raft__is_voter(const struct raft_conf_state *c, raft_id id);
 bool raft__is_learner(const struct raft_conf_state *c, raft_id id);
 void raft__conf_sync_progress(struct raft_node *n);
 void raft__conf_check_removed_leader(struct raft_node *n);
+bool raft__conf_valid(const struct raft_conf_state *c);
+void raft__conf_adopt_boot(struct raft_node *n,
+                           const struct raft_conf_state *boot);
 uint32_t raft__n_voters(const struct raft_node *n);
 
 /* raft_snapshot.c */

@@ -58,6 +58,8 @@ static bool send_one(struct raft_node *n, struct raft_progress *pr,
     m->commit = l->commit;
     m->entries = ents;
     m->n_entries = cnt;
+    if (prev == 0)
+        m->snap.conf = n->conf_boot; /* for a node joining empty */
     raft__pr_sent(pr, cnt ? ents[cnt - 1].index : prev, cnt);
     return true;
 }
@@ -147,6 +149,8 @@ int raft__handle_append(struct raft_node *n, const struct raft_msg *m)
         return 0;
     }
     if (raft__log_match_term(l, m->index, m->log_term)) {
+        if (m->index == 0)
+            raft__conf_adopt_boot(n, &m->snap.conf);
         /* Thesis §3.5: consistency check passed; drop conflicting suffix
          * and append what is new. */
         raft_index lastnew = m->index + m->n_entries;
