@@ -297,10 +297,26 @@ static void test_bad_histories(void **state)
 
 /* ------------------------------------------- brute-force oracle (small n) */
 
+/*
+ * An independent, naive oracle: it tries every order of the ops that
+ * respects real time (an op whose completion precedes another's invocation
+ * comes first), with indeterminate ops optional, over the WHOLE history (no
+ * partitioning), with its own model code. Random small histories over two
+ * keys are checked by both and must agree.
+ */
+
+#define BR_KEYS 2
+
 struct bop {
     size_t inv, ret; /* ret = SIZE_MAX: indeterminate */
-    enum lc_fn fn;
-    struct lc_val a, b;
+    struct lc_op op; /* the values the op is judged by */
+    struct lc_mop mops[2];
+};
+
+struct bcfg {
+    enum lc_model model;
+    bool nil_any;
+    struct lc_val init;
 };
 
 static bool bval_eq(struct lc_val x, struct lc_val y)
@@ -308,74 +324,103 @@ static bool bval_eq(struct lc_val x, struct lc_val y)
     return x.nil || y.nil ? x.nil == y.nil : x.v == y.v;
 }
 
-static bool bstep(enum lc_model m, struct lc_val s, const struct bop *o,
-                  struct lc_val *next)
+static bool bread(const struct bcfg *c, struct lc_val cur, struct lc_val got,
+                  bool indeterminate)
 {
-    *next = s;
-    if (m == LC_MODEL_MUTEX) {
-        if (o->fn == LC_ACQUIRE && s.v == 0) {
-            next->v = 1;
-            return true;
-        }
-        if (o->fn == LC_RELEASE && s.v == 1) {
-            next->v = 0;
-            return true;
-        }
-        return false;
-    }
-    switch (o->fn) {
-    case LC_READ:
-        return o->a.nil || bval_eq(s, o->a); /* Knossos nil */
-    case LC_WRITE:
-        *next = o->a;
-        return true;
-    case LC_CAS:
-        if (!bval_eq(s, o->a))
-            return false;
-        *next = o->b;
-        return true;
-    default:
-        return false;
-    }
+    return (got.nil && (c->nil_any || indeterminate)) || bval_eq(cur, got);
 }
 
-/* Tries every order that respects real time; indeterminate ops optional. */
-static bool brute(enum lc_model m, const struct bop *ops, size_t n,
-                  unsigned placed, struct lc_val s)
+static bool bstep(const struct bcfg *c, struct lc_val *s, const struct bop *b)
+{
+    const struct lc_op *o = &b->op;
+    struct lc_val *cell = &s[o->key];
+    uint32_t i;
+
+    switch (o->fn) {
+    case LC_ACQUIRE:
+        if (cell->v != 0)
+            return false;
+        cell->v = 1;
+        return true;
+    case LC_RELEASE:
+        if (cell->v != 1)
+            return false;
+        cell->v = 0;
+        return true;
+    case LC_READ:
+        return bread(c, *cell, o->value, false);
+    case LC_WRITE:
+        *cell = o->value;
+        return true;
+    case LC_CAS:
+        if (!bval_eq(*cell, o->value))
+            return false;
+        *cell = o->value2;
+        return true;
+    case LC_TXN:
+        for (i = 0; i < o->n_mops; i++) {
+            struct lc_val *t = &s[b->mops[i].key];
+            if (b->mops[i].fn == LC_WRITE)
+                *t = b->mops[i].value;
+            else if (!bread(c, *t, b->mops[i].value, b->ret == SIZE_MAX))
+                return false;
+        }
+        return true;
+    }
+    return false;
+}
+
+static bool brute(const struct bcfg *c, const struct bop *ops, size_t n,
+                  unsigned placed, const struct lc_val *s)
 {
     size_t i, j;
-    bool all_ok_placed = true;
+    bool done = true;
 
     for (i = 0; i < n; i++) {
         if (!(placed & (1u << i)) && ops[i].ret != SIZE_MAX)
-            all_ok_placed = false;
+            done = false;
     }
-    if (all_ok_placed)
+    if (done)
         return true;
     for (i = 0; i < n; i++) {
-        struct lc_val next;
+        struct lc_val next[BR_KEYS];
         bool can = !(placed & (1u << i));
         for (j = 0; can && j < n; j++) {
             if (!(placed & (1u << j)) && ops[j].ret != SIZE_MAX &&
                 ops[j].ret < ops[i].inv)
                 can = false;
         }
-        if (can && bstep(m, s, &ops[i], &next) &&
-            brute(m, ops, n, placed | (1u << i), next))
+        if (!can)
+            continue;
+        memcpy(next, s, sizeof(next));
+        if (bstep(c, next, &ops[i]) &&
+            brute(c, ops, n, placed | (1u << i), next))
             return true;
     }
     return false;
 }
 
-static void random_history(struct rk_rand *r, enum lc_model m,
+static struct lc_val rand_val(struct rk_rand *r, bool allow_nil)
+{
+    if (allow_nil && rk_rand_below(r, 5) == 0)
+        return LC_NIL;
+    return LC_INT(rk_rand_below(r, 3));
+}
+
+/* A random history of 2..8 ops by 3 processes; the oracle's view in bops. */
+static void random_history(struct rk_rand *r, const struct bcfg *c,
                            struct lc_history *h, struct bop *bops,
                            size_t *n_bops)
 {
     struct lc_op pend[3];
+    struct lc_mop pmops[3][2];
     bool busy[3] = {false, false, false};
+    bool keep[16];
     int64_t pid[3] = {0, 1, 2};
     size_t bidx[3] = {0, 0, 0};
-    size_t ev = 0, started = 0, max_ops = 2 + rk_rand_below(r, 7), guard;
+    size_t ev = 0, started = 0, max_ops = 2 + rk_rand_below(r, 7), guard, i,
+           k = 0;
+    bool nil_vals = !c->nil_any;
 
     *n_bops = 0;
     for (guard = 0; guard < 100 && (started < max_ops || busy[0] || busy[1] ||
@@ -390,14 +435,27 @@ static void random_history(struct rk_rand *r, enum lc_model m,
             op.process = pid[p];
             op.type = LC_INVOKE;
             op.index = -1;
-            if (m == LC_MODEL_MUTEX) {
+            op.key = (int64_t)rk_rand_below(r, BR_KEYS);
+            if (c->model == LC_MODEL_MUTEX) {
+                op.key = 0;
                 op.fn = rk_rand_below(r, 2) ? LC_ACQUIRE : LC_RELEASE;
+            } else if (c->model == LC_MODEL_MULTI_REGISTER) {
+                op.fn = LC_TXN;
+                op.n_mops = 1 + (uint32_t)rk_rand_below(r, 2);
+                for (i = 0; i < op.n_mops; i++) {
+                    pmops[p][i].fn = rk_rand_below(r, 2) ? LC_READ : LC_WRITE;
+                    pmops[p][i].key = (int64_t)rk_rand_below(r, BR_KEYS);
+                    pmops[p][i].value = pmops[p][i].fn == LC_READ
+                                            ? LC_NIL
+                                            : rand_val(r, nil_vals);
+                }
+                op.mops = pmops[p];
             } else {
-                op.fn = (enum lc_fn)rk_rand_below(r, 3);
-                op.value = LC_INT(rk_rand_below(r, 3));
-                op.value2 = LC_INT(rk_rand_below(r, 3));
-                if (op.fn == LC_READ)
-                    op.value = LC_NIL;
+                op.fn = (enum lc_fn)rk_rand_below(
+                    r, c->model == LC_MODEL_CAS_REGISTER ? 3 : 2);
+                op.value = op.fn == LC_READ ? LC_NIL : rand_val(r, nil_vals);
+                if (op.fn == LC_CAS)
+                    op.value2 = rand_val(r, nil_vals);
             }
             assert_int_equal(lc_history_add(h, &op), 0);
             pend[p] = op;
@@ -405,13 +463,14 @@ static void random_history(struct rk_rand *r, enum lc_model m,
             bidx[p] = *n_bops;
             bops[*n_bops].inv = ev++;
             bops[*n_bops].ret = SIZE_MAX;
-            bops[*n_bops].fn = op.fn;
-            bops[*n_bops].a = op.value;
-            bops[*n_bops].b = op.value2;
+            bops[*n_bops].op = op;
+            memcpy(bops[*n_bops].mops, pmops[p], sizeof(pmops[p]));
+            keep[*n_bops] = true;
             (*n_bops)++;
             started++;
         } else {
             double x = rk_rand_double(r);
+            struct bop *b = &bops[bidx[p]];
             op = pend[p];
             if (x < 0.12 && started >= max_ops) {
                 /* Leave it pending until the end. */
@@ -420,71 +479,74 @@ static void random_history(struct rk_rand *r, enum lc_model m,
                 continue;
             }
             op.type = x < 0.7 ? LC_OK : x < 0.85 ? LC_INFO : LC_FAIL;
-            if (op.fn == LC_READ && op.type == LC_OK)
-                op.value = rk_rand_below(r, 5) == 0
-                               ? LC_NIL
-                               : LC_INT(rk_rand_below(r, 3));
-            assert_int_equal(lc_history_add(h, &op), 0);
             if (op.type == LC_OK) {
-                bops[bidx[p]].ret = ev;
-                bops[bidx[p]].a = op.value;
-            } else if (op.type == LC_FAIL) {
-                bops[bidx[p]].fn = (enum lc_fn)99; /* dropped below */
-            } else if (op.fn == LC_READ) {
-                bops[bidx[p]].fn = (enum lc_fn)99;
+                /* Results: reads return random values. */
+                if (op.fn == LC_READ)
+                    op.value = rand_val(r, true);
+                if (op.fn == LC_TXN) {
+                    for (i = 0; i < op.n_mops; i++) {
+                        if (pmops[p][i].fn == LC_READ)
+                            pmops[p][i].value = rand_val(r, true);
+                    }
+                    op.mops = pmops[p];
+                    memcpy(b->mops, pmops[p], sizeof(pmops[p]));
+                }
+                b->ret = ev;
+                b->op = op;
             }
+            if (op.type == LC_FAIL ||
+                (op.type == LC_INFO && op.fn == LC_READ))
+                keep[bidx[p]] = false;
+            assert_int_equal(lc_history_add(h, &op), 0);
             if (op.type == LC_INFO)
                 pid[p] += 3;
             ev++;
             busy[p] = false;
         }
     }
-    /* Drop failed ops and indeterminate reads from the oracle's view. */
-    {
-        size_t i, k = 0;
-        for (i = 0; i < *n_bops; i++) {
-            if (bops[i].fn == (enum lc_fn)99 ||
-                (bops[i].fn == LC_READ && bops[i].ret == SIZE_MAX))
-                continue;
-            bops[k++] = bops[i];
-        }
-        *n_bops = k;
+    /* Drop failed ops, and reads that never completed, from the oracle. */
+    for (i = 0; i < *n_bops; i++) {
+        if (!keep[i] || (bops[i].op.fn == LC_READ && bops[i].ret == SIZE_MAX))
+            continue;
+        bops[k++] = bops[i];
     }
+    *n_bops = k;
 }
 
-static void test_random_vs_brute_force(void **state)
+static void run_random(const struct bcfg *c, uint64_t seed, size_t iters)
 {
-    static const enum lc_model models[] = {LC_MODEL_CAS_REGISTER,
-                                           LC_MODEL_MUTEX};
     struct rk_rand r;
     size_t iter, n_valid = 0, n_invalid = 0;
 
-    (void)state;
-    rk_rand_seed(&r, 7);
-    for (iter = 0; iter < 6000; iter++) {
-        enum lc_model m = models[iter % 2];
+    rk_rand_seed(&r, seed);
+    for (iter = 0; iter < iters; iter++) {
         struct lc_history *h = NULL;
         struct bop bops[16];
-        size_t n_bops;
+        struct lc_val init[BR_KEYS];
+        size_t n_bops, i;
         struct lc_options opt;
         struct lc_result res;
         char err[256] = "";
         bool want;
 
         assert_int_equal(lc_history_new(&h), 0);
-        random_history(&r, m, h, bops, &n_bops);
-        want = brute(m, bops, n_bops, 0, m == LC_MODEL_MUTEX ? LC_INT(0)
-                                                             : LC_INT(0));
+        random_history(&r, c, h, bops, &n_bops);
+        for (i = 0; i < BR_KEYS; i++)
+            init[i] = c->model == LC_MODEL_MUTEX ? LC_INT(0) : c->init;
+        want = brute(c, bops, n_bops, 0, init);
         lc_options_init_knossos(&opt);
-        opt.model = m;
+        opt.model = c->model;
+        opt.nil_read_matches_any = c->nil_any;
+        opt.initial = c->init;
         assert_int_equal(lc_check(h, &opt, &res, err, sizeof(err)), 0);
         if (res.verdict != (want ? LC_VALID : LC_INVALID)) {
-            size_t i;
             for (i = 0; i < lc_history_len(h); i++) {
                 lc_op_print(h, lc_history_op(h, i), stderr);
                 fputc('\n', stderr);
             }
-            fail_msg("iteration %zu: checker says %s, brute force %s", iter,
+            fail_msg("model %s seed %llu iteration %zu: checker says %s, "
+                     "brute force %s",
+                     lc_model_name(c->model), (unsigned long long)seed, iter,
                      lc_verdict_name(res.verdict),
                      want ? "valid" : "invalid");
         }
@@ -496,8 +558,27 @@ static void test_random_vs_brute_force(void **state)
         lc_history_free(h);
     }
     /* The random mix must exercise both outcomes substantially. */
-    assert_true(n_valid > 1000);
-    assert_true(n_invalid > 1000);
+    if (n_valid < iters / 10 || n_invalid < iters / 10)
+        fail_msg("model %s: unbalanced mix, %zu valid, %zu invalid",
+                 lc_model_name(c->model), n_valid, n_invalid);
+}
+
+static void test_random_vs_brute_force(void **state)
+{
+    static const struct bcfg cfgs[] = {
+        {LC_MODEL_CAS_REGISTER, true, {0, false}},  /* Knossos */
+        {LC_MODEL_CAS_REGISTER, false, {0, true}},  /* ringkv */
+        {LC_MODEL_REGISTER, true, {0, false}},
+        {LC_MODEL_REGISTER, false, {0, true}},
+        {LC_MODEL_MUTEX, true, {0, false}},
+        {LC_MODEL_MULTI_REGISTER, true, {0, false}},
+        {LC_MODEL_MULTI_REGISTER, false, {0, true}},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++)
+        run_random(&cfgs[i], 100 + i, 2500);
 }
 
 /* ------------------------------------------------ generated, budgets */
