@@ -95,7 +95,8 @@ static uint32_t get_be32(const uint8_t *p)
  * next frame's announced (and already checked) length. */
 static void drain(struct srv_conn *c)
 {
-    while (!c->closing && c->rlen - c->rpos >= SRV_FRAME_HEADER) {
+    while (!c->closing && !c->shutting_down &&
+           c->rlen - c->rpos >= SRV_FRAME_HEADER) {
         uint32_t len = get_be32(c->rbuf + c->rpos);
         if (len > c->max_frame) {
             rk_log(RK_LOG_WARN,
@@ -161,7 +162,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             srv_conn_close(c, uv_err_name((int)nread));
         return;
     }
-    if (nread == 0 || c->closing)
+    if (nread == 0 || c->closing || c->shutting_down)
         return;
     c->rlen += (size_t)nread;
     c->bytes_in += (uint64_t)nread;
@@ -204,7 +205,7 @@ static void on_written(uv_write_t *req, int status)
 
 int srv_conn_writev(struct srv_conn *c, const uv_buf_t *parts, unsigned n)
 {
-    if (c->closing)
+    if (c->closing || c->shutting_down)
         return RK_ESHUTDOWN;
     size_t len = 0;
     for (unsigned i = 0; i < n; i++)
@@ -244,4 +245,31 @@ int srv_conn_write(struct srv_conn *c, const void *data, size_t len)
 {
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
     return srv_conn_writev(c, &b, 1);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct srv_conn *c = req->data;
+    (void)status;
+    srv_conn_close(c, NULL);
+}
+
+void srv_conn_close_after_write(struct srv_conn *c, const char *reason)
+{
+    if (c->closing || c->shutting_down)
+        return;
+    if (reason != NULL) {
+        c->close_reason = reason;
+        rk_log(RK_LOG_INFO, "closing connection %s: %s", c->peer_name,
+               reason);
+    }
+    c->shutting_down = true;
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) !=
+        0)
+        srv_conn_close(c, NULL);
 }

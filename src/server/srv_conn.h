@@ -49,6 +49,8 @@ struct srv_conn {
 
     uint64_t write_queue_bytes; /* queued, not yet written */
     uint32_t writes_pending;
+    bool shutting_down;
+    uv_shutdown_t shutdown_req;
     uint64_t bytes_in, bytes_out, frames_in, frames_out;
 };
 
@@ -65,6 +67,10 @@ int srv_conn_write(struct srv_conn *c, const void *data, size_t len);
 /* Closes the connection (idempotent); `reason` (static string) is logged
  * at INFO if not NULL. on_close runs later. */
 void srv_conn_close(struct srv_conn *c, const char *reason);
+
+/* Stops reading, lets the queued writes drain (uv_shutdown), then closes.
+ * Used to deliver a last error response before hanging up. */
+void srv_conn_close_after_write(struct srv_conn *c, const char *reason);
 
 /* Fills peer_name with "ip:port" of the remote end. */
 void srv_conn_name(struct srv_conn *c);

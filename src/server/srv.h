@@ -1,0 +1,196 @@
+/* ringkvd internals: the node object, hosted Raft groups and their waiters. */
+#ifndef SRV_H
+#define SRV_H
+
+/*
+ * One struct srv per process. Everything is owned by the loop thread except
+ * the storage thread's completion hand-off (srv->done_mu).
+ *
+ * The cycle of one group (etcd's RawNode with asynchronous storage writes):
+ *
+ *   flush hook (every loop iteration, srv_group_flush):
+ *     batched ReadIndex for queued reads          raft_read_index
+ *     raft_ready(g) -> send rd.msgs now           (leader appends in
+ *                                                  parallel with its sync)
+ *                   -> rd's log/hs/conf/snapshot   into THE batch
+ *                   -> rd.committed                stor_batch_apply (same txn)
+ *     one stor_batch_submit for all groups
+ *   storage thread: one write txn, one sync -> uv_async_send
+ *   completion (on_flush_done, in submission order):
+ *     send rd.msgs_after_sync, answer proposals from the apply results,
+ *     raft_advance, serve reads whose index is applied
+ *
+ * A group has at most one ready outstanding (g->busy); the other groups keep
+ * gathering the next batch while one syncs.
+ */
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "raft.h"
+#include "srv_config.h"
+#include "srv_loop.h"
+#include "srv_metrics.h"
+#include "srv_peer.h"
+#include "srv_ring.h"
+#include "stor.h"
+
+struct srv;
+struct srv_group;
+
+/* A client request waiting on Raft: a proposal to be applied, or a read to
+ * become safe. The owner (srv_client.c) embeds it. */
+struct srv_waiter;
+/* status: 0 = done (res is the apply result for a proposal, NULL for a
+ * read: the read may now be served from local state), or RK_E* (e.g.
+ * RK_ENOTLEADER, RK_ETIMEDOUT, RK_EFAILSTOP). */
+typedef void (*srv_waiter_cb)(struct srv_waiter *w, int status,
+                              const struct stor_result *res);
+
+struct srv_waiter {
+    struct srv_waiter *next;
+    struct srv_waiter *prev;
+    srv_waiter_cb cb;
+    uint64_t deadline_ms;
+    /* proposals */
+    raft_index index;
+    raft_term term;
+    /* reads */
+    uint64_t ctx;
+    raft_index read_index;
+};
+
+/* An intrusive doubly-linked list of waiters. */
+struct srv_wlist {
+    struct srv_waiter *head, *tail;
+    uint32_t n;
+};
+
+struct srv_group {
+    uint64_t shard;
+    struct srv *srv;
+    struct raft_node *raft;
+    struct stor_shard *ss;
+    struct raft_tracer tracer;
+
+    bool busy;            /* rd is in a batch not yet completed */
+    struct raft_ready rd; /* valid while busy */
+    uint32_t res_first;   /* its apply results in the batch */
+    uint32_t n_res;
+
+    raft_index applied;   /* applied index, as durable in storage */
+    raft_term term;       /* last seen term */
+    raft_id leader;
+    uint8_t role;
+
+    bool quiesced;
+    uint32_t idle_ticks;
+
+    struct srv_wlist proposals;  /* waiting for their index to apply */
+    struct srv_wlist read_queue; /* waiting for the next ReadIndex round */
+    struct srv_wlist reads;      /* in a round (ctx) or waiting to apply */
+    uint64_t next_read_ctx;
+
+    struct srv_group *flush_next; /* in the flush being gathered */
+};
+
+/* A gathered batch: the groups whose ready it carries. */
+struct srv_flush {
+    struct srv_flush *next;
+    struct stor_batch *batch; /* NULL when nothing had to be written */
+    struct srv_group **groups;
+    uint32_t n_groups;
+    uint32_t cap_groups;
+    bool done;
+    int status;
+    uint64_t started_us;
+};
+
+struct srv {
+    struct srv_config *cfg;
+    struct srv_loop loop;
+    struct stor *stor;
+    struct srv_peers peers;
+    bool peers_started;
+    struct srv_http http;
+    bool http_started;
+    struct srv_metrics metrics;
+    struct srv_ring ring;
+    uint64_t cluster_id;
+    uint32_t n_data_shards;
+
+    struct srv_group **groups; /* indexed by shard id, NULL if not hosted */
+    uint32_t groups_cap;
+    uint32_t n_groups;
+    uint32_t election_ticks, heartbeat_ticks;
+
+    /* Flushes submitted (or empty and waiting their turn), oldest first. */
+    struct srv_flush *flush_head, *flush_tail;
+    uint32_t flushes_in_flight;
+    pthread_mutex_t done_mu;
+    uv_async_t done_async;
+    bool done_async_open;
+
+    /* Peer liveness: last time (ms) anything arrived from each node. */
+    uint64_t peer_last_heard[SRV_MAX_NODES + 1];
+    uint64_t peer_ids[SRV_MAX_NODES + 1];
+
+    bool failstop;
+    int failstop_code;
+    bool stopping;
+
+    struct srv_clients *clients;
+    char errmsg[RK_ERRMSG_SIZE];
+};
+
+/* ------------------------------------------------------------- srv_node.c */
+
+/* Opens (or bootstraps) the data dir, creates the groups, binds listeners.
+ * Returns 0 or an RK_E* code with srv->errmsg saying what is wrong. */
+int srv_init(struct srv *s, struct srv_config *cfg);
+/* Runs the loop until SIGTERM/SIGINT; then closes everything. */
+int srv_run(struct srv *s);
+/* Frees what srv_init built (after srv_run returned, or after a failed
+ * srv_init). */
+void srv_fini(struct srv *s);
+
+/* Client address of a node ("host:port"), "" if unknown. */
+const char *srv_node_client_addr(struct srv *s, uint64_t id);
+
+/* ------------------------------------------------------------ srv_group.c */
+
+int srv_group_open(struct srv *s, uint64_t shard, struct srv_group **out);
+void srv_group_free(struct srv_group *g);
+struct srv_group *srv_group_get(struct srv *s, uint64_t shard);
+
+/* The flush hook and its completion (called by srv_node.c). */
+void srv_groups_flush(struct srv *s);
+void srv_groups_on_done(struct srv *s);
+void srv_groups_tick(struct srv *s);
+/* Handles one decoded peer message (any shard). */
+int srv_groups_step(struct srv *s, const struct raft_msg *m);
+/* A peer went down: probe it again later and wake idle groups. */
+void srv_groups_peer_down(struct srv *s, uint64_t peer);
+/* Fails every waiter (shutdown or fail-stop). */
+void srv_groups_fail_all(struct srv *s, int status);
+
+/* Proposes a command on g; w->cb runs once it is applied or failed.
+ * Returns RK_ENOTLEADER, RK_EBUSY, RK_ETOOLARGE, RK_EFAILSTOP, ... (then
+ * w->cb is not called). */
+int srv_group_propose(struct srv_group *g, const void *cmd, size_t len,
+                      struct srv_waiter *w, uint64_t timeout_ms);
+/* Queues a linearizable read; w->cb runs when local state may serve it. */
+int srv_group_read(struct srv_group *g, struct srv_waiter *w,
+                   uint64_t timeout_ms);
+/* Removes a waiter that has not completed (its connection closed). */
+void srv_group_cancel(struct srv_group *g, struct srv_waiter *w);
+bool srv_group_is_leader(const struct srv_group *g);
+void srv_group_wake(struct srv_group *g);
+
+void srv_wlist_push(struct srv_wlist *l, struct srv_waiter *w);
+void srv_wlist_remove(struct srv_wlist *l, struct srv_waiter *w);
+
+#endif

@@ -1,0 +1,725 @@
+/* Client API of ringkvd: connections, request dispatch, replies. */
+#include "srv_client.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rk_assert.h"
+#include "rk_log.h"
+#include "srv.h"
+#include "srv_conn.h"
+
+/* How long a request may wait on Raft before TIMEOUT. */
+#define REQUEST_TIMEOUT_MS 5000
+/* Most requests in flight on one connection; more are refused with BUSY
+ * (UNAVAILABLE) so one client cannot hold unbounded memory. */
+#define MAX_INFLIGHT_PER_CONN 4096
+/* Bytes of scan results per response at most (keeps frames bounded). */
+#define SCAN_MAX_BYTES (1u << 20)
+#define SCAN_MAX_LIMIT 10000
+
+struct cconn;
+
+/* One request in flight. Owns copies of the bytes it needs. */
+struct creq {
+    struct srv_waiter w;
+    struct cconn *conn; /* NULL once the connection closed */
+    struct creq *prev, *next;
+    struct srv_group *g;
+    enum srv_op op;
+    uint64_t request_id;
+    uint8_t consistency;
+    uint64_t started_us;
+    uint8_t *key;
+    uint32_t klen;
+};
+
+struct cconn {
+    struct srv_conn conn;
+    struct srv_clients *cs;
+    struct cconn *prev, *next;
+    struct creq *reqs; /* in flight */
+    uint32_t n_reqs;
+};
+
+struct srv_clients {
+    struct srv *srv;
+    uv_tcp_t listener;
+    bool listening;
+    bool closing;
+    struct cconn *conns;
+    uint32_t n_conns;
+    struct creq *orphans; /* requests whose connection closed */
+};
+
+/* ---------------------------------------------------------------- replies */
+
+static void reply(struct srv_clients *cs, struct cconn *cc, enum srv_op op,
+                  uint64_t started_us, struct srv_response *r)
+{
+    struct srv *s = cs->srv;
+    if (r->epoch == 0)
+        r->epoch = SRV_MAP_EPOCH;
+    if (r->status == RK_ENOTLEADER && r->leader_hint == NULL)
+        r->leader_hint = r->leader_id != 0
+                             ? srv_node_client_addr(s, r->leader_id)
+                             : "";
+    int wire = 0;
+    switch (r->status) {
+    case RK_OK: wire = 0; break;
+    case RK_ENOTFOUND: wire = 1; break;
+    case RK_ENOTLEADER: wire = 2; break;
+    case RK_EWRONGSHARD: case RK_EUNKNOWNSHARD: wire = 3; break;
+    case RK_ECASMISMATCH: wire = 4; break;
+    case RK_ETIMEDOUT: wire = 5; break;
+    case RK_EINVAL: case RK_EPROTO: wire = 7; break;
+    case RK_ETOOLARGE: wire = 8; break;
+    case RK_ENOMEM: case RK_EIO: case RK_ECORRUPT: wire = 9; break;
+    default: wire = 6; break; /* UNAVAILABLE */
+    }
+    uint64_t now = uv_hrtime() / 1000;
+    srv_metrics_request(&s->metrics, op, (unsigned)wire,
+                        now > started_us ? now - started_us : 0);
+    if (cc == NULL || cc->conn.closing)
+        return;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (srv_proto_response_encode(r, &buf, &len) != 0) {
+        srv_conn_close(&cc->conn, "cannot encode a response");
+        return;
+    }
+    if (srv_conn_write(&cc->conn, buf, len) == 0)
+        s->metrics.client_bytes_out += len + SRV_FRAME_HEADER;
+    free(buf);
+}
+
+static void reply_error(struct srv_clients *cs, struct cconn *cc,
+                        enum srv_op op, uint64_t request_id,
+                        uint64_t started_us, int status, const char *msg,
+                        uint64_t leader)
+{
+    struct srv_response r;
+    memset(&r, 0, sizeof(r));
+    r.request_id = request_id;
+    r.status = status;
+    r.message = msg;
+    r.leader_id = leader;
+    reply(cs, cc, op, started_us, &r);
+}
+
+/* ------------------------------------------------------------ requests */
+
+static struct creq *creq_new(struct cconn *cc, const struct srv_request *rq,
+                             struct srv_group *g, uint64_t started_us)
+{
+    struct creq *q = calloc(1, sizeof(*q) + rq->klen);
+    if (q == NULL)
+        return NULL;
+    q->conn = cc;
+    q->g = g;
+    q->op = rq->op;
+    q->request_id = rq->request_id;
+    q->consistency = rq->consistency;
+    q->started_us = started_us;
+    q->key = (uint8_t *)(q + 1);
+    q->klen = rq->klen;
+    if (rq->klen > 0)
+        memcpy(q->key, rq->key, rq->klen);
+    q->next = cc->reqs;
+    if (cc->reqs != NULL)
+        cc->reqs->prev = q;
+    cc->reqs = q;
+    cc->n_reqs++;
+    return q;
+}
+
+static void creq_free(struct creq *q)
+{
+    struct cconn *cc = q->conn;
+    if (cc != NULL) {
+        if (q->prev != NULL)
+            q->prev->next = q->next;
+        else
+            cc->reqs = q->next;
+        if (q->next != NULL)
+            q->next->prev = q->prev;
+        cc->n_reqs--;
+    }
+    free(q);
+}
+
+static void answer_get(struct srv_clients *cs, struct creq *q)
+{
+    struct srv *s = cs->srv;
+    struct srv_response r;
+    memset(&r, 0, sizeof(r));
+    r.request_id = q->request_id;
+    struct stor_value v;
+    memset(&v, 0, sizeof(v));
+    int rv = stor_kv_get(s->stor, q->g->shard, q->key, q->klen, &v);
+    if (rv == 0) {
+        r.found = true;
+        r.value = v.data;
+        r.vlen = v.len;
+        r.revision = v.revision;
+        r.create_revision = v.create_revision;
+    }
+    r.status = rv;
+    reply(cs, q->conn, q->op, q->started_us, &r);
+    free(v.data);
+}
+
+static void on_read_ready(struct srv_waiter *w, int status,
+                          const struct stor_result *res)
+{
+    struct creq *q = container_of(w, struct creq, w);
+    struct srv_clients *cs = q->conn != NULL ? q->conn->cs : NULL;
+    (void)res;
+    if (cs == NULL) { /* the connection is gone */
+        free(q);
+        return;
+    }
+    if (status == 0)
+        answer_get(cs, q);
+    else
+        reply_error(cs, q->conn, q->op, q->request_id, q->started_us, status,
+                    NULL, q->g->leader);
+    creq_free(q);
+}
+
+static void on_applied(struct srv_waiter *w, int status,
+                       const struct stor_result *res)
+{
+    struct creq *q = container_of(w, struct creq, w);
+    struct srv_clients *cs = q->conn != NULL ? q->conn->cs : NULL;
+    if (cs == NULL) {
+        free(q);
+        return;
+    }
+    struct srv_response r;
+    memset(&r, 0, sizeof(r));
+    r.request_id = q->request_id;
+    if (status != 0) {
+        r.status = status;
+        r.leader_id = q->g->leader;
+        if (status == RK_ENOTLEADER)
+            r.message = "leadership changed before the write committed; "
+                        "retry with the same seq";
+    } else {
+        r.status = res->status;
+        r.revision = res->revision;
+        r.prev_revision = res->prev_revision;
+        r.duplicate = (res->flags & STOR_RES_DUPLICATE) != 0;
+        if (res->status == RK_ESTALE)
+            r.message = "seq older than the session's window";
+        if (res->status == RK_ESTALE)
+            r.status = RK_EINVAL;
+    }
+    reply(cs, q->conn, q->op, q->started_us, &r);
+    creq_free(q);
+}
+
+/* Checks the key against the limits. */
+static int check_key(struct srv *s, const struct srv_request *rq,
+                     const char **msg)
+{
+    if (rq->klen == 0) {
+        *msg = "empty key";
+        return RK_EINVAL;
+    }
+    if (rq->klen > s->cfg->max_key_bytes) {
+        *msg = "key over the size limit";
+        return RK_ETOOLARGE;
+    }
+    return 0;
+}
+
+static void do_read(struct srv_clients *cs, struct cconn *cc,
+                    const struct srv_request *rq, uint64_t t0)
+{
+    struct srv *s = cs->srv;
+    const char *msg = NULL;
+    int rv = check_key(s, rq, &msg);
+    if (rv != 0) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, rv, msg, 0);
+        return;
+    }
+    uint64_t shard = srv_ring_lookup(&s->ring, rq->key, rq->klen);
+    struct srv_group *g = srv_group_get(s, shard);
+    if (g == NULL) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
+                    "shard not hosted here", 0);
+        return;
+    }
+    struct creq *q = creq_new(cc, rq, g, t0);
+    if (q == NULL) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
+        return;
+    }
+    bool local = rq->consistency == SRV_READ_STALE ||
+                 (rq->consistency == SRV_READ_LEASE &&
+                  srv_group_is_leader(g) && !g->quiesced && !g->busy);
+    if (rq->consistency != SRV_READ_STALE && !srv_group_is_leader(g)) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER, NULL,
+                    g->leader);
+        creq_free(q);
+        return;
+    }
+    if (local) {
+        answer_get(cs, q);
+        creq_free(q);
+        return;
+    }
+    q->w.cb = on_read_ready;
+    rv = srv_group_read(g, &q->w, REQUEST_TIMEOUT_MS);
+    if (rv != 0) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, rv, NULL, g->leader);
+        creq_free(q);
+    }
+}
+
+static void do_write(struct srv_clients *cs, struct cconn *cc,
+                     const struct srv_request *rq, uint64_t t0)
+{
+    struct srv *s = cs->srv;
+    const char *msg = NULL;
+    int rv = check_key(s, rq, &msg);
+    if (rv == 0 && (rq->vlen > s->cfg->max_value_bytes ||
+                    rq->elen > s->cfg->max_value_bytes)) {
+        rv = RK_ETOOLARGE;
+        msg = "value over the size limit";
+    }
+    if (rv != 0) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, rv, msg, 0);
+        return;
+    }
+    uint64_t shard = srv_ring_lookup(&s->ring, rq->key, rq->klen);
+    struct srv_group *g = srv_group_get(s, shard);
+    if (g == NULL || !srv_group_is_leader(g)) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
+                    g == NULL ? "shard not hosted here" : NULL,
+                    g != NULL ? g->leader : 0);
+        return;
+    }
+    struct stor_cmd cmd;
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.client_id = rq->client_id;
+    cmd.seq = rq->client_id != 0 ? rq->seq : 0;
+    cmd.key = rq->key;
+    cmd.klen = rq->klen;
+    switch (rq->op) {
+    case SRV_OP_PUT:
+        cmd.op = STOR_CMD_PUT;
+        cmd.value = rq->value != NULL ? rq->value : (const uint8_t *)"";
+        cmd.vlen = rq->vlen;
+        break;
+    case SRV_OP_DELETE:
+        cmd.op = STOR_CMD_DEL;
+        break;
+    default:
+        cmd.op = STOR_CMD_CAS;
+        cmd.cas_flags = (rq->cas_by_revision ? STOR_CAS_REVISION : 0) |
+                        (rq->cas_delete ? STOR_CAS_DELETE : 0);
+        cmd.expect_rev = rq->expect_rev;
+        cmd.expect = rq->expect != NULL ? rq->expect : (const uint8_t *)"";
+        cmd.elen = rq->elen;
+        cmd.value = rq->value != NULL ? rq->value : (const uint8_t *)"";
+        cmd.vlen = rq->vlen;
+        break;
+    }
+    if (rq->client_id != 0 && rq->seq == 0) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EINVAL,
+                    "seq must be >= 1 when client_id is set", 0);
+        return;
+    }
+    size_t need = stor_cmd_size(&cmd), len = 0;
+    uint8_t *buf = malloc(need);
+    if (buf == NULL) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
+        return;
+    }
+    rv = stor_cmd_encode(&cmd, buf, need, &len);
+    if (rv != 0) {
+        free(buf);
+        reply_error(cs, cc, rq->op, rq->request_id, t0, rv, NULL, 0);
+        return;
+    }
+    struct creq *q = creq_new(cc, rq, g, t0);
+    if (q == NULL) {
+        free(buf);
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
+        return;
+    }
+    q->w.cb = on_applied;
+    rv = srv_group_propose(g, buf, len, &q->w, REQUEST_TIMEOUT_MS);
+    free(buf);
+    if (rv != 0) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0,
+                    rv == RK_EBUSY ? RK_EUNAVAILABLE : rv, NULL, g->leader);
+        creq_free(q);
+    }
+}
+
+/* A scan runs on one shard; reads are local (stale) or after a ReadIndex
+ * round on the leader (linearizable). */
+static void answer_scan(struct srv_clients *cs, struct cconn *cc,
+                        uint64_t request_id, enum srv_op op, uint64_t t0,
+                        uint64_t shard, const uint8_t *prefix, uint32_t plen,
+                        const uint8_t *start, uint32_t slen, uint32_t limit)
+{
+    struct srv *s = cs->srv;
+    struct stor_scan sc;
+    memset(&sc, 0, sizeof(sc));
+    if (limit == 0 || limit > SCAN_MAX_LIMIT)
+        limit = SCAN_MAX_LIMIT;
+    int rv = stor_kv_scan(s->stor, shard, prefix, plen, start, slen, limit,
+                          SCAN_MAX_BYTES, &sc);
+    struct srv_response r;
+    memset(&r, 0, sizeof(r));
+    r.request_id = request_id;
+    r.status = rv;
+    struct srv_kv *items = NULL;
+    if (rv == 0 && sc.n > 0) {
+        items = calloc(sc.n, sizeof(*items));
+        if (items == NULL) {
+            r.status = RK_ENOMEM;
+        } else {
+            for (uint32_t i = 0; i < sc.n; i++) {
+                items[i].key = sc.items[i].key;
+                items[i].klen = sc.items[i].klen;
+                items[i].value = sc.items[i].value;
+                items[i].vlen = sc.items[i].vlen;
+                items[i].revision = sc.items[i].revision;
+                items[i].create_revision = sc.items[i].create_revision;
+            }
+            r.items = items;
+            r.n_items = sc.n;
+        }
+    }
+    r.more = sc.more;
+    reply(cs, cc, op, t0, &r);
+    free(items);
+    free(sc.items);
+}
+
+/* Scans keep the prefix/start/limit with the request. */
+struct scanreq {
+    struct creq q;
+    uint32_t plen, slen, limit;
+    uint8_t *prefix, *start;
+};
+
+static void on_scan_ready(struct srv_waiter *w, int status,
+                          const struct stor_result *res)
+{
+    struct creq *q = container_of(w, struct creq, w);
+    struct scanreq *sr = container_of(q, struct scanreq, q);
+    struct srv_clients *cs = q->conn != NULL ? q->conn->cs : NULL;
+    (void)res;
+    if (cs == NULL) {
+        free(sr->prefix);
+        free(sr);
+        return;
+    }
+    if (status == 0)
+        answer_scan(cs, q->conn, q->request_id, q->op, q->started_us,
+                    q->g->shard, sr->prefix, sr->plen, sr->start, sr->slen,
+                    sr->limit);
+    else
+        reply_error(cs, q->conn, q->op, q->request_id, q->started_us, status,
+                    NULL, q->g->leader);
+    struct cconn *cc = q->conn;
+    if (q->prev != NULL)
+        q->prev->next = q->next;
+    else
+        cc->reqs = q->next;
+    if (q->next != NULL)
+        q->next->prev = q->prev;
+    cc->n_reqs--;
+    free(sr->prefix);
+    free(sr);
+}
+
+static void do_scan(struct srv_clients *cs, struct cconn *cc,
+                    const struct srv_request *rq, uint64_t t0)
+{
+    struct srv *s = cs->srv;
+    if (rq->shard == 0 || rq->shard > s->n_data_shards) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EUNKNOWNSHARD,
+                    "scan needs a data shard id in [1, shards]", 0);
+        return;
+    }
+    if (rq->klen > s->cfg->max_key_bytes || rq->slen > s->cfg->max_key_bytes) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ETOOLARGE,
+                    "prefix or start key over the key size limit", 0);
+        return;
+    }
+    struct srv_group *g = srv_group_get(s, rq->shard);
+    if (g == NULL) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
+                    "shard not hosted here", 0);
+        return;
+    }
+    bool leader = srv_group_is_leader(g);
+    if (rq->consistency == SRV_READ_STALE ||
+        (rq->consistency == SRV_READ_LEASE && leader && !g->quiesced &&
+         !g->busy)) {
+        answer_scan(cs, cc, rq->request_id, rq->op, t0, rq->shard, rq->key,
+                    rq->klen, rq->start, rq->slen, rq->limit);
+        return;
+    }
+    if (!leader) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER, NULL,
+                    g->leader);
+        return;
+    }
+    struct scanreq *sr = calloc(1, sizeof(*sr));
+    uint8_t *bytes = malloc((size_t)rq->klen + rq->slen + 1);
+    if (sr == NULL || bytes == NULL) {
+        free(sr);
+        free(bytes);
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
+        return;
+    }
+    sr->prefix = bytes;
+    memcpy(bytes, rq->key, rq->klen);
+    sr->plen = rq->klen;
+    sr->start = rq->start != NULL ? bytes + rq->klen : NULL;
+    if (rq->slen > 0)
+        memcpy(bytes + rq->klen, rq->start, rq->slen);
+    sr->slen = rq->slen;
+    sr->limit = rq->limit;
+    struct creq *q = &sr->q;
+    q->conn = cc;
+    q->g = g;
+    q->op = rq->op;
+    q->request_id = rq->request_id;
+    q->started_us = t0;
+    q->next = cc->reqs;
+    if (cc->reqs != NULL)
+        cc->reqs->prev = q;
+    cc->reqs = q;
+    cc->n_reqs++;
+    q->w.cb = on_scan_ready;
+    int rv = srv_group_read(g, &q->w, REQUEST_TIMEOUT_MS);
+    if (rv != 0)
+        q->w.cb(&q->w, rv, NULL); /* replies, unlinks and frees */
+}
+
+static void do_info(struct srv_clients *cs, struct cconn *cc,
+                    const struct srv_request *rq, uint64_t t0)
+{
+    struct srv *s = cs->srv;
+    struct srv_response r;
+    memset(&r, 0, sizeof(r));
+    r.request_id = rq->request_id;
+    r.node_id = s->cfg->id;
+    r.cluster_id = s->cluster_id;
+    r.n_data_shards = s->n_data_shards;
+    r.ring_vnodes = SRV_RING_DEFAULT_VNODES;
+    r.ring_seed = SRV_RING_SEED;
+    struct srv_shard_info *shards = calloc(s->groups_cap + 1, sizeof(*shards));
+    struct srv_node_info *nodes =
+        calloc(s->cfg->n_members + 1, sizeof(*nodes));
+    if (shards == NULL || nodes == NULL) {
+        free(shards);
+        free(nodes);
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
+        return;
+    }
+    for (uint64_t id = 0; id < s->groups_cap; id++) {
+        struct srv_group *g = s->groups[id];
+        if (g == NULL)
+            continue;
+        struct raft_status st;
+        raft_status(g->raft, &st);
+        struct srv_shard_info *si = &shards[r.n_shards++];
+        si->shard = id;
+        si->leader = g->leader;
+        si->term = st.term;
+        si->commit = st.commit;
+        si->applied = g->applied;
+        si->role = g->role;
+        for (uint32_t k = 0; k < st.conf.n_voters && k < 16; k++)
+            si->replicas[si->n_replicas++] = st.conf.voters[k];
+    }
+    /* Client addresses are copied: srv_node_client_addr reuses a buffer. */
+    char(*addrs)[SRV_HOST_MAX + 16] =
+        calloc(s->cfg->n_members + 1, sizeof(*addrs));
+    if (addrs != NULL) {
+        for (uint32_t i = 0; i < s->cfg->n_members; i++) {
+            uint64_t id = s->cfg->members[i].id;
+            snprintf(addrs[i], sizeof(addrs[i]), "%s",
+                     srv_node_client_addr(s, id));
+            nodes[r.n_nodes].id = id;
+            nodes[r.n_nodes].client_addr = addrs[i];
+            r.n_nodes++;
+        }
+    }
+    r.shards = shards;
+    r.nodes = nodes;
+    reply(cs, cc, rq->op, t0, &r);
+    free(addrs);
+    free(shards);
+    free(nodes);
+}
+
+/* ------------------------------------------------------------- frames */
+
+static int on_client_frame(struct srv_conn *c, const uint8_t *buf,
+                           size_t len)
+{
+    struct cconn *cc = container_of(c, struct cconn, conn);
+    struct srv_clients *cs = cc->cs;
+    struct srv *s = cs->srv;
+    uint64_t t0 = uv_hrtime() / 1000;
+    s->metrics.client_bytes_in += len + SRV_FRAME_HEADER;
+    struct srv_request rq;
+    void *owner = NULL;
+    int rv = srv_proto_request_decode(buf, len, &rq, &owner);
+    if (rv == RK_EPROTO) {
+        reply_error(cs, cc, SRV_OP_OTHER, 0, t0, RK_EINVAL,
+                    "malformed request: not a Request message", 0);
+        s->metrics.client_conns_closed_bad++;
+        srv_conn_close_after_write(c, "malformed request");
+        return 0;
+    }
+    if (rv != 0) {
+        reply_error(cs, cc, SRV_OP_OTHER, rq.request_id, t0, rv,
+                    "request without an operation", 0);
+        srv_proto_request_free(owner);
+        return 0;
+    }
+    if (rq.shard_epoch != 0 && rq.shard_epoch != SRV_MAP_EPOCH) {
+        reply_error(cs, cc, rq.op, rq.request_id, t0, RK_EWRONGSHARD,
+                    "shard map epoch differs: refresh the map", 0);
+    } else if (s->failstop) {
+        reply_error(cs, cc, rq.op, rq.request_id, t0, RK_EFAILSTOP, NULL, 0);
+    } else if (cc->n_reqs >= MAX_INFLIGHT_PER_CONN) {
+        reply_error(cs, cc, rq.op, rq.request_id, t0, RK_EBUSY,
+                    "too many requests in flight on this connection", 0);
+    } else {
+        switch (rq.op) {
+        case SRV_OP_GET:
+            do_read(cs, cc, &rq, t0);
+            break;
+        case SRV_OP_PUT:
+        case SRV_OP_DELETE:
+        case SRV_OP_CAS:
+            do_write(cs, cc, &rq, t0);
+            break;
+        case SRV_OP_SCAN:
+            do_scan(cs, cc, &rq, t0);
+            break;
+        case SRV_OP_STATUS:
+        case SRV_OP_SHARD_MAP:
+            do_info(cs, cc, &rq, t0);
+            break;
+        default:
+            reply_error(cs, cc, rq.op, rq.request_id, t0, RK_EINVAL,
+                        "unknown operation", 0);
+            break;
+        }
+    }
+    srv_proto_request_free(owner);
+    return 0;
+}
+
+static void on_client_close(struct srv_conn *c)
+{
+    struct cconn *cc = container_of(c, struct cconn, conn);
+    struct srv_clients *cs = cc->cs;
+    /* Requests still waiting on Raft complete later without a connection. */
+    for (struct creq *q = cc->reqs; q != NULL;) {
+        struct creq *next = q->next;
+        q->conn = NULL;
+        q->prev = q->next = NULL;
+        q = next;
+    }
+    if (cc->prev != NULL)
+        cc->prev->next = cc->next;
+    else
+        cs->conns = cc->next;
+    if (cc->next != NULL)
+        cc->next->prev = cc->prev;
+    cs->n_conns--;
+    cs->srv->metrics.client_conns_open--;
+    free(cc);
+}
+
+static void on_client_accept(uv_stream_t *server, int status)
+{
+    struct srv_clients *cs = container_of(server, struct srv_clients,
+                                          listener);
+    if (status != 0 || cs->closing)
+        return;
+    struct cconn *cc = calloc(1, sizeof(*cc));
+    if (cc == NULL)
+        return;
+    cc->cs = cs;
+    uv_tcp_init(server->loop, &cc->conn.tcp);
+    cc->conn.on_close = on_client_close;
+    cc->next = cs->conns;
+    if (cs->conns != NULL)
+        cs->conns->prev = cc;
+    cs->conns = cc;
+    cs->n_conns++;
+    cs->srv->metrics.client_conns_open++;
+    cs->srv->metrics.client_conns_accepted++;
+    if (uv_accept(server, (uv_stream_t *)&cc->conn.tcp) != 0 ||
+        srv_conn_start(&cc->conn, cs->srv->cfg->max_frame_bytes,
+                       on_client_frame, on_client_close, cc) != 0)
+        srv_conn_close(&cc->conn, "accept failed");
+}
+
+/* ---------------------------------------------------------------- API */
+
+int srv_clients_start(struct srv *s, struct srv_clients **out)
+{
+    struct srv_clients *cs = calloc(1, sizeof(*cs));
+    if (cs == NULL)
+        return RK_ENOMEM;
+    cs->srv = s;
+    struct sockaddr_storage ss;
+    char a[SRV_HOST_MAX + 16];
+    srv_addr_format(&s->cfg->listen, a, sizeof(a));
+    if (srv_addr_resolve(&s->cfg->listen, &ss) != 0) {
+        rk_errf(s->errmsg, "cannot resolve client address %s", a);
+        free(cs);
+        return RK_EINVAL;
+    }
+    uv_tcp_init(&s->loop.loop, &cs->listener);
+    cs->listening = true;
+    int rc;
+    if ((rc = uv_tcp_bind(&cs->listener, (struct sockaddr *)&ss, 0)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&cs->listener, 511,
+                        on_client_accept)) != 0) {
+        rk_errf(s->errmsg, "client listen on %s: %s", a, uv_strerror(rc));
+        *out = cs; /* closed by srv_clients_close at shutdown */
+        return RK_EIO;
+    }
+    *out = cs;
+    return 0;
+}
+
+void srv_clients_close(struct srv_clients *cs)
+{
+    if (cs->closing)
+        return;
+    cs->closing = true;
+    if (cs->listening) {
+        cs->listening = false;
+        uv_close((uv_handle_t *)&cs->listener, NULL);
+    }
+    for (struct cconn *cc = cs->conns; cc != NULL; cc = cc->next)
+        srv_conn_close(&cc->conn, NULL);
+}
+
+void srv_clients_free(struct srv_clients *cs)
+{
+    if (cs == NULL)
+        return;
+    RK_ASSERT(cs->n_conns == 0);
+    free(cs);
+}

@@ -1,0 +1,145 @@
+/* Client API of ringkvd: framed, pipelined requests answered from Raft groups. */
+#ifndef SRV_CLIENT_H
+#define SRV_CLIENT_H
+
+/*
+ * The transport (srv_client.c) and the request semantics work on the
+ * decoded forms below; srv_proto.c maps them to and from proto/ringkv.proto's
+ * Request and Response, so the wire schema is in one place.
+ *
+ * Semantics (DESIGN.md §5-7):
+ *  - Requests pipeline: many may be outstanding on one connection; each
+ *    response carries its request_id; responses leave in completion order.
+ *  - Writes (put, delete, cas) are proposed on the key's shard and answered
+ *    only after they are committed AND applied. (client_id, seq) makes them
+ *    exactly-once: a retried write gets the original reply.
+ *  - Reads are linearizable by default (batched ReadIndex); `lease` serves
+ *    on the leader from local state while it holds a check-quorum lease;
+ *    `stale` serves from any replica's local state.
+ *  - A node that is not the shard's leader answers NOT_LEADER with the
+ *    leader's client address when it knows it.
+ *  - Limits: empty key INVALID_ARGUMENT; key over --max-key-bytes or value
+ *    over --max-value-bytes TOO_LARGE; a frame over --max-frame-bytes closes
+ *    the connection; an undecodable frame gets INVALID_ARGUMENT and the
+ *    connection is closed (the stream can no longer be trusted).
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "srv_metrics.h"
+
+struct srv;
+struct srv_clients;
+
+enum srv_consistency {
+    SRV_READ_LINEARIZABLE = 0,
+    SRV_READ_LEASE = 1,
+    SRV_READ_STALE = 2,
+};
+
+struct srv_request {
+    uint64_t request_id;
+    uint64_t client_id;
+    uint64_t seq;
+    uint64_t shard_epoch;
+    enum srv_op op;
+    uint8_t consistency; /* enum srv_consistency */
+    const uint8_t *key;
+    uint32_t klen;
+    const uint8_t *value;
+    uint32_t vlen;
+    /* cas */
+    bool cas_by_revision;  /* compare the revision, else the value */
+    uint64_t expect_rev;   /* 0 = the key must be absent */
+    const uint8_t *expect;
+    uint32_t elen;
+    bool cas_delete;       /* on match delete instead of writing value */
+    /* scan */
+    uint64_t shard;        /* data shard to scan (1..n) */
+    const uint8_t *start;  /* resume key (inclusive), may be NULL */
+    uint32_t slen;
+    uint32_t limit;
+};
+
+struct srv_kv {
+    const uint8_t *key;
+    uint32_t klen;
+    const uint8_t *value;
+    uint32_t vlen;
+    uint64_t revision;
+    uint64_t create_revision;
+};
+
+struct srv_shard_info {
+    uint64_t shard;
+    uint64_t leader;
+    uint64_t term;
+    uint64_t commit;
+    uint64_t applied;
+    uint8_t role;
+    uint32_t n_replicas;
+    uint64_t replicas[16];
+};
+
+struct srv_node_info {
+    uint64_t id;
+    const char *client_addr;
+};
+
+struct srv_response {
+    uint64_t request_id;
+    int status;                /* 0 or RK_E*; mapped to the wire Status */
+    const char *message;       /* optional detail for errors */
+    uint64_t epoch;
+    uint64_t leader_id;
+    const char *leader_hint;   /* leader's client address, "" if unknown */
+    /* get / put / cas / delete */
+    bool found;
+    const uint8_t *value;
+    uint32_t vlen;
+    uint64_t revision;
+    uint64_t create_revision;
+    uint64_t prev_revision;
+    bool duplicate;
+    /* scan */
+    const struct srv_kv *items;
+    uint32_t n_items;
+    bool more;
+    /* status / shard map */
+    uint64_t node_id;
+    uint64_t cluster_id;
+    uint32_t n_data_shards;
+    uint32_t ring_vnodes;
+    uint64_t ring_seed;
+    const struct srv_shard_info *shards;
+    uint32_t n_shards;
+    const struct srv_node_info *nodes;
+    uint32_t n_nodes;
+};
+
+/* ------------------------------------------------------------ srv_proto.c */
+
+/* Decodes one Request frame; pointers in *out point into buf or into
+ * *owner, which srv_proto_request_free() releases. RK_EPROTO for bytes that
+ * are not a Request, RK_EINVAL for a Request missing its operation. */
+int srv_proto_request_decode(const uint8_t *buf, size_t len,
+                             struct srv_request *out, void **owner);
+void srv_proto_request_free(void *owner);
+/* Encodes a Response into a malloc'd buffer. RK_ENOMEM. */
+int srv_proto_response_encode(const struct srv_response *r, uint8_t **out,
+                              size_t *len);
+
+/* ----------------------------------------------------------- srv_client.c */
+
+int srv_clients_start(struct srv *s, struct srv_clients **out);
+/* Stops listening and closes every connection (requests in flight are
+ * dropped; their waiters were failed before). */
+void srv_clients_close(struct srv_clients *c);
+void srv_clients_free(struct srv_clients *c);
+
+/* The current shard-map epoch (fixed at 1 until the meta shard changes
+ * the map). */
+#define SRV_MAP_EPOCH 1
+
+#endif

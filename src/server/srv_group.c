@@ -1,0 +1,680 @@
+/* Multi-raft driver: one raft_node per hosted shard, group commit, waiters. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rk_assert.h"
+#include "rk_log.h"
+#include "srv.h"
+#include "srv_wire.h"
+
+/* A group idle (quiescable) for this many ticks stops ticking. */
+#define QUIESCE_AFTER_ELECTIONS 2
+/* Raft sizing (per group). */
+#define MAX_INFLIGHT_MSGS 256
+#define MAX_MSG_BYTES (1u << 20)
+#define MAX_UNCOMMITTED_BYTES (64u << 20)
+
+/* ------------------------------------------------------------ waiters */
+
+void srv_wlist_push(struct srv_wlist *l, struct srv_waiter *w)
+{
+    w->next = NULL;
+    w->prev = l->tail;
+    if (l->tail != NULL)
+        l->tail->next = w;
+    else
+        l->head = w;
+    l->tail = w;
+    l->n++;
+}
+
+void srv_wlist_remove(struct srv_wlist *l, struct srv_waiter *w)
+{
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        l->head = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    else
+        l->tail = w->prev;
+    w->next = w->prev = NULL;
+    RK_ASSERT(l->n > 0);
+    l->n--;
+}
+
+static void fail_list(struct srv_wlist *l, int status)
+{
+    while (l->head != NULL) {
+        struct srv_waiter *w = l->head;
+        srv_wlist_remove(l, w);
+        w->cb(w, status, NULL);
+    }
+}
+
+/* ------------------------------------------------------------- tracing */
+
+static void trace_emit(void *data, raft_id node, int level, const char *msg)
+{
+    struct srv_group *g = data;
+    (void)node;
+    if (level >= (int)rk_log_get_level())
+        rk_log_write((enum rk_log_level)level, "raft", 0, "shard %" PRIu64
+                     ": %s", g->shard, msg);
+}
+
+/* ----------------------------------------------------------- open/free */
+
+struct srv_group *srv_group_get(struct srv *s, uint64_t shard)
+{
+    if (shard >= s->groups_cap)
+        return NULL;
+    return s->groups[shard];
+}
+
+int srv_group_open(struct srv *s, uint64_t shard, struct srv_group **out)
+{
+    struct stor_shard *ss = stor_shard_get(s->stor, shard);
+    if (ss == NULL)
+        return RK_EUNKNOWNSHARD;
+    struct stor_shard_state st;
+    int rv = stor_shard_load(ss, &st);
+    if (rv != 0)
+        return rv;
+    struct srv_group *g = calloc(1, sizeof(*g));
+    if (g == NULL)
+        return RK_ENOMEM;
+    g->shard = shard;
+    g->srv = s;
+    g->ss = ss;
+    g->applied = st.applied;
+    g->next_read_ctx = 1;
+
+    g->tracer.data = g;
+    g->tracer.emit = trace_emit;
+
+    struct raft_config rc;
+    memset(&rc, 0, sizeof(rc));
+    rc.id = s->cfg->id;
+    rc.shard = shard;
+    rc.election_ticks = s->election_ticks;
+    rc.heartbeat_ticks = s->heartbeat_ticks;
+    rc.pre_vote = true;
+    rc.check_quorum = true;
+    rc.max_inflight_msgs = MAX_INFLIGHT_MSGS;
+    rc.max_msg_bytes = MAX_MSG_BYTES;
+    rc.max_uncommitted_bytes = MAX_UNCOMMITTED_BYTES;
+    rc.max_entry_bytes = s->cfg->max_frame_bytes;
+    rc.max_committed_bytes = 8u << 20;
+    rc.seed = s->cfg->id * 0x9e3779b97f4a7c15ull ^ shard ^ uv_hrtime();
+    rc.log = &stor_log_ops;
+    rc.log_ctx = ss;
+    rc.hs = st.hs;
+    rc.conf = st.conf;
+    rc.applied = st.applied;
+    rc.tracer = &g->tracer;
+    rv = raft_node_new(&rc, &g->raft);
+    if (rv != 0) {
+        free(g);
+        return rv;
+    }
+    g->term = st.hs.term;
+    *out = g;
+    return 0;
+}
+
+void srv_group_free(struct srv_group *g)
+{
+    if (g == NULL)
+        return;
+    /* Waiters were failed by srv_groups_fail_all before. */
+    RK_ASSERT(g->proposals.n == 0 && g->reads.n == 0 &&
+              g->read_queue.n == 0);
+    raft_node_free(g->raft);
+    free(g);
+}
+
+bool srv_group_is_leader(const struct srv_group *g)
+{
+    return g->role == RAFT_LEADER;
+}
+
+void srv_group_wake(struct srv_group *g)
+{
+    g->quiesced = false;
+    g->idle_ticks = 0;
+}
+
+/* ------------------------------------------------------------- inputs */
+
+int srv_group_propose(struct srv_group *g, const void *cmd, size_t len,
+                      struct srv_waiter *w, uint64_t timeout_ms)
+{
+    struct srv *s = g->srv;
+    if (s->failstop)
+        return RK_EFAILSTOP;
+    if (s->stopping)
+        return RK_ESHUTDOWN;
+    if (g->role != RAFT_LEADER)
+        return RK_ENOTLEADER;
+    raft_index index = 0;
+    int rv = raft_propose(g->raft, cmd, len, &index);
+    if (rv != 0)
+        return rv;
+    srv_group_wake(g);
+    w->index = index;
+    w->term = g->term;
+    w->deadline_ms = srv_loop_now(&s->loop) + timeout_ms;
+    srv_wlist_push(&g->proposals, w);
+    return 0;
+}
+
+int srv_group_read(struct srv_group *g, struct srv_waiter *w,
+                   uint64_t timeout_ms)
+{
+    struct srv *s = g->srv;
+    if (s->failstop)
+        return RK_EFAILSTOP;
+    if (s->stopping)
+        return RK_ESHUTDOWN;
+    if (g->role != RAFT_LEADER)
+        return RK_ENOTLEADER;
+    srv_group_wake(g);
+    w->ctx = 0;
+    w->read_index = 0;
+    w->deadline_ms = srv_loop_now(&s->loop) + timeout_ms;
+    srv_wlist_push(&g->read_queue, w);
+    return 0;
+}
+
+void srv_group_cancel(struct srv_group *g, struct srv_waiter *w)
+{
+    struct srv_wlist *lists[] = {&g->proposals, &g->read_queue, &g->reads};
+    for (size_t i = 0; i < 3; i++) {
+        for (struct srv_waiter *x = lists[i]->head; x != NULL; x = x->next) {
+            if (x == w) {
+                srv_wlist_remove(lists[i], w);
+                return;
+            }
+        }
+    }
+}
+
+int srv_groups_step(struct srv *s, const struct raft_msg *m)
+{
+    struct srv_group *g = srv_group_get(s, m->shard);
+    if (g == NULL)
+        return RK_EUNKNOWNSHARD;
+    srv_group_wake(g);
+    return raft_step(g->raft, m);
+}
+
+/* ------------------------------------------------------------ outbox */
+
+/* Messages gathered in one flush, grouped by destination at send time. */
+struct outbox {
+    const struct raft_msg **msgs;
+    uint32_t n, cap;
+};
+
+static int outbox_add(struct outbox *o, const struct raft_msg *m)
+{
+    if (o->n == o->cap) {
+        uint32_t cap = o->cap == 0 ? 64 : o->cap * 2;
+        const struct raft_msg **p = realloc(o->msgs, cap * sizeof(*p));
+        if (p == NULL)
+            return RK_ENOMEM;
+        o->msgs = p;
+        o->cap = cap;
+    }
+    o->msgs[o->n++] = m;
+    return 0;
+}
+
+static int cmp_dest(const void *a, const void *b)
+{
+    const struct raft_msg *x = *(const struct raft_msg *const *)a;
+    const struct raft_msg *y = *(const struct raft_msg *const *)b;
+    if (x->to != y->to)
+        return x->to < y->to ? -1 : 1;
+    /* Keep each group's order (stable by address within a ready). */
+    return x < y ? -1 : x > y;
+}
+
+/* Sends everything in the outbox: one frame per destination node. */
+static void outbox_send(struct srv *s, struct outbox *o)
+{
+    if (o->n == 0)
+        return;
+    qsort(o->msgs, o->n, sizeof(*o->msgs), cmp_dest);
+    uint32_t i = 0;
+    while (i < o->n) {
+        uint32_t j = i;
+        raft_id to = o->msgs[i]->to;
+        while (j < o->n && o->msgs[j]->to == to)
+            j++;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        int rv = srv_wire_encode(&o->msgs[i], j - i, s->cfg->max_frame_bytes,
+                                 &buf, &len);
+        if (rv == 0) {
+            uv_buf_t part = uv_buf_init((char *)buf, (unsigned)len);
+            rv = srv_peers_send(&s->peers, to, &part, 1);
+            if (rv == 0) {
+                s->metrics.peer_msgs_out += j - i;
+                s->metrics.peer_frames_out++;
+                s->metrics.peer_bytes_out += len + SRV_FRAME_HEADER;
+            }
+            free(buf);
+        } else {
+            rk_log(RK_LOG_WARN, "cannot encode %u messages to node %" PRIu64
+                   ": %s", j - i, to, rk_strerror(rv));
+        }
+        if (rv != 0) {
+            /* Lost: tell every group that sent to it so leaders go back to
+             * probing instead of waiting for acks of lost appends. */
+            for (uint32_t k = i; k < j; k++) {
+                struct srv_group *g = srv_group_get(s, o->msgs[k]->shard);
+                if (g != NULL && g->role == RAFT_LEADER)
+                    raft_report_unreachable(g->raft, to);
+            }
+        }
+        i = j;
+    }
+    o->n = 0;
+}
+
+/* ---------------------------------------------------------------- reads */
+
+static void serve_reads(struct srv_group *g)
+{
+    struct srv_waiter *w = g->reads.head;
+    while (w != NULL) {
+        struct srv_waiter *next = w->next;
+        if (w->read_index != 0 && w->read_index <= g->applied) {
+            srv_wlist_remove(&g->reads, w);
+            w->cb(w, 0, NULL);
+        }
+        w = next;
+    }
+}
+
+static void take_read_states(struct srv_group *g, const struct raft_ready *rd)
+{
+    for (uint32_t i = 0; i < rd->n_reads; i++) {
+        const struct raft_read_state *r = &rd->reads[i];
+        for (struct srv_waiter *w = g->reads.head; w != NULL; w = w->next) {
+            if (w->ctx == r->ctx && w->read_index == 0)
+                w->read_index = r->index == 0 ? 1 : r->index;
+        }
+    }
+}
+
+/* One ReadIndex round per group per flush carries every queued read. */
+static void start_read_round(struct srv_group *g)
+{
+    if (g->read_queue.n == 0)
+        return;
+    if (g->role != RAFT_LEADER) {
+        fail_list(&g->read_queue, RK_ENOTLEADER);
+        return;
+    }
+    uint64_t ctx = g->next_read_ctx++;
+    int rv = raft_read_index(g->raft, ctx);
+    if (rv != 0) {
+        fail_list(&g->read_queue, rv == RK_EBUSY ? RK_EBUSY : rv);
+        return;
+    }
+    while (g->read_queue.head != NULL) {
+        struct srv_waiter *w = g->read_queue.head;
+        srv_wlist_remove(&g->read_queue, w);
+        w->ctx = ctx;
+        srv_wlist_push(&g->reads, w);
+    }
+}
+
+/* ---------------------------------------------------------------- roles */
+
+static void on_soft_state(struct srv_group *g, const struct raft_ready *rd)
+{
+    uint8_t old_role = g->role;
+    raft_id old_leader = g->leader;
+    g->role = rd->soft.role;
+    g->leader = rd->soft.leader;
+    if (rd->hs.term != 0)
+        g->term = rd->hs.term;
+    if (g->role != old_role || g->leader != old_leader) {
+        rk_log(g->shard == 0 || rk_log_get_level() <= RK_LOG_VERBOSE
+                   ? RK_LOG_INFO
+                   : RK_LOG_VERBOSE,
+               "shard %" PRIu64 " term %" PRIu64 ": %s, leader %" PRIu64,
+               g->shard, g->term, raft_role_name(g->role), g->leader);
+    }
+    if (old_role == RAFT_LEADER && g->role != RAFT_LEADER) {
+        /* Reads dropped by the core with the leadership: fail them now.
+         * Proposals stay: they may still commit under the new leader, and
+         * an entry at their index with another term fails them. */
+        fail_list(&g->read_queue, RK_ENOTLEADER);
+        fail_list(&g->reads, RK_ENOTLEADER);
+    }
+}
+
+/* ---------------------------------------------------------------- flush */
+
+static int flush_add_group(struct srv_flush *f, struct srv_group *g)
+{
+    if (f->n_groups == f->cap_groups) {
+        uint32_t cap = f->cap_groups == 0 ? 16 : f->cap_groups * 2;
+        struct srv_group **p = realloc(f->groups, cap * sizeof(*p));
+        if (p == NULL)
+            return RK_ENOMEM;
+        f->groups = p;
+        f->cap_groups = cap;
+    }
+    f->groups[f->n_groups++] = g;
+    return 0;
+}
+
+static void flush_free(struct srv_flush *f)
+{
+    if (f->batch != NULL)
+        stor_batch_free(f->batch);
+    free(f->groups);
+    free(f);
+}
+
+static void on_batch_done(struct stor_batch *b, int status, void *arg)
+{
+    struct srv_flush *f = arg;
+    struct srv *s = f->groups[0]->srv;
+    (void)b;
+    pthread_mutex_lock(&s->done_mu);
+    f->status = status;
+    f->done = true;
+    pthread_mutex_unlock(&s->done_mu);
+    uv_async_send(&s->done_async);
+}
+
+static void enter_failstop(struct srv *s, int status, const char *why)
+{
+    if (s->failstop)
+        return;
+    s->failstop = true;
+    s->failstop_code = status;
+    rk_log(RK_LOG_ERROR,
+           "FAIL-STOP: %s (%s): this node acknowledges nothing from now on; "
+           "fix the disk and restart it",
+           why, rk_strerror(status));
+    srv_groups_fail_all(s, RK_EFAILSTOP);
+}
+
+void srv_groups_flush(struct srv *s)
+{
+    if (s->failstop || s->n_groups == 0)
+        return;
+    struct outbox out = {0};
+    struct srv_flush *f = NULL;
+    int rv = 0;
+
+    for (uint64_t id = 0; id < s->groups_cap; id++) {
+        struct srv_group *g = s->groups[id];
+        if (g == NULL)
+            continue;
+        if (!g->busy)
+            start_read_round(g);
+        if (g->busy || !raft_has_ready(g->raft))
+            continue;
+        if (f == NULL) {
+            f = calloc(1, sizeof(*f));
+            if (f == NULL || stor_batch_new(&f->batch) != 0) {
+                rv = RK_ENOMEM;
+                break;
+            }
+            f->started_us = uv_hrtime() / 1000;
+        }
+        if ((rv = flush_add_group(f, g)) != 0)
+            break;
+        raft_ready(g->raft, &g->rd);
+        g->busy = true;
+        const struct raft_ready *rd = &g->rd;
+        if (rd->soft_changed || rd->hs_changed)
+            on_soft_state(g, rd);
+        take_read_states(g, rd);
+        for (uint32_t i = 0; i < rd->n_msgs && rv == 0; i++)
+            rv = outbox_add(&out, &rd->msgs[i]);
+        if (rv == 0)
+            rv = stor_batch_add_ready(f->batch, g->shard, rd);
+        g->n_res = 0;
+        if (rv == 0 && rd->n_committed > 0) {
+            rv = stor_batch_apply(f->batch, g->shard, rd->committed,
+                                  rd->n_committed, &g->res_first);
+            g->n_res = rd->n_committed;
+        }
+        if (rv != 0)
+            break;
+        s->metrics.storage_batch_entries += rd->n_entries;
+    }
+    if (rv != 0) {
+        /* Out of memory while gathering: nothing can be made durable. */
+        free(out.msgs);
+        if (f != NULL) {
+            for (uint32_t i = 0; i < f->n_groups; i++)
+                f->groups[i]->busy = false;
+            flush_free(f);
+        }
+        enter_failstop(s, rv, "cannot gather a storage batch");
+        return;
+    }
+    /* Followers get their appends while the leader syncs (§3 of DESIGN). */
+    outbox_send(s, &out);
+    free(out.msgs);
+    if (f == NULL)
+        return;
+    if (stor_batch_empty(f->batch)) {
+        stor_batch_free(f->batch);
+        f->batch = NULL;
+        f->done = true; /* processed in order after earlier batches */
+    }
+    if (s->flush_tail != NULL)
+        s->flush_tail->next = f;
+    else
+        s->flush_head = f;
+    s->flush_tail = f;
+    s->flushes_in_flight++;
+    if (f->batch != NULL) {
+        rv = stor_batch_submit(s->stor, f->batch, on_batch_done, f);
+        if (rv != 0) {
+            pthread_mutex_lock(&s->done_mu);
+            f->done = true;
+            f->status = rv;
+            pthread_mutex_unlock(&s->done_mu);
+        }
+    }
+    if (f->done)
+        uv_async_send(&s->done_async);
+}
+
+/* Matches apply results to waiting proposals. */
+static void answer_proposals(struct srv_group *g, struct stor_batch *b)
+{
+    const struct raft_ready *rd = &g->rd;
+    for (uint32_t k = 0; k < g->n_res; k++) {
+        const struct raft_entry *e = &rd->committed[k];
+        const struct stor_result *r =
+            b != NULL ? stor_batch_result(b, g->res_first + k) : NULL;
+        struct srv_waiter *w = g->proposals.head;
+        while (w != NULL) {
+            struct srv_waiter *next = w->next;
+            if (w->index == e->index) {
+                srv_wlist_remove(&g->proposals, w);
+                if (w->term != e->term || r == NULL)
+                    /* Another leader's entry took the slot: the command was
+                     * not applied; the client retries (same seq). */
+                    w->cb(w, RK_ENOTLEADER, NULL);
+                else
+                    w->cb(w, 0, r);
+            } else if (w->index < e->index && w->term < e->term) {
+                /* Its slot was overwritten earlier (it never committed). */
+                srv_wlist_remove(&g->proposals, w);
+                w->cb(w, RK_ENOTLEADER, NULL);
+            }
+            w = next;
+        }
+    }
+}
+
+static void complete_flush(struct srv *s, struct srv_flush *f)
+{
+    struct outbox out = {0};
+    struct raft_msg *local = NULL;
+    uint32_t n_local = 0;
+
+    if (f->status != 0) {
+        for (uint32_t i = 0; i < f->n_groups; i++)
+            f->groups[i]->busy = false;
+        enter_failstop(s, f->status, stor_errmsg(s->stor));
+        return;
+    }
+    if (f->batch != NULL) {
+        s->metrics.storage_batches++;
+        srv_hist_observe(&s->metrics.sync_latency,
+                         uv_hrtime() / 1000 - f->started_us);
+    }
+    for (uint32_t i = 0; i < f->n_groups; i++) {
+        struct srv_group *g = f->groups[i];
+        const struct raft_ready *rd = &g->rd;
+        for (uint32_t k = 0; k < rd->n_msgs_after_sync; k++) {
+            const struct raft_msg *m = &rd->msgs_after_sync[k];
+            if (m->to == s->cfg->id) {
+                struct raft_msg *p = realloc(local, (n_local + 1) *
+                                                        sizeof(*local));
+                if (p == NULL)
+                    continue; /* a lost local ack is retried by Raft */
+                local = p;
+                local[n_local] = *m;
+                local[n_local].entries = NULL;
+                local[n_local].n_entries = 0;
+                local[n_local].chunk_data = NULL;
+                local[n_local].chunk_len = 0;
+                n_local++;
+            } else if (outbox_add(&out, m) != 0) {
+                break;
+            }
+        }
+    }
+    outbox_send(s, &out);
+    free(out.msgs);
+    for (uint32_t i = 0; i < f->n_groups; i++) {
+        struct srv_group *g = f->groups[i];
+        const struct raft_ready *rd = &g->rd;
+        if (rd->n_committed > 0)
+            g->applied = rd->committed[rd->n_committed - 1].index;
+        if (rd->snap_install && rd->snap_meta.index > g->applied)
+            g->applied = rd->snap_meta.index;
+        answer_proposals(g, f->batch);
+        raft_advance(g->raft, rd);
+        g->busy = false;
+        serve_reads(g);
+    }
+    for (uint32_t i = 0; i < n_local; i++) {
+        struct srv_group *g = srv_group_get(s, local[i].shard);
+        if (g != NULL)
+            raft_step(g->raft, &local[i]);
+    }
+    free(local);
+}
+
+void srv_groups_on_done(struct srv *s)
+{
+    for (;;) {
+        struct srv_flush *f = s->flush_head;
+        if (f == NULL)
+            break;
+        pthread_mutex_lock(&s->done_mu);
+        bool done = f->done;
+        pthread_mutex_unlock(&s->done_mu);
+        if (!done)
+            break;
+        s->flush_head = f->next;
+        if (s->flush_head == NULL)
+            s->flush_tail = NULL;
+        s->flushes_in_flight--;
+        if (!s->failstop)
+            complete_flush(s, f);
+        else
+            for (uint32_t i = 0; i < f->n_groups; i++)
+                f->groups[i]->busy = false;
+        flush_free(f);
+    }
+}
+
+/* ----------------------------------------------------------------- ticks */
+
+static void expire_list(struct srv_wlist *l, uint64_t now)
+{
+    struct srv_waiter *w = l->head;
+    while (w != NULL) {
+        struct srv_waiter *next = w->next;
+        if (w->deadline_ms <= now) {
+            srv_wlist_remove(l, w);
+            w->cb(w, RK_ETIMEDOUT, NULL);
+        }
+        w = next;
+    }
+}
+
+void srv_groups_tick(struct srv *s)
+{
+    if (s->failstop)
+        return;
+    uint64_t now = srv_loop_now(&s->loop);
+    uint32_t quiesce_after = s->election_ticks * QUIESCE_AFTER_ELECTIONS;
+    for (uint64_t id = 0; id < s->groups_cap; id++) {
+        struct srv_group *g = s->groups[id];
+        if (g == NULL)
+            continue;
+        expire_list(&g->proposals, now);
+        expire_list(&g->reads, now);
+        expire_list(&g->read_queue, now);
+        if (g->quiesced)
+            continue;
+        raft_tick(g->raft);
+        if (raft_quiescable(g->raft) && g->proposals.n == 0 &&
+            g->reads.n == 0) {
+            if (++g->idle_ticks >= quiesce_after) {
+                g->quiesced = true;
+                rk_log(RK_LOG_DEBUG, "shard %" PRIu64 ": quiesced", id);
+            }
+        } else {
+            g->idle_ticks = 0;
+        }
+    }
+}
+
+void srv_groups_peer_down(struct srv *s, uint64_t peer)
+{
+    for (uint64_t id = 0; id < s->groups_cap; id++) {
+        struct srv_group *g = s->groups[id];
+        if (g == NULL)
+            continue;
+        /* A follower whose leader vanished must tick again to elect; a
+         * leader must probe the peer again. */
+        if (g->leader == peer || g->role == RAFT_LEADER)
+            srv_group_wake(g);
+        if (g->role == RAFT_LEADER)
+            raft_report_unreachable(g->raft, peer);
+    }
+}
+
+void srv_groups_fail_all(struct srv *s, int status)
+{
+    for (uint64_t id = 0; id < s->groups_cap; id++) {
+        struct srv_group *g = s->groups[id];
+        if (g == NULL)
+            continue;
+        fail_list(&g->proposals, status);
+        fail_list(&g->read_queue, status);
+        fail_list(&g->reads, status);
+    }
+}
