@@ -42,7 +42,7 @@ static void free_msg(struct raft_msg *m)
     m->chunk_data = NULL;
 }
 
-static void enqueue(struct cluster *c, const struct raft_msg *m)
+void h_enqueue(struct cluster *c, const struct raft_msg *m)
 {
     if (c->nq == c->capq) {
         c->capq = c->capq ? c->capq * 2 : 64;
@@ -68,6 +68,7 @@ static void start_node(struct cluster *c, raft_id i)
     assert_int_equal(raft_node_new(&cfg, &c->nodes[i]), 0);
     c->n_app[i] = 0;
     /* Entries up to the snapshot count as applied (not re-recorded). */
+    c->app_next[i] = sm.index + 1;
 }
 
 void h_init_ex(struct cluster *c, uint32_t n, uint32_t voters,
@@ -144,20 +145,21 @@ void h_ready(struct cluster *c, raft_id i)
         struct raft_ready rd;
         raft_ready(c->nodes[i], &rd);
         for (uint32_t k = 0; k < rd.n_msgs; k++)
-            enqueue(c, &rd.msgs[k]);
+            h_enqueue(c, &rd.msgs[k]);
         if (rd.snap_chunk)
             c->n_chunks_staged[i]++;
         if (rd.snap_install)
             c->n_installs[i]++;
         assert_int_equal(raft_memlog_persist_ready(c->logs[i], &rd), 0);
         for (uint32_t k = 0; k < rd.n_msgs_after_sync; k++)
-            enqueue(c, &rd.msgs_after_sync[k]);
+            h_enqueue(c, &rd.msgs_after_sync[k]);
+        if (rd.snap_install)
+            c->app_next[i] = rd.snap_meta.index + 1;
         if (rd.n_committed) {
             /* Applied in order, no gaps. */
-            raft_index expect = c->n_app[i]
-                                    ? c->app[i][c->n_app[i] - 1].index + 1
-                                    : rd.committed[0].index;
-            assert_int_equal(rd.committed[0].index, expect);
+            if (c->app_next[i])
+                assert_int_equal(rd.committed[0].index, c->app_next[i]);
+            c->app_next[i] = rd.committed[rd.n_committed - 1].index + 1;
         }
         for (uint32_t k = 0; k < rd.n_committed; k++)
             record_applied(c, i, &rd.committed[k]);

@@ -40,6 +40,7 @@ struct cluster {
     uint32_t nq, capq;
     struct h_applied *app[H_MAXN + 1];
     uint32_t n_app[H_MAXN + 1];
+    raft_index app_next[H_MAXN + 1]; /* next index to apply (0 = any) */
     struct raft_read_state reads[H_MAXN + 1][64];
     uint32_t n_reads[H_MAXN + 1];
     uint32_t n_chunks_staged[H_MAXN + 1];
@@ -58,6 +59,8 @@ void h_free(struct cluster *c);
  * none is left. */
 void h_ready(struct cluster *c, raft_id i);
 void h_ready_all(struct cluster *c);
+/* Queues a deep copy of m (for tests that drive a ready by hand). */
+void h_enqueue(struct cluster *c, const struct raft_msg *m);
 /* Delivers queued message k (removing it); returns raft_step's code. */
 int h_deliver(struct cluster *c, uint32_t k);
 /* Delivers every queued message addressed to `to` (in order), then its
