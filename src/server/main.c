@@ -40,7 +40,6 @@ int main(int argc, char **argv)
     int rv = srv_init(&s, &cfg);
     if (rv != 0) {
         rk_log(RK_LOG_ERROR, "cannot start: %s", s.errmsg);
-        fprintf(stderr, "ringkvd: cannot start: %s\n", s.errmsg);
         srv_fini(&s);
         return 1;
     }

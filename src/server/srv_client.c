@@ -65,19 +65,7 @@ static void reply(struct srv_clients *cs, struct cconn *cc, enum srv_op op,
         r->leader_hint = r->leader_id != 0
                              ? srv_node_client_addr(s, r->leader_id)
                              : "";
-    int wire = 0;
-    switch (r->status) {
-    case RK_OK: wire = 0; break;
-    case RK_ENOTFOUND: wire = 1; break;
-    case RK_ENOTLEADER: wire = 2; break;
-    case RK_EWRONGSHARD: case RK_EUNKNOWNSHARD: wire = 3; break;
-    case RK_ECASMISMATCH: wire = 4; break;
-    case RK_ETIMEDOUT: wire = 5; break;
-    case RK_EINVAL: case RK_EPROTO: wire = 7; break;
-    case RK_ETOOLARGE: wire = 8; break;
-    case RK_ENOMEM: case RK_EIO: case RK_ECORRUPT: wire = 9; break;
-    default: wire = 6; break; /* UNAVAILABLE */
-    }
+    int wire = srv_proto_wire_status(r->status);
     uint64_t now = uv_hrtime() / 1000;
     srv_metrics_request(&s->metrics, op, (unsigned)wire,
                         now > started_us ? now - started_us : 0);
@@ -155,6 +143,7 @@ static void answer_get(struct srv_clients *cs, struct creq *q)
     struct srv_response r;
     memset(&r, 0, sizeof(r));
     r.request_id = q->request_id;
+    r.op_kind = SRV_RESULT_GET;
     struct stor_value v;
     memset(&v, 0, sizeof(v));
     int rv = stor_kv_get(s->stor, q->g->shard, q->key, q->klen, &v);
@@ -207,6 +196,7 @@ static void on_applied(struct srv_waiter *w, int status,
             r.message = "leadership changed before the write committed; "
                         "retry with the same seq";
     } else {
+        r.op_kind = SRV_RESULT_WRITE;
         r.status = res->status;
         r.revision = res->revision;
         r.prev_revision = res->prev_revision;
@@ -378,6 +368,7 @@ static void answer_scan(struct srv_clients *cs, struct cconn *cc,
     struct srv_response r;
     memset(&r, 0, sizeof(r));
     r.request_id = request_id;
+    r.op_kind = SRV_RESULT_SCAN;
     r.status = rv;
     struct srv_kv *items = NULL;
     if (rv == 0 && sc.n > 0) {
@@ -514,6 +505,8 @@ static void do_info(struct srv_clients *cs, struct cconn *cc,
     struct srv_response r;
     memset(&r, 0, sizeof(r));
     r.request_id = rq->request_id;
+    r.op_kind = rq->op == SRV_OP_STATUS ? SRV_RESULT_STATUS
+                                        : SRV_RESULT_SHARD_MAP;
     r.node_id = s->cfg->id;
     r.cluster_id = s->cluster_id;
     r.n_data_shards = s->n_data_shards;

@@ -87,8 +87,18 @@ struct srv_node_info {
     const char *client_addr;
 };
 
+enum srv_result_kind {
+    SRV_RESULT_NONE = 0,
+    SRV_RESULT_GET,
+    SRV_RESULT_WRITE,
+    SRV_RESULT_SCAN,
+    SRV_RESULT_STATUS,
+    SRV_RESULT_SHARD_MAP,
+};
+
 struct srv_response {
     uint64_t request_id;
+    uint8_t op_kind;           /* enum srv_result_kind: which result */
     int status;                /* 0 or RK_E*; mapped to the wire Status */
     const char *message;       /* optional detail for errors */
     uint64_t epoch;
@@ -126,6 +136,8 @@ struct srv_response {
 int srv_proto_request_decode(const uint8_t *buf, size_t len,
                              struct srv_request *out, void **owner);
 void srv_proto_request_free(void *owner);
+/* The wire Status value (proto enum number) of an RK_E* code. */
+int srv_proto_wire_status(int err);
 /* Encodes a Response into a malloc'd buffer. RK_ENOMEM. */
 int srv_proto_response_encode(const struct srv_response *r, uint8_t **out,
                               size_t *len);
