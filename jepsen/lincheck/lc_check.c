@@ -62,15 +62,22 @@ struct entry {
     uint32_t match; /* call: index of its return entry or UINT32_MAX */
 };
 
-/* The memo: open addressing over records of (bitset, state) words. */
+/*
+ * The memo: open addressing over variable-length records in one arena.
+ * A record is a header word (lo << 32 | nw), the bitset words lo..lo+nw-1,
+ * then the state words. lo is the first word of the bitset that is not all
+ * ones and lo+nw is one past its last non-zero word: a canonical encoding
+ * that stays a few words long however long the history is, because the
+ * search linearizes ops roughly in history order.
+ */
 struct memo {
     uint64_t *hashes; /* 0 means empty (real hashes are forced non-zero) */
-    uint32_t *ids;
+    size_t *offs;     /* record offset in arena words */
     size_t cap;
     size_t n;
-    uint64_t *arena; /* n records of rec_words each */
-    size_t arena_cap; /* in records */
-    size_t rec_words;
+    uint64_t *arena;
+    size_t arena_len; /* in words */
+    size_t arena_cap; /* in words */
 };
 
 struct frame {
@@ -89,7 +96,6 @@ struct part {
     const int64_t *regs;
     uint32_t n_regs;
     uint32_t sw;            /* state words: 2 per register, 1 for a mutex */
-    size_t bw;              /* bitset words */
 };
 
 /* What the search reports back. */
@@ -104,6 +110,8 @@ struct search_out {
     uint32_t *prefix;
     uint32_t n_prefix;
     uint64_t *best_bits;
+    uint32_t *bitpos;  /* op → bit position in the linearized set */
+    size_t bw;
     int64_t *states;  /* up to LC_MAX_STATES states of sw words */
     size_t n_states;
 };
@@ -289,21 +297,21 @@ static bool model_step(const struct part *p, const int64_t *cur,
 static void memo_free(struct memo *m)
 {
     free(m->hashes);
-    free(m->ids);
+    free(m->offs);
     free(m->arena);
     memset(m, 0, sizeof(*m));
 }
 
 static size_t memo_bytes(const struct memo *m)
 {
-    return m->cap * (sizeof(*m->hashes) + sizeof(*m->ids)) +
-           m->arena_cap * m->rec_words * sizeof(uint64_t);
+    return m->cap * (sizeof(*m->hashes) + sizeof(*m->offs)) +
+           m->arena_cap * sizeof(uint64_t);
 }
 
 static int memo_rehash(struct memo *m, size_t ncap)
 {
     uint64_t *nh = calloc(ncap, sizeof(*nh));
-    uint32_t *ni = malloc(ncap * sizeof(*ni));
+    size_t *ni = malloc(ncap * sizeof(*ni));
     size_t i;
 
     if (nh == NULL || ni == NULL) {
@@ -317,22 +325,23 @@ static int memo_rehash(struct memo *m, size_t ncap)
             while (nh[j] != 0)
                 j = (j + 1) & (ncap - 1);
             nh[j] = m->hashes[i];
-            ni[j] = m->ids[i];
+            ni[j] = m->offs[i];
         }
     }
     free(m->hashes);
-    free(m->ids);
+    free(m->offs);
     m->hashes = nh;
-    m->ids = ni;
+    m->offs = ni;
     m->cap = ncap;
     return 0;
 }
 
 /*
- * Inserts the record rec (rec_words words) with hash h unless present.
+ * Inserts the record rec (len words) with hash h unless present.
  * Returns 1 if inserted, 0 if it was already there, or RK_ENOMEM.
  */
-static int memo_insert(struct memo *m, uint64_t h, const uint64_t *rec)
+static int memo_insert(struct memo *m, uint64_t h, const uint64_t *rec,
+                       size_t len)
 {
     size_t j;
     int rc;
@@ -346,21 +355,19 @@ static int memo_insert(struct memo *m, uint64_t h, const uint64_t *rec)
     }
     j = (size_t)h & (m->cap - 1);
     while (m->hashes[j] != 0) {
-        if (m->hashes[j] == h &&
-            memcmp(m->arena + (size_t)m->ids[j] * m->rec_words, rec,
-                   m->rec_words * sizeof(uint64_t)) == 0)
+        /* Equal headers mean equal lengths, so memcmp stays in bounds. */
+        if (m->hashes[j] == h && m->arena[m->offs[j]] == rec[0] &&
+            memcmp(m->arena + m->offs[j], rec, len * sizeof(uint64_t)) == 0)
             return 0;
         j = (j + 1) & (m->cap - 1);
     }
-    if (m->n >= UINT32_MAX)
+    if (lc__grow((void **)&m->arena, &m->arena_cap, m->arena_len + len,
+                 sizeof(uint64_t)) != 0)
         return RK_ENOMEM;
-    if (lc__grow((void **)&m->arena, &m->arena_cap, m->n + 1,
-                 m->rec_words * sizeof(uint64_t)) != 0)
-        return RK_ENOMEM;
-    memcpy(m->arena + m->n * m->rec_words, rec,
-           m->rec_words * sizeof(uint64_t));
+    memcpy(m->arena + m->arena_len, rec, len * sizeof(uint64_t));
     m->hashes[j] = h;
-    m->ids[j] = (uint32_t)m->n;
+    m->offs[j] = m->arena_len;
+    m->arena_len += len;
     m->n++;
     return 1;
 }
@@ -396,6 +403,61 @@ static int cmp_entry(const void *a, const void *b)
     return x->pos < y->pos ? -1 : x->pos > y->pos;
 }
 
+/*
+ * The linearized set is one bitset in two word-aligned segments: the ops
+ * that completed OK (all of them end up linearized, roughly in order, so
+ * their window [lo, hi) stays short) and the indeterminate ones (most are
+ * never linearized; a separate window keeps them from pinning lo).
+ */
+struct seg {
+    size_t base; /* first word */
+    size_t end;  /* one past the last word */
+    size_t lo;   /* first word that is not all ones (or end) */
+    size_t hi;   /* one past the last non-zero word (or base) */
+};
+
+static struct seg *seg_of(struct seg *segs, uint32_t b)
+{
+    return (size_t)b / 64 < segs[0].end ? &segs[0] : &segs[1];
+}
+
+/* Sets bit b and keeps its segment's lo/hi exact. */
+static void set_bit(uint64_t *bits, struct seg *segs, uint32_t b)
+{
+    struct seg *g = seg_of(segs, b);
+    size_t w = b / 64;
+
+    bits[w] |= (uint64_t)1 << (b % 64);
+    if (w + 1 > g->hi)
+        g->hi = w + 1;
+    while (g->lo < g->end && bits[g->lo] == ~(uint64_t)0)
+        g->lo++;
+}
+
+/* Clears bit b and keeps its segment's lo/hi exact. */
+static void clear_bit(uint64_t *bits, struct seg *segs, uint32_t b)
+{
+    struct seg *g = seg_of(segs, b);
+    size_t w = b / 64;
+
+    bits[w] &= ~((uint64_t)1 << (b % 64));
+    if (w < g->lo)
+        g->lo = w;
+    while (g->hi > g->base && bits[g->hi - 1] == 0)
+        g->hi--;
+}
+
+/* Appends one segment's canonical encoding to rec; returns its length. */
+static size_t encode_seg(const uint64_t *bits, const struct seg *g,
+                         uint64_t *rec)
+{
+    size_t nw = g->hi > g->lo ? g->hi - g->lo : 0;
+
+    rec[0] = ((uint64_t)g->lo << 32) | nw;
+    memcpy(rec + 1, bits + g->lo, nw * sizeof(*rec));
+    return 1 + nw;
+}
+
 /* Records the state at the stuck point (deduplicated, bounded). */
 static void note_state(const struct part *p, struct search_out *so,
                        const int64_t *state)
@@ -427,7 +489,9 @@ static int search(const struct part *p, double deadline, struct search_out *so)
     int64_t *state = NULL, *next = NULL;
     uint64_t *bits = NULL, *rec = NULL, *zob = NULL;
     struct memo memo = {0};
-    uint32_t n_entries = 0, depth = 0, cur, i, remaining = 0;
+    uint32_t n_entries = 0, depth = 0, cur, i, remaining = 0, n_ok = 0;
+    struct seg segs[2];
+    size_t bw;
     uint64_t bhash = 0;
     size_t limit = p->opt->memory_limit ? p->opt->memory_limit
                                         : DEFAULT_MEMORY_LIMIT;
@@ -445,17 +509,33 @@ static int search(const struct part *p, double deadline, struct search_out *so)
     sstack = malloc(((size_t)n + 1) * p->sw * sizeof(*sstack));
     state = malloc(p->sw * sizeof(*state));
     next = malloc(p->sw * sizeof(*next));
-    bits = calloc(p->bw, sizeof(*bits));
-    rec = malloc((p->bw + p->sw) * sizeof(*rec));
+    /* Bit positions: OK ops from 0, indeterminate ops from segment 1. */
+    so->bitpos = malloc(((size_t)n + 1) * sizeof(*so->bitpos));
+    if (so->bitpos == NULL)
+        goto out;
+    for (i = 0; i < n; i++)
+        n_ok += p->ops[p->ids[i]].ret != NO_POS;
+    segs[0].base = segs[0].lo = segs[0].hi = 0;
+    segs[0].end = ((size_t)n_ok + 63) / 64;
+    segs[1].base = segs[1].lo = segs[1].hi = segs[0].end;
+    segs[1].end = segs[0].end + ((size_t)(n - n_ok) + 63) / 64;
+    bw = segs[1].end;
+    {
+        uint32_t a = 0, b = (uint32_t)(segs[1].base * 64);
+        for (i = 0; i < n; i++)
+            so->bitpos[i] = p->ops[p->ids[i]].ret != NO_POS ? a++ : b++;
+    }
+    so->bw = bw;
+    bits = calloc(bw + 1, sizeof(*bits));
+    rec = malloc((2 + bw + p->sw) * sizeof(*rec));
     zob = malloc(((size_t)n + 1) * sizeof(*zob));
     so->prefix = malloc(((size_t)n + 1) * sizeof(*so->prefix));
-    so->best_bits = calloc(p->bw, sizeof(*so->best_bits));
+    so->best_bits = calloc(bw + 1, sizeof(*so->best_bits));
     so->states = malloc(LC_MAX_STATES * p->sw * sizeof(*so->states));
     if (e == NULL || stack == NULL || sstack == NULL || state == NULL ||
         next == NULL || bits == NULL || rec == NULL || zob == NULL ||
         so->prefix == NULL || so->best_bits == NULL || so->states == NULL)
         goto out;
-    memo.rec_words = p->bw + p->sw;
 
     /* Build the entries in history order. */
     for (i = 0; i < n; i++) {
@@ -517,14 +597,17 @@ static int search(const struct part *p, double deadline, struct search_out *so)
             uint32_t o = e[cur].op;
             if (model_step(p, state, op, next)) {
                 uint64_t h;
+                size_t len;
                 int ins;
-                bits[o / 64] |= (uint64_t)1 << (o % 64);
+                set_bit(bits, segs, so->bitpos[o]);
                 h = bhash ^ zob[o];
-                memcpy(rec, bits, p->bw * sizeof(*rec));
-                memcpy(rec + p->bw, next, p->sw * sizeof(*rec));
+                len = encode_seg(bits, &segs[0], rec);
+                len += encode_seg(bits, &segs[1], rec + len);
+                memcpy(rec + len, next, p->sw * sizeof(*rec));
+                len += p->sw;
                 for (i = 0; i < p->sw; i++)
                     h = lc__mix64(h ^ (uint64_t)next[i]);
-                ins = memo_insert(&memo, h, rec);
+                ins = memo_insert(&memo, h, rec, len);
                 if (ins < 0)
                     goto out;
                 if (ins == 1) {
@@ -549,7 +632,7 @@ static int search(const struct part *p, double deadline, struct search_out *so)
                     cur = e[0].next;
                     continue;
                 }
-                bits[o / 64] &= ~((uint64_t)1 << (o % 64));
+                clear_bit(bits, segs, so->bitpos[o]);
             }
             cur = e[cur].next;
             continue;
@@ -563,7 +646,7 @@ static int search(const struct part *p, double deadline, struct search_out *so)
             for (i = 0; i < depth; i++)
                 so->prefix[i] = e[stack[i].call].op;
             so->n_prefix = depth;
-            memcpy(so->best_bits, bits, p->bw * sizeof(*bits));
+            memcpy(so->best_bits, bits, bw * sizeof(*bits));
         }
         if (e[cur].pos == so->best_pos)
             note_state(p, so, state);
@@ -577,7 +660,7 @@ static int search(const struct part *p, double deadline, struct search_out *so)
             uint32_t o = e[c].op;
             memcpy(state, sstack + stack[depth].state_off,
                    p->sw * sizeof(*state));
-            bits[o / 64] &= ~((uint64_t)1 << (o % 64));
+            clear_bit(bits, segs, so->bitpos[o]);
             bhash ^= zob[o];
             unlift(e, c);
             if (e[c].match != UINT32_MAX)
@@ -753,39 +836,54 @@ static uint64_t observed_hash(int64_t key, struct lc_val v)
  * linearization legal. So "it never took effect" is always a possible
  * choice, and taking it up front spares the search an exponential number
  * of subsets when histories carry many crashed writes with unique values.
- * A value counts as observed when an OK read returned it or any cas
- * expected it. Hash collisions only keep more ops: the pruning stays sound.
+ * A value counts as observed when an OK read returned it or a cas that is
+ * kept expected it. Dropping ops can make more values unobserved, so this
+ * runs to a fixpoint (bounded; stopping early only keeps more ops). The
+ * argument holds for the dropped set as a whole: in a linearization, an op
+ * that is kept sees either the constant output of the last kept writer, as
+ * before, or follows a dropped writer, which it could only follow by not
+ * looking at the state. Hash collisions only keep more ops: still sound.
  */
+#define PRUNE_MAX_ROUNDS 32
+
 static int prune_unobserved(const struct lc_options *opt, struct cop *ops,
                             size_t n_ops)
 {
-    struct lc_imap seen = {0};
-    size_t i;
+    size_t round, changed = 1;
     int rc = 0;
 
-    for (i = 0; i < n_ops && rc == 0; i++) {
-        const struct cop *op = &ops[i];
-        if (op->dropped)
-            continue;
-        if (op->fn == LC_READ && op->ret != NO_POS &&
-            !(op->value.nil && opt->nil_read_matches_any))
-            rc = lc__imap_put(&seen, (int64_t)observed_hash(op->key, op->value),
-                              1);
-        else if (op->fn == LC_CAS)
-            rc = lc__imap_put(&seen, (int64_t)observed_hash(op->key, op->value),
-                              1);
+    for (round = 0; round < PRUNE_MAX_ROUNDS && changed > 0 && rc == 0;
+         round++) {
+        struct lc_imap seen = {0};
+        size_t i;
+
+        changed = 0;
+        for (i = 0; i < n_ops && rc == 0; i++) {
+            const struct cop *op = &ops[i];
+            if (op->dropped)
+                continue;
+            bool looks = op->fn == LC_CAS ||
+                         (op->fn == LC_READ && op->ret != NO_POS &&
+                          !(op->value.nil && opt->nil_read_matches_any));
+            if (looks)
+                rc = lc__imap_put(
+                    &seen, (int64_t)observed_hash(op->key, op->value), 1);
+        }
+        for (i = 0; i < n_ops && rc == 0; i++) {
+            struct cop *op = &ops[i];
+            struct lc_val nv;
+            if (op->dropped || op->ret != NO_POS ||
+                (op->fn != LC_WRITE && op->fn != LC_CAS))
+                continue;
+            nv = op->fn == LC_WRITE ? op->value : op->value2;
+            if (lc__imap_get(&seen, (int64_t)observed_hash(op->key, nv)) ==
+                NULL) {
+                op->dropped = true;
+                changed++;
+            }
+        }
+        lc__imap_free(&seen);
     }
-    for (i = 0; i < n_ops && rc == 0; i++) {
-        struct cop *op = &ops[i];
-        struct lc_val nv;
-        if (op->dropped || op->ret != NO_POS ||
-            (op->fn != LC_WRITE && op->fn != LC_CAS))
-            continue;
-        nv = op->fn == LC_WRITE ? op->value : op->value2;
-        if (lc__imap_get(&seen, (int64_t)observed_hash(op->key, nv)) == NULL)
-            op->dropped = true;
-    }
-    lc__imap_free(&seen);
     return rc;
 }
 
@@ -950,6 +1048,8 @@ static void search_out_free(struct search_out *so)
 {
     free(so->prefix);
     free(so->best_bits);
+    free(so->bitpos);
+    so->bitpos = NULL;
     free(so->states);
     so->prefix = NULL;
     so->best_bits = NULL;
@@ -977,11 +1077,13 @@ static int fill_violation(const struct part *p, const struct search_out *so,
     res->n_window = 0;
     for (i = 0; i < p->n; i++) {
         const struct cop *op = &p->ops[p->ids[i]];
-        bool lin = (so->best_bits[i / 64] >> (i % 64)) & 1;
+        uint32_t b = so->bitpos[i];
+        bool lin = (so->best_bits[b / 64] >> (b % 64)) & 1;
         /* Ops whose interval overlaps the stuck op's. Every op left out of
          * the prefix and invoked before the stuck return is among them: its
          * own return comes later, or the search would have stopped there. */
-        if (op->inv < stuck->ret && (op->ret == NO_POS || op->ret > stuck->inv)) {
+        if (op->inv < stuck->ret &&
+            (op->ret == NO_POS || op->ret > stuck->inv)) {
             res->window_in_prefix[res->n_window] = lin;
             res->window[res->n_window++] = op->inv;
         }
@@ -1079,7 +1181,6 @@ int lc_check(const struct lc_history *h, const struct lc_options *opt,
         if (res->model != LC_MODEL_MULTI_REGISTER)
             p.n_regs = 1;
         p.sw = res->model == LC_MODEL_MUTEX ? 1 : 2 * p.n_regs;
-        p.bw = ((size_t)p.n + 63) / 64;
         if (deadline > 0 && now_s() > deadline) {
             unknown = true;
             snprintf(res->reason, sizeof(res->reason),
