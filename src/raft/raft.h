@@ -57,6 +57,9 @@
  * the library rk_raft_buggy is built from the same sources with
  * RAFT_BUG_COMMIT_OLD_TERM=1: the leader then commits entries of earlier
  * terms by counting replicas (the Figure 8 bug of the Raft paper, §5.4.2).
+ * rk_raft_buggy_ack is built with RAFT_BUG_ACK_BEFORE_SYNC=1: followers
+ * acknowledge appends in rd.msgs, before their sync, so a crash can lose a
+ * committed entry. Never link these into anything but tests.
  */
 
 #include <stdbool.h>

@@ -5,6 +5,8 @@
 #include "raft_quorum.h"
 #include "rk_log.h"
 
+#define RAFT_MAX_PENDING_READS 65536u
+
 static bool committed_in_term(const struct raft_node *n)
 {
     return raft__log_term_or0(&n->log, n->log.commit) == n->term;
@@ -46,6 +48,9 @@ int raft_read_index(struct raft_node *n, uint64_t ctx)
         if (committed_in_term(n))
             return raft__out_read(n, ctx, n->log.commit);
     }
+    /* Bound the queue: reads pile up only while no quorum answers. */
+    if (n->n_reads >= RAFT_MAX_PENDING_READS)
+        return RK_EBUSY;
     if (n->n_reads == n->cap_reads) {
         uint32_t nc = n->cap_reads ? n->cap_reads * 2 : 16;
         struct raft_read_req *p = realloc(n->reads, nc * sizeof(*p));

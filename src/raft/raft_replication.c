@@ -3,6 +3,13 @@
 #include "raft_quorum.h"
 #include "rk_log.h"
 
+/* Test-only bug switch: acknowledge appends before they are durable. */
+#ifdef RAFT_BUG_ACK_BEFORE_SYNC
+#define ACK_AFTER_SYNC false
+#else
+#define ACK_AFTER_SYNC true
+#endif
+
 int raft__append_to_log(struct raft_node *n, const struct raft_entry *ents,
                         uint32_t cnt)
 {
@@ -166,7 +173,7 @@ int raft__handle_append(struct raft_node *n, const struct raft_msg *m)
         commit_to(n, m->commit < lastnew ? m->commit : lastnew);
         /* The ack promises durability: it leaves after the sync. */
         struct raft_msg *r =
-            raft__msg_new(n, RAFT_MSG_APPEND_RESP, m->from, true);
+            raft__msg_new(n, RAFT_MSG_APPEND_RESP, m->from, ACK_AFTER_SYNC);
         if (r)
             r->index = lastnew;
         return 0;
