@@ -1,0 +1,250 @@
+/* Internals of the LMDB store shared by the src/storage files (not an API). */
+#ifndef STOR_INT_H
+#define STOR_INT_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "stor.h"
+
+/* ------------------------------------------------------ big-endian codec */
+
+static inline void stor__put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static inline uint64_t stor__get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static inline void stor__put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static inline uint32_t stor__get32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+           ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+/* A bounds-checked reader over untrusted bytes: every get fails (returns
+ * false and sticks) instead of reading past the end. */
+struct stor__rd {
+    const uint8_t *p;
+    size_t left;
+    bool bad;
+};
+
+bool stor__rd_u8(struct stor__rd *r, uint8_t *v);
+bool stor__rd_u16(struct stor__rd *r, uint16_t *v);
+bool stor__rd_u32(struct stor__rd *r, uint32_t *v);
+bool stor__rd_u64(struct stor__rd *r, uint64_t *v);
+bool stor__rd_bytes(struct stor__rd *r, size_t n, const void **v);
+
+/* CRC-32C (Castagnoli), software. */
+uint32_t stor__crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* --------------------------------------------------------- state record */
+
+struct stor__state {
+    struct raft_hard_state hs;
+    struct raft_conf_state conf;
+    raft_index base_index; /* log entries <= base are compacted away */
+    raft_term base_term;
+    raft_index applied;
+    raft_term applied_term;
+    struct raft_conf_state applied_conf;
+    struct raft_snapshot_meta snap;
+    raft_index compact_target;
+    /* Staging of a received snapshot. */
+    struct raft_snapshot_meta stage_meta;
+    uint32_t stage_next; /* next expected chunk seq; 0 = nothing staged */
+    bool stage_complete;
+};
+
+/* Upper bound of an encoded state record. */
+#define STOR__STATE_MAX 2048
+size_t stor__state_encode(const struct stor__state *st, uint8_t *buf);
+int stor__state_decode(const void *buf, size_t len, struct stor__state *st);
+
+/* Encoded conf state (n_voters, n_learners, ids), bounds-checked decode. */
+size_t stor__conf_encode(const struct raft_conf_state *c, uint8_t *buf);
+bool stor__conf_decode(struct stor__rd *r, struct raft_conf_state *c);
+
+/* -------------------------------------------------------------- shards */
+
+struct stor_export;
+
+struct stor_shard {
+    struct stor *s;
+    uint64_t id;
+
+    /* Committed view, guarded by s->mu (written after each commit). */
+    bool exists;
+    raft_index first;
+    raft_index last;
+    raft_term last_term;
+    raft_index base_index;
+    raft_term base_term;
+
+    /* Writer-only working copy for the transaction in progress. */
+    uint64_t w_gen;        /* == s->gen when loaded in this txn */
+    bool w_exists;
+    bool w_dirty;
+    bool w_deleted;
+    struct stor__state w;
+    raft_index w_last;
+    raft_term w_last_term;
+    bool compact_pending;  /* writer-only: target > base */
+    bool c_compact_pending; /* committed copy of compact_pending */
+};
+
+/* ---------------------------------------------------------------- store */
+
+struct stor {
+    MDB_env *env;
+    MDB_dbi dbi_log, dbi_state, dbi_kv, dbi_sess, dbi_stage, dbi_meta;
+    char *path;
+    int lock_fd;
+    uint64_t cluster_id;
+    uint64_t node_id;
+    bool no_sync;
+    size_t map_size;
+    size_t max_map_size;
+    size_t page_size;
+    uint32_t chunk_bytes;
+    int (*conf_decode)(const void *buf, size_t len,
+                       struct raft_conf_change *out);
+
+    /* Readers hold it shared around read txns; growing the map takes it
+     * exclusively (LMDB: no transaction may be active then). */
+    pthread_rwlock_t map_lock;
+    /* One writer at a time (storage thread or stor_batch_commit). */
+    pthread_mutex_t write_mu;
+
+    /* Guards shards[], the committed shard views, failure and stats. */
+    pthread_mutex_t mu;
+    struct stor_shard **shards; /* sorted by id */
+    uint32_t n_shards, cap_shards;
+    atomic_int failed;
+    char errmsg[RK_ERRMSG_SIZE];
+    uint64_t n_batches;
+    uint64_t n_grows;
+    uint64_t gen; /* writer-only: transaction generation */
+
+    /* Snapshot exports (guarded by exp_mu; lock order map_lock, exp_mu). */
+    pthread_mutex_t exp_mu;
+    struct stor_export *exports;
+    uint32_t n_exports;
+
+    /* Storage thread and its queue (guarded by q_mu). */
+    pthread_mutex_t q_mu;
+    pthread_cond_t q_cv;
+    struct stor_batch *q_head, *q_tail;
+    bool q_stop;
+    bool thread_started;
+    pthread_t thread;
+};
+
+/* Errors (stor_err.c). */
+int stor__from_mdb(int rc);
+/* Enters fail-stop with a message (first failure wins); returns err. */
+int stor__fail(struct stor *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Read txn bracket with map-growth coordination (stor_env.c). */
+int stor__read_begin(struct stor *s, MDB_txn **txn);
+void stor__read_end(struct stor *s, MDB_txn *txn);
+
+/* Shard registry (stor_env.c). find: NULL if absent. add: the writer
+ * creates a handle (not yet existing) for a shard created in a batch. */
+struct stor_shard *stor__shard_find(struct stor *s, uint64_t id);
+int stor__shard_add(struct stor *s, uint64_t id, struct stor_shard **out);
+
+/* Keys. */
+static inline void stor__key_shard(uint8_t k[8], uint64_t shard)
+{
+    stor__put64(k, shard);
+}
+static inline void stor__key_log(uint8_t k[16], uint64_t shard, raft_index i)
+{
+    stor__put64(k, shard);
+    stor__put64(k + 8, i);
+}
+
+/* Deletes every key of `dbi` starting with the 8-byte shard prefix whose
+ * remaining bytes are >= from (from NULL = all), at most max keys (0 = no
+ * limit). Sets *n_deleted. */
+int stor__del_range(MDB_txn *txn, MDB_dbi dbi, uint64_t shard,
+                    const void *from, size_t from_len, uint64_t max,
+                    uint64_t *n_deleted);
+
+/* Finds the last log entry of a shard: *idx 0 if the shard has none. */
+int stor__log_last(MDB_txn *txn, MDB_dbi dbi, uint64_t shard, raft_index *idx,
+                   raft_term *term);
+
+/* Loads the working state of a shard for the current txn (writer). */
+int stor__w_load(struct stor *s, MDB_txn *txn, struct stor_shard *sh);
+
+/* A log entry packed in a batch's arena: the header, then len bytes of
+ * data, then padding to 8 bytes. */
+struct stor__bent {
+    raft_term term;
+    raft_index index;
+    uint32_t len;
+    uint8_t type;
+    uint8_t pad[3];
+};
+static inline size_t stor__bent_size(uint32_t len)
+{
+    return sizeof(struct stor__bent) + (((size_t)len + 7) & ~(size_t)7);
+}
+
+/* Log writing (stor_log.c). */
+int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                     const uint8_t *recs, uint32_t n);
+int stor__log_compact_step(struct stor *s, MDB_txn *txn,
+                           struct stor_shard *sh);
+
+/* Applying (stor_kv.c): one entry; fills *res. Returns an error only for
+ * transaction failures (the result carries command-level statuses). */
+int stor__apply_entry(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                      raft_term term, raft_index index, uint8_t type,
+                      const void *data, uint32_t len, struct stor_result *res);
+/* Value record: create rev(8) mod rev(8) value. */
+#define STOR__VAL_HDR 16
+
+/* Snapshots (stor_snapshot.c). Both return op-level statuses through *op_rc
+ * and transaction failures through the return value. */
+int stor__stage_chunk(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                      const struct raft_snap_chunk *c, int *op_rc);
+int stor__install(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                  const struct raft_snapshot_meta *meta, int *op_rc);
+/* Drops every export (the map is about to grow); caller holds map_lock
+ * exclusively. */
+void stor__exports_kill_all(struct stor *s);
+void stor__exports_close(struct stor *s);
+/* Session record size. */
+#define STOR__SESS_SIZE (8 + 8 + 8 + STOR_SESSION_REPLIES * 29)
+
+/* Batch execution (stor_thread.c). */
+int stor__batch_exec(struct stor *s, struct stor_batch *b);
+void stor__thread_stop(struct stor *s);
+int stor__thread_start(struct stor *s);
+/* Grows the map if the next txn (about `need` bytes) could fill it. */
+int stor__maybe_grow(struct stor *s, size_t need, bool force);
+
+#endif

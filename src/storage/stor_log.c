@@ -1,0 +1,352 @@
+/* The Raft log of every shard: raft_log_ops (reads) and appends, truncation, compaction. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "stor_int.h"
+
+#define LOG_HDR 9 /* term(8) type(1) */
+
+/* ------------------------------------------------------------ reading */
+
+raft_index stor_log_first_index(struct stor_shard *sh)
+{
+    pthread_mutex_lock(&sh->s->mu);
+    raft_index v = sh->exists ? sh->first : 1;
+    pthread_mutex_unlock(&sh->s->mu);
+    return v;
+}
+
+raft_index stor_log_last_index(struct stor_shard *sh)
+{
+    pthread_mutex_lock(&sh->s->mu);
+    raft_index v = sh->exists ? sh->last : 0;
+    pthread_mutex_unlock(&sh->s->mu);
+    return v;
+}
+
+raft_term stor_log_last_term(struct stor_shard *sh)
+{
+    pthread_mutex_lock(&sh->s->mu);
+    raft_term v = sh->exists ? sh->last_term : 0;
+    pthread_mutex_unlock(&sh->s->mu);
+    return v;
+}
+
+/* Classifies an index against the committed view: 0 if stored, else the
+ * error; *term set when the cache knows it (base or last). */
+static int classify(struct stor_shard *sh, raft_index i, raft_term *term,
+                    bool *known)
+{
+    int rc = 0;
+    *known = false;
+    pthread_mutex_lock(&sh->s->mu);
+    if (!sh->exists) {
+        rc = RK_EUNKNOWNSHARD;
+    } else if (i < sh->base_index) {
+        rc = RK_ECOMPACTED;
+    } else if (i > sh->last) {
+        rc = RK_EUNAVAIL_LOG;
+    } else if (i == sh->base_index) {
+        *term = sh->base_term;
+        *known = true;
+    } else if (i == sh->last) {
+        *term = sh->last_term;
+        *known = true;
+    }
+    pthread_mutex_unlock(&sh->s->mu);
+    return rc;
+}
+
+int stor_log_term(struct stor_shard *sh, raft_index i, raft_term *out)
+{
+    bool known;
+    int rc = classify(sh, i, out, &known);
+    if (rc || known)
+        return rc;
+    struct stor *s = sh->s;
+    MDB_txn *txn;
+    uint8_t kb[16];
+    stor__key_log(kb, sh->id, i);
+    MDB_val k = {.mv_size = 16, .mv_data = kb}, v;
+    rc = stor__read_begin(s, &txn);
+    if (rc)
+        return rc;
+    int mrc = mdb_get(txn, s->dbi_log, &k, &v);
+    if (mrc == 0) {
+        if (v.mv_size < LOG_HDR)
+            rc = RK_ECORRUPT;
+        else
+            *out = stor__get64(v.mv_data);
+    }
+    stor__read_end(s, txn);
+    if (mrc == MDB_NOTFOUND) {
+        /* Compacted or truncated since classify(): ask again. */
+        rc = classify(sh, i, out, &known);
+        return rc ? rc : known ? 0 : RK_ECOMPACTED;
+    }
+    return mrc ? stor__from_mdb(mrc) : rc;
+}
+
+int stor_log_entries(struct stor_shard *sh, raft_index lo, raft_index hi,
+                     size_t max_bytes, struct raft_entry **out,
+                     uint32_t *n_out)
+{
+    struct stor *s = sh->s;
+    *out = NULL;
+    *n_out = 0;
+    if (lo >= hi)
+        return RK_EINVAL;
+    pthread_mutex_lock(&s->mu);
+    int rc = !sh->exists           ? RK_EUNKNOWNSHARD
+             : lo <= sh->base_index ? RK_ECOMPACTED
+             : hi - 1 > sh->last    ? RK_EUNAVAIL_LOG
+                                    : 0;
+    pthread_mutex_unlock(&s->mu);
+    if (rc)
+        return rc;
+
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    uint8_t kb[16];
+    MDB_val k, v;
+    rc = stor__read_begin(s, &txn);
+    if (rc)
+        return rc;
+    int mrc = mdb_cursor_open(txn, s->dbi_log, &cur);
+    if (mrc)
+        goto done;
+    /* Pass 1: how many entries fit, and their bytes. */
+    size_t bytes = 0;
+    uint32_t n = 0;
+    stor__key_log(kb, sh->id, lo);
+    k.mv_data = kb;
+    k.mv_size = 16;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    for (raft_index i = lo; mrc == 0 && i < hi; i++) {
+        if (k.mv_size != 16 || stor__get64(k.mv_data) != sh->id ||
+            stor__get64((const uint8_t *)k.mv_data + 8) != i ||
+            v.mv_size < LOG_HDR || v.mv_size - LOG_HDR > UINT32_MAX) {
+            rc = RK_ECORRUPT;
+            goto done;
+        }
+        size_t len = v.mv_size - LOG_HDR;
+        if (n > 0 && max_bytes && bytes + len > max_bytes)
+            break;
+        bytes += len;
+        n++;
+        if (i + 1 < hi)
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (mrc == MDB_NOTFOUND || (mrc == 0 && n == 0)) {
+        /* Compacted or truncated under us. */
+        rc = lo <= stor_log_first_index(sh) - 1 ? RK_ECOMPACTED
+                                                : RK_EUNAVAIL_LOG;
+        goto done;
+    }
+    if (mrc)
+        goto done;
+    /* Pass 2: one block, the array then the payloads. */
+    size_t arr = (size_t)n * sizeof(struct raft_entry);
+    uint8_t *blk = malloc(arr + bytes + 1);
+    if (!blk) {
+        rc = RK_ENOMEM;
+        goto done;
+    }
+    struct raft_entry *ents = (struct raft_entry *)blk;
+    uint8_t *data = blk + arr;
+    k.mv_data = kb;
+    k.mv_size = 16;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    for (uint32_t j = 0; j < n && mrc == 0; j++) {
+        const uint8_t *p = v.mv_data;
+        ents[j].index = lo + j;
+        ents[j].term = stor__get64(p);
+        ents[j].type = p[8];
+        ents[j].len = (uint32_t)(v.mv_size - LOG_HDR);
+        ents[j].data = data;
+        memcpy(data, p + LOG_HDR, ents[j].len);
+        data += ents[j].len;
+        if (j + 1 < n)
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (mrc) {
+        free(blk);
+        goto done;
+    }
+    *out = ents;
+    *n_out = n;
+done:
+    if (cur)
+        mdb_cursor_close(cur);
+    stor__read_end(s, txn);
+    if (!rc && mrc)
+        rc = stor__from_mdb(mrc);
+    return rc;
+}
+
+static raft_index ops_first(void *ctx)
+{
+    return stor_log_first_index(ctx);
+}
+
+static raft_index ops_last(void *ctx)
+{
+    return stor_log_last_index(ctx);
+}
+
+static int ops_term(void *ctx, raft_index i, raft_term *out)
+{
+    return stor_log_term(ctx, i, out);
+}
+
+static int ops_entries(void *ctx, raft_index lo, raft_index hi,
+                       size_t max_bytes, struct raft_entry **out,
+                       uint32_t *n_out)
+{
+    return stor_log_entries(ctx, lo, hi, max_bytes, out, n_out);
+}
+
+static int ops_snapshot_meta(void *ctx, struct raft_snapshot_meta *out)
+{
+    return stor_snapshot_meta(ctx, out);
+}
+
+static int ops_snapshot_chunk(void *ctx, raft_index snap_index, uint32_t seq,
+                              void **data, uint32_t *len, bool *last)
+{
+    return stor_snapshot_chunk(ctx, snap_index, seq, data, len, last);
+}
+
+const struct raft_log_ops stor_log_ops = {
+    .first_index = ops_first,
+    .last_index = ops_last,
+    .term = ops_term,
+    .entries = ops_entries,
+    .snapshot_meta = ops_snapshot_meta,
+    .snapshot_chunk = ops_snapshot_chunk,
+};
+
+/* ------------------------------------------------------------ writing */
+
+int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                     const uint8_t *recs, uint32_t n)
+{
+    uint8_t kb[16];
+    MDB_val k, v;
+    int rc;
+
+    /* Entries at or below the applied index are committed and identical to
+     * the stored ones (Log Matching): skip them rather than rewrite them. */
+    while (n > 0 && ((const struct stor__bent *)recs)->index <= sh->w.applied) {
+        const struct stor__bent *e = (const struct stor__bent *)recs;
+        recs += stor__bent_size(e->len);
+        n--;
+    }
+    if (n == 0)
+        return 0;
+    raft_index first = ((const struct stor__bent *)recs)->index;
+    if (first <= sh->w.base_index)
+        return RK_ECOMPACTED;
+    if (first > sh->w_last + 1)
+        return RK_EINVAL;
+    if (first <= sh->w_last) {
+        /* Conflicting suffix (thesis §3.5): drop it before appending. */
+        uint8_t from[8];
+        stor__put64(from, first);
+        rc = stor__del_range(txn, s->dbi_log, sh->id, from, 8, 0, NULL);
+        if (rc)
+            return rc;
+        sh->w_last = first - 1;
+    }
+    MDB_cursor *cur;
+    int mrc = mdb_cursor_open(txn, s->dbi_log, &cur);
+    if (mrc)
+        return stor__from_mdb(mrc);
+    /* MDB_APPEND (sequential fill of pages) is allowed only past the last
+     * key of the whole database, i.e. for the highest shard with entries. */
+    unsigned flags = MDB_APPEND;
+    stor__key_log(kb, sh->id, first);
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    if (mrc == 0) {
+        size_t m = k.mv_size < 16 ? k.mv_size : 16;
+        int c = memcmp(k.mv_data, kb, m);
+        if (c > 0 || (c == 0 && k.mv_size >= 16))
+            flags = 0;
+    } else if (mrc != MDB_NOTFOUND) {
+        mdb_cursor_close(cur);
+        return stor__from_mdb(mrc);
+    }
+    const uint8_t *p = recs;
+    raft_term last_term = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        const struct stor__bent *e = (const struct stor__bent *)p;
+        if (e->index != first + j) {
+            mdb_cursor_close(cur);
+            return RK_EINVAL;
+        }
+        stor__key_log(kb, sh->id, e->index);
+        k.mv_data = kb;
+        k.mv_size = 16;
+        v.mv_data = NULL;
+        v.mv_size = LOG_HDR + (size_t)e->len;
+        mrc = mdb_cursor_put(cur, &k, &v, flags | MDB_RESERVE);
+        if (mrc) {
+            mdb_cursor_close(cur);
+            return stor__from_mdb(mrc);
+        }
+        uint8_t *d = v.mv_data;
+        stor__put64(d, e->term);
+        d[8] = e->type;
+        if (e->len)
+            memcpy(d + LOG_HDR, p + sizeof(*e), e->len);
+        last_term = e->term;
+        p += stor__bent_size(e->len);
+    }
+    mdb_cursor_close(cur);
+    sh->w_last = first + n - 1;
+    sh->w_last_term = last_term;
+    return 0;
+}
+
+int stor__log_compact_step(struct stor *s, MDB_txn *txn,
+                           struct stor_shard *sh)
+{
+    raft_index target = sh->w.compact_target;
+    if (target > sh->w.applied)
+        target = sh->w.applied;
+    if (target > sh->w_last)
+        target = sh->w_last;
+    if (target <= sh->w.base_index) {
+        sh->compact_pending = sh->w.compact_target > sh->w.base_index;
+        return 0;
+    }
+    raft_index nb = target;
+    if (nb - sh->w.base_index > STOR_COMPACT_STEP)
+        nb = sh->w.base_index + STOR_COMPACT_STEP;
+    raft_term nt;
+    if (nb == sh->w_last) {
+        nt = sh->w_last_term;
+    } else {
+        uint8_t kb[16];
+        stor__key_log(kb, sh->id, nb);
+        MDB_val k = {.mv_size = 16, .mv_data = kb}, v;
+        int mrc = mdb_get(txn, s->dbi_log, &k, &v);
+        if (mrc)
+            return mrc == MDB_NOTFOUND ? RK_ECORRUPT : stor__from_mdb(mrc);
+        if (v.mv_size < LOG_HDR)
+            return RK_ECORRUPT;
+        nt = stor__get64(v.mv_data);
+    }
+    uint8_t from[8];
+    uint64_t deleted;
+    stor__put64(from, sh->w.base_index + 1);
+    int rc = stor__del_range(txn, s->dbi_log, sh->id, from, 8,
+                             nb - sh->w.base_index, &deleted);
+    if (rc)
+        return rc;
+    sh->w.base_index = nb;
+    sh->w.base_term = nt;
+    sh->w_dirty = true;
+    sh->compact_pending = sh->w.compact_target > nb;
+    return 0;
+}

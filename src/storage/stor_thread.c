@@ -1,0 +1,653 @@
+/* Group commit: batches of many shards written in one LMDB txn + one sync on a storage thread. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rk_log.h"
+#include "stor_int.h"
+
+enum bop_kind {
+    BOP_CREATE,
+    BOP_DESTROY,
+    BOP_APPEND,
+    BOP_HS,
+    BOP_CONF,
+    BOP_APPLIED_CONF,
+    BOP_STAGE,
+    BOP_INSTALL,
+    BOP_APPLY,
+    BOP_COMPACT,
+};
+
+struct bop {
+    uint8_t kind;
+    uint64_t shard;
+    size_t off;   /* payload in the arena */
+    uint32_t n;   /* entries */
+    uint32_t first_result;
+    int status;   /* per-op status (stage, install) */
+    raft_index index;
+};
+
+struct stor_batch {
+    struct bop *ops;
+    uint32_t n_ops, cap_ops;
+    uint8_t *arena;
+    size_t arena_len, arena_cap;
+    struct stor_result *res;
+    uint32_t n_res, cap_res;
+    size_t bytes;
+    struct stor_shard **touched;
+    uint32_t n_touched, cap_touched;
+    /* Submission. */
+    struct stor_batch *q_next;
+    stor_done_cb cb;
+    void *arg;
+};
+
+/* ------------------------------------------------------------ building */
+
+int stor_batch_new(struct stor_batch **out)
+{
+    *out = calloc(1, sizeof(**out));
+    return *out ? 0 : RK_ENOMEM;
+}
+
+void stor_batch_free(struct stor_batch *b)
+{
+    if (!b)
+        return;
+    free(b->ops);
+    free(b->arena);
+    free(b->res);
+    free(b->touched);
+    free(b);
+}
+
+void stor_batch_reset(struct stor_batch *b)
+{
+    b->n_ops = 0;
+    b->arena_len = 0;
+    b->n_res = 0;
+    b->bytes = 0;
+    b->n_touched = 0;
+}
+
+bool stor_batch_empty(const struct stor_batch *b)
+{
+    return b->n_ops == 0;
+}
+
+size_t stor_batch_bytes(const struct stor_batch *b)
+{
+    return b->bytes;
+}
+
+static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    uint32_t nc = *cap ? *cap : 16;
+    while (nc < need) {
+        if (nc > UINT32_MAX / 2)
+            return RK_ENOMEM;
+        nc *= 2;
+    }
+    void *np = realloc(*p, (size_t)nc * elem);
+    if (!np)
+        return RK_ENOMEM;
+    *p = np;
+    *cap = nc;
+    return 0;
+}
+
+/* Reserves n bytes (8-aligned) in the arena; *off is where they start. */
+static int arena_alloc(struct stor_batch *b, size_t n, size_t *off)
+{
+    size_t start = (b->arena_len + 7) & ~(size_t)7;
+    if (n > SIZE_MAX / 2 || start + n < start)
+        return RK_ENOMEM;
+    if (start + n > b->arena_cap) {
+        size_t nc = b->arena_cap ? b->arena_cap : 4096;
+        while (nc < start + n)
+            nc *= 2;
+        uint8_t *np = realloc(b->arena, nc);
+        if (!np)
+            return RK_ENOMEM;
+        b->arena = np;
+        b->arena_cap = nc;
+    }
+    *off = start;
+    b->arena_len = start + n;
+    return 0;
+}
+
+static struct bop *add_op(struct stor_batch *b, uint8_t kind, uint64_t shard)
+{
+    if (grow((void **)&b->ops, &b->cap_ops, b->n_ops + 1, sizeof(*b->ops)))
+        return NULL;
+    struct bop *op = &b->ops[b->n_ops++];
+    memset(op, 0, sizeof(*op));
+    op->kind = kind;
+    op->shard = shard;
+    return op;
+}
+
+/* Adds an op whose payload is a copy of len bytes. */
+static int add_blob(struct stor_batch *b, uint8_t kind, uint64_t shard,
+                    const void *p, size_t len, uint32_t *op_id)
+{
+    size_t mark = b->arena_len, off;
+    if (arena_alloc(b, len, &off))
+        return RK_ENOMEM;
+    struct bop *op = add_op(b, kind, shard);
+    if (!op) {
+        b->arena_len = mark;
+        return RK_ENOMEM;
+    }
+    if (len)
+        memcpy(b->arena + off, p, len);
+    op->off = off;
+    op->n = (uint32_t)len;
+    if (op_id)
+        *op_id = b->n_ops - 1;
+    return 0;
+}
+
+int stor_batch_create_shard(struct stor_batch *b, uint64_t shard,
+                            const struct raft_conf_state *conf)
+{
+    if (!conf || conf->n_voters > RAFT_MAX_MEMBERS ||
+        conf->n_learners > RAFT_MAX_MEMBERS)
+        return RK_EINVAL;
+    return add_blob(b, BOP_CREATE, shard, conf, sizeof(*conf), NULL);
+}
+
+int stor_batch_destroy_shard(struct stor_batch *b, uint64_t shard)
+{
+    return add_blob(b, BOP_DESTROY, shard, NULL, 0, NULL);
+}
+
+/* Packs entries; kind is BOP_APPEND or BOP_APPLY. */
+static int add_entries(struct stor_batch *b, uint8_t kind, uint64_t shard,
+                       const struct raft_entry *ents, uint32_t n,
+                       struct bop **out)
+{
+    size_t total = 0;
+    if (n == 0 || !ents)
+        return RK_EINVAL;
+    for (uint32_t i = 0; i < n; i++) {
+        if ((ents[i].len && !ents[i].data) ||
+            (i > 0 && ents[i].index != ents[0].index + i) ||
+            ents[i].index == 0)
+            return RK_EINVAL;
+        total += stor__bent_size(ents[i].len);
+    }
+    size_t mark = b->arena_len, off;
+    if (arena_alloc(b, total, &off))
+        return RK_ENOMEM;
+    struct bop *op = add_op(b, kind, shard);
+    if (!op) {
+        b->arena_len = mark;
+        return RK_ENOMEM;
+    }
+    uint8_t *p = b->arena + off;
+    for (uint32_t i = 0; i < n; i++) {
+        struct stor__bent *e = (struct stor__bent *)p;
+        memset(e, 0, sizeof(*e));
+        e->term = ents[i].term;
+        e->index = ents[i].index;
+        e->len = ents[i].len;
+        e->type = ents[i].type;
+        if (ents[i].len)
+            memcpy(p + sizeof(*e), ents[i].data, ents[i].len);
+        p += stor__bent_size(ents[i].len);
+        b->bytes += ents[i].len + 32;
+    }
+    op->off = off;
+    op->n = n;
+    *out = op;
+    return 0;
+}
+
+int stor_batch_append(struct stor_batch *b, uint64_t shard,
+                      const struct raft_entry *ents, uint32_t n)
+{
+    struct bop *op;
+    if (n == 0)
+        return 0;
+    return add_entries(b, BOP_APPEND, shard, ents, n, &op);
+}
+
+int stor_batch_apply(struct stor_batch *b, uint64_t shard,
+                     const struct raft_entry *ents, uint32_t n,
+                     uint32_t *first_result)
+{
+    struct bop *op;
+    if (first_result)
+        *first_result = b->n_res;
+    if (n == 0)
+        return 0;
+    if (grow((void **)&b->res, &b->cap_res, b->n_res + n, sizeof(*b->res)))
+        return RK_ENOMEM;
+    int rc = add_entries(b, BOP_APPLY, shard, ents, n, &op);
+    if (rc)
+        return rc;
+    op->first_result = b->n_res;
+    memset(&b->res[b->n_res], 0, n * sizeof(*b->res));
+    b->n_res += n;
+    return 0;
+}
+
+int stor_batch_set_hard_state(struct stor_batch *b, uint64_t shard,
+                              const struct raft_hard_state *hs)
+{
+    if (!hs)
+        return RK_EINVAL;
+    return add_blob(b, BOP_HS, shard, hs, sizeof(*hs), NULL);
+}
+
+static bool conf_ok(const struct raft_conf_state *c)
+{
+    return c && c->n_voters <= RAFT_MAX_MEMBERS &&
+           c->n_learners <= RAFT_MAX_MEMBERS;
+}
+
+int stor_batch_set_conf(struct stor_batch *b, uint64_t shard,
+                        const struct raft_conf_state *conf)
+{
+    if (!conf_ok(conf))
+        return RK_EINVAL;
+    return add_blob(b, BOP_CONF, shard, conf, sizeof(*conf), NULL);
+}
+
+int stor_batch_set_applied_conf(struct stor_batch *b, uint64_t shard,
+                                const struct raft_conf_state *conf)
+{
+    if (!conf_ok(conf))
+        return RK_EINVAL;
+    return add_blob(b, BOP_APPLIED_CONF, shard, conf, sizeof(*conf), NULL);
+}
+
+/* A staged chunk in the arena: the chunk struct then its bytes. */
+int stor_batch_stage_chunk(struct stor_batch *b, uint64_t shard,
+                           const struct raft_snap_chunk *c, uint32_t *op)
+{
+    if (!c || (c->len && !c->data) || !conf_ok(&c->meta.conf))
+        return RK_EINVAL;
+    size_t mark = b->arena_len, off;
+    if (arena_alloc(b, sizeof(*c) + c->len, &off))
+        return RK_ENOMEM;
+    struct bop *o = add_op(b, BOP_STAGE, shard);
+    if (!o) {
+        b->arena_len = mark;
+        return RK_ENOMEM;
+    }
+    struct raft_snap_chunk *cp = (struct raft_snap_chunk *)(b->arena + off);
+    *cp = *c;
+    cp->data = NULL;
+    if (c->len)
+        memcpy(b->arena + off + sizeof(*c), c->data, c->len);
+    o->off = off;
+    b->bytes += c->len;
+    if (op)
+        *op = b->n_ops - 1;
+    return 0;
+}
+
+int stor_batch_install_snapshot(struct stor_batch *b, uint64_t shard,
+                                const struct raft_snapshot_meta *meta,
+                                uint32_t *op)
+{
+    if (!meta || !conf_ok(&meta->conf))
+        return RK_EINVAL;
+    return add_blob(b, BOP_INSTALL, shard, meta, sizeof(*meta), op);
+}
+
+int stor_batch_compact(struct stor_batch *b, uint64_t shard, raft_index index)
+{
+    struct bop *op = add_op(b, BOP_COMPACT, shard);
+    if (!op)
+        return RK_ENOMEM;
+    op->index = index;
+    return 0;
+}
+
+int stor_batch_add_ready(struct stor_batch *b, uint64_t shard,
+                         const struct raft_ready *rd)
+{
+    int rc = 0;
+    if (rd->snap_chunk)
+        rc = stor_batch_stage_chunk(b, shard, rd->snap_chunk, NULL);
+    if (!rc && rd->snap_install)
+        rc = stor_batch_install_snapshot(b, shard, &rd->snap_meta, NULL);
+    if (!rc && rd->n_entries)
+        rc = stor_batch_append(b, shard, rd->entries, rd->n_entries);
+    if (!rc && rd->hs_changed)
+        rc = stor_batch_set_hard_state(b, shard, &rd->hs);
+    if (!rc && rd->conf_changed)
+        rc = stor_batch_set_conf(b, shard, &rd->conf);
+    return rc;
+}
+
+uint32_t stor_batch_n_results(const struct stor_batch *b)
+{
+    return b->n_res;
+}
+
+const struct stor_result *stor_batch_result(const struct stor_batch *b,
+                                            uint32_t i)
+{
+    return i < b->n_res ? &b->res[i] : NULL;
+}
+
+int stor_batch_op_status(const struct stor_batch *b, uint32_t op)
+{
+    return op < b->n_ops ? b->ops[op].status : RK_EINVAL;
+}
+
+/* ----------------------------------------------------------- executing */
+
+static int touch(struct stor *s, MDB_txn *txn, struct stor_batch *b,
+                 struct stor_shard *sh)
+{
+    if (sh->w_gen == s->gen)
+        return sh->w_exists ? 0 : RK_EUNKNOWNSHARD;
+    if (grow((void **)&b->touched, &b->cap_touched, b->n_touched + 1,
+             sizeof(*b->touched)))
+        return RK_ENOMEM;
+    int rc = stor__w_load(s, txn, sh);
+    if (rc == 0 || rc == RK_EUNKNOWNSHARD)
+        b->touched[b->n_touched++] = sh;
+    return rc;
+}
+
+static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
+                   struct bop *op)
+{
+    struct stor_shard *sh;
+    const uint8_t *pl = b->arena + op->off;
+    int rc;
+
+    if (op->kind == BOP_CREATE) {
+        rc = stor__shard_add(s, op->shard, &sh);
+        if (rc)
+            return rc;
+        rc = touch(s, txn, b, sh);
+        if (rc == 0)
+            return RK_EEXIST;
+        if (rc != RK_EUNKNOWNSHARD)
+            return rc;
+        const struct raft_conf_state *conf = (const void *)pl;
+        memset(&sh->w, 0, sizeof(sh->w));
+        sh->w.conf = *conf;
+        sh->w.applied_conf = *conf;
+        sh->w_exists = true;
+        sh->w_dirty = true;
+        sh->w_deleted = false;
+        sh->w_last = 0;
+        sh->w_last_term = 0;
+        sh->compact_pending = false;
+        return 0;
+    }
+    sh = stor__shard_find(s, op->shard);
+    if (!sh)
+        return RK_EUNKNOWNSHARD;
+    rc = touch(s, txn, b, sh);
+    if (rc)
+        return rc;
+    switch (op->kind) {
+    case BOP_DESTROY:
+        if ((rc = stor__del_range(txn, s->dbi_log, sh->id, NULL, 0, 0, NULL)) ||
+            (rc = stor__del_range(txn, s->dbi_kv, sh->id, NULL, 0, 0, NULL)) ||
+            (rc = stor__del_range(txn, s->dbi_sess, sh->id, NULL, 0, 0, NULL)) ||
+            (rc = stor__del_range(txn, s->dbi_stage, sh->id, NULL, 0, 0, NULL)))
+            return rc;
+        {
+            uint8_t kb[8];
+            stor__key_shard(kb, sh->id);
+            MDB_val k = {.mv_size = 8, .mv_data = kb};
+            int mrc = mdb_del(txn, s->dbi_state, &k, NULL);
+            if (mrc)
+                return stor__from_mdb(mrc);
+        }
+        sh->w_exists = false;
+        sh->w_deleted = true;
+        sh->w_dirty = false;
+        sh->compact_pending = false;
+        return 0;
+    case BOP_APPEND:
+        return stor__log_append(s, txn, sh, pl, op->n);
+    case BOP_HS:
+        memcpy(&sh->w.hs, pl, sizeof(sh->w.hs));
+        sh->w_dirty = true;
+        return 0;
+    case BOP_CONF:
+        memcpy(&sh->w.conf, pl, sizeof(sh->w.conf));
+        sh->w_dirty = true;
+        return 0;
+    case BOP_APPLIED_CONF:
+        memcpy(&sh->w.applied_conf, pl, sizeof(sh->w.applied_conf));
+        sh->w_dirty = true;
+        return 0;
+    case BOP_STAGE: {
+        struct raft_snap_chunk c;
+        memcpy(&c, pl, sizeof(c));
+        c.data = pl + sizeof(c);
+        return stor__stage_chunk(s, txn, sh, &c, &op->status);
+    }
+    case BOP_INSTALL: {
+        struct raft_snapshot_meta m;
+        memcpy(&m, pl, sizeof(m));
+        return stor__install(s, txn, sh, &m, &op->status);
+    }
+    case BOP_APPLY:
+        for (uint32_t i = 0; i < op->n; i++) {
+            const struct stor__bent *e = (const struct stor__bent *)pl;
+            rc = stor__apply_entry(s, txn, sh, e->term, e->index, e->type,
+                                   pl + sizeof(*e), e->len,
+                                   &b->res[op->first_result + i]);
+            if (rc)
+                return rc;
+            pl += stor__bent_size(e->len);
+        }
+        return 0;
+    case BOP_COMPACT: {
+        raft_index t = op->index < sh->w.applied ? op->index : sh->w.applied;
+        if (t > sh->w.compact_target) {
+            sh->w.compact_target = t;
+            sh->w_dirty = true;
+        }
+        sh->compact_pending = sh->w.compact_target > sh->w.base_index;
+        return 0;
+    }
+    default:
+        return RK_EINVAL;
+    }
+}
+
+/* Runs the batch in one write txn. *at_commit tells whether a failure came
+ * from the commit itself. */
+static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
+{
+    MDB_txn *txn;
+    int rc;
+    *at_commit = false;
+    s->gen++;
+    b->n_touched = 0;
+    int mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (mrc)
+        return stor__from_mdb(mrc);
+    for (uint32_t i = 0; i < b->n_ops; i++) {
+        b->ops[i].status = 0;
+        rc = exec_op(s, txn, b, &b->ops[i]);
+        if (rc)
+            goto err_abort;
+    }
+    /* Compaction proceeds in bounded steps, batch after batch. */
+    for (uint32_t i = 0; i < s->n_shards; i++) {
+        struct stor_shard *sh = s->shards[i];
+        if (!sh->compact_pending)
+            continue;
+        rc = touch(s, txn, b, sh);
+        if (rc == RK_EUNKNOWNSHARD) {
+            sh->compact_pending = false;
+            continue;
+        }
+        if (rc || (rc = stor__log_compact_step(s, txn, sh)))
+            goto err_abort;
+    }
+    for (uint32_t i = 0; i < b->n_touched; i++) {
+        struct stor_shard *sh = b->touched[i];
+        if (!sh->w_exists || !sh->w_dirty)
+            continue;
+        uint8_t kb[8], vb[STOR__STATE_MAX];
+        stor__key_shard(kb, sh->id);
+        MDB_val k = {.mv_size = 8, .mv_data = kb};
+        MDB_val v = {.mv_size = stor__state_encode(&sh->w, vb), .mv_data = vb};
+        mrc = mdb_put(txn, s->dbi_state, &k, &v, 0);
+        if (mrc) {
+            rc = stor__from_mdb(mrc);
+            goto err_abort;
+        }
+    }
+    *at_commit = true;
+    mrc = mdb_txn_commit(txn);
+    if (mrc)
+        return stor__from_mdb(mrc);
+    /* Publish the committed view. */
+    pthread_mutex_lock(&s->mu);
+    for (uint32_t i = 0; i < b->n_touched; i++) {
+        struct stor_shard *sh = b->touched[i];
+        sh->exists = sh->w_exists;
+        sh->base_index = sh->w.base_index;
+        sh->base_term = sh->w.base_term;
+        sh->first = sh->w.base_index + 1;
+        sh->last = sh->w_last;
+        sh->last_term = sh->w_last_term;
+        sh->c_compact_pending = sh->compact_pending;
+    }
+    s->n_batches++;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+
+err_abort:
+    mdb_txn_abort(txn);
+    for (uint32_t i = 0; i < b->n_touched; i++)
+        b->touched[i]->compact_pending = b->touched[i]->c_compact_pending;
+    return rc;
+}
+
+static bool is_caller_error(int rc)
+{
+    return rc == RK_EINVAL || rc == RK_ECOMPACTED || rc == RK_EUNKNOWNSHARD ||
+           rc == RK_EEXIST || rc == RK_ENOMEM;
+}
+
+int stor__batch_exec(struct stor *s, struct stor_batch *b)
+{
+    int rc;
+    bool at_commit;
+    pthread_mutex_lock(&s->write_mu);
+    if (atomic_load(&s->failed)) {
+        pthread_mutex_unlock(&s->write_mu);
+        return RK_EFAILSTOP;
+    }
+    size_t need = b->bytes * 2 + ((size_t)4 << 20);
+    stor__maybe_grow(s, need, false);
+    for (int attempt = 0;; attempt++) {
+        rc = run_txn(s, b, &at_commit);
+        if (rc != RK_ENOSPC || at_commit || attempt >= 3)
+            break;
+        /* The map is full (not the disk): grow it and run the batch again. */
+        int grc = stor__maybe_grow(s, need << attempt, true);
+        if (grc) {
+            stor__fail(s, RK_ENOSPC,
+                       "the map reached its maximum size (%zu MiB)",
+                       s->max_map_size >> 20);
+            break;
+        }
+    }
+    if (rc && !is_caller_error(rc))
+        stor__fail(s, rc, "%s a batch of %u ops: %s",
+                   at_commit ? "committing" : "writing", b->n_ops,
+                   rk_strerror(rc));
+    else if (rc)
+        rk_log(RK_LOG_WARN, "storage %s: batch refused (%s), nothing written",
+               s->path, rk_err_name(rc));
+    pthread_mutex_unlock(&s->write_mu);
+    return rc;
+}
+
+int stor_batch_commit(struct stor *s, struct stor_batch *b)
+{
+    return stor__batch_exec(s, b);
+}
+
+/* ------------------------------------------------------------- thread */
+
+static void *thread_main(void *arg)
+{
+    struct stor *s = arg;
+    pthread_mutex_lock(&s->q_mu);
+    for (;;) {
+        while (!s->q_head && !s->q_stop)
+            pthread_cond_wait(&s->q_cv, &s->q_mu);
+        struct stor_batch *b = s->q_head;
+        if (!b)
+            break; /* stopping and drained */
+        s->q_head = b->q_next;
+        if (!s->q_head)
+            s->q_tail = NULL;
+        pthread_mutex_unlock(&s->q_mu);
+        int rc = stor__batch_exec(s, b);
+        b->cb(b, rc, b->arg);
+        pthread_mutex_lock(&s->q_mu);
+    }
+    pthread_mutex_unlock(&s->q_mu);
+    return NULL;
+}
+
+int stor__thread_start(struct stor *s)
+{
+    if (pthread_create(&s->thread, NULL, thread_main, s) != 0)
+        return RK_ENOMEM;
+    s->thread_started = true;
+    return 0;
+}
+
+void stor__thread_stop(struct stor *s)
+{
+    if (!s->thread_started)
+        return;
+    pthread_mutex_lock(&s->q_mu);
+    s->q_stop = true;
+    pthread_cond_signal(&s->q_cv);
+    pthread_mutex_unlock(&s->q_mu);
+    pthread_join(s->thread, NULL);
+    s->thread_started = false;
+}
+
+int stor_batch_submit(struct stor *s, struct stor_batch *b, stor_done_cb cb,
+                      void *arg)
+{
+    if (!b || !cb)
+        return RK_EINVAL;
+    if (atomic_load(&s->failed))
+        return RK_EFAILSTOP;
+    b->cb = cb;
+    b->arg = arg;
+    b->q_next = NULL;
+    pthread_mutex_lock(&s->q_mu);
+    if (s->q_stop) {
+        pthread_mutex_unlock(&s->q_mu);
+        return RK_ESHUTDOWN;
+    }
+    if (s->q_tail)
+        s->q_tail->q_next = b;
+    else
+        s->q_head = b;
+    s->q_tail = b;
+    pthread_cond_signal(&s->q_cv);
+    pthread_mutex_unlock(&s->q_mu);
+    return 0;
+}

@@ -1,0 +1,127 @@
+/* Helpers shared by the storage tests. */
+#include "stor_test_util.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stor_int.h"
+
+char *tu_mkdtemp(const char *tag)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "/tmp/rk-stor-%s-XXXXXX", tag);
+    if (!mkdtemp(buf))
+        abort();
+    return strdup(buf);
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag,
+                 struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(p);
+    return 0;
+}
+
+void tu_rmrf(const char *path)
+{
+    if (path && strncmp(path, "/tmp/rk-stor-", 13) == 0)
+        nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int tu_conf_decode(const void *buf, size_t len, struct raft_conf_change *out)
+{
+    const uint8_t *p = buf;
+    if (len != 9 || p[0] > RAFT_CC_REMOVE)
+        return RK_EPROTO;
+    out->type = p[0];
+    out->node = stor__get64(p + 1);
+    return 0;
+}
+
+struct stor *tu_open(const char *dir, size_t map_size, uint32_t chunk)
+{
+    struct stor_opts o = {
+        .path = dir,
+        .cluster_id = 1,
+        .node_id = 1,
+        .create = true,
+        .map_size = map_size,
+        .snap_chunk_bytes = chunk,
+        .conf_decode = tu_conf_decode,
+    };
+    struct stor *s = NULL;
+    char err[RK_ERRMSG_SIZE];
+    int rc = stor_open(&o, &s, err);
+    if (rc) {
+        fprintf(stderr, "stor_open: %s: %s\n", rk_err_name(rc), err);
+        abort();
+    }
+    return s;
+}
+
+size_t tu_put_cmd(void *buf, size_t cap, uint64_t client, uint64_t seq,
+                  const char *key, const void *val, uint32_t vlen)
+{
+    struct stor_cmd c = {.op = STOR_CMD_PUT,
+                         .client_id = client,
+                         .seq = seq,
+                         .key = key,
+                         .klen = (uint32_t)strlen(key),
+                         .value = val,
+                         .vlen = vlen};
+    size_t len = 0;
+    if (stor_cmd_encode(&c, buf, cap, &len))
+        abort();
+    return len;
+}
+
+void tu_create_shard(struct stor *s, uint64_t id)
+{
+    struct raft_conf_state conf = {.n_voters = 3, .voters = {1, 2, 3}};
+    struct stor_batch *b;
+    if (stor_batch_new(&b) || stor_batch_create_shard(b, id, &conf) ||
+        stor_batch_commit(s, b))
+        abort();
+    stor_batch_free(b);
+}
+
+int tu_append_apply(struct stor *s, uint64_t shard, uint64_t first,
+                    uint32_t n, uint64_t term, bool apply)
+{
+    struct stor_batch *b;
+    struct raft_entry *ents = calloc(n, sizeof(*ents));
+    uint8_t *bufs = malloc((size_t)n * 64);
+    if (!ents || !bufs || stor_batch_new(&b))
+        abort();
+    for (uint32_t i = 0; i < n; i++) {
+        char key[32], val[32];
+        uint64_t idx = first + i;
+        snprintf(key, sizeof key, "k%llu", (unsigned long long)(idx % 64));
+        snprintf(val, sizeof val, "v%llu", (unsigned long long)idx);
+        ents[i].index = idx;
+        ents[i].term = term;
+        ents[i].type = RAFT_ENTRY_NORMAL;
+        ents[i].data = bufs + (size_t)i * 64;
+        ents[i].len = (uint32_t)tu_put_cmd(ents[i].data, 64, 0, 0, key, val,
+                                           (uint32_t)strlen(val));
+    }
+    int rc = stor_batch_append(b, shard, ents, n);
+    struct raft_hard_state hs = {.term = term, .vote = 1,
+                                 .commit = first + n - 1};
+    if (!rc)
+        rc = stor_batch_set_hard_state(b, shard, &hs);
+    if (!rc && apply)
+        rc = stor_batch_apply(b, shard, ents, n, NULL);
+    if (!rc)
+        rc = stor_batch_commit(s, b);
+    stor_batch_free(b);
+    free(ents);
+    free(bufs);
+    return rc;
+}

@@ -1,0 +1,34 @@
+/* Helpers shared by the storage tests: temp dirs, command entries, batch commits. */
+#ifndef STOR_TEST_UTIL_H
+#define STOR_TEST_UTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "stor.h"
+
+/* Makes a fresh directory under /tmp; returns a malloc'd path. */
+char *tu_mkdtemp(const char *tag);
+/* rm -rf path (bounded: only regular files and directories). */
+void tu_rmrf(const char *path);
+
+/* Opens (creating) a store with cluster 1, node 1 at dir. */
+struct stor *tu_open(const char *dir, size_t map_size, uint32_t chunk);
+
+/* The test conf-change decoder: type(1) node(8 BE). */
+int tu_conf_decode(const void *buf, size_t len, struct raft_conf_change *out);
+
+/* Encodes a PUT command into buf (cap bytes); returns its length. */
+size_t tu_put_cmd(void *buf, size_t cap, uint64_t client, uint64_t seq,
+                  const char *key, const void *val, uint32_t vlen);
+
+/* Commits a batch that creates shard `id` with voters 1,2,3. */
+void tu_create_shard(struct stor *s, uint64_t id);
+
+/* Appends and applies entries [first, first+n) of term `term` whose command
+ * is PUT key "k<index % 64>" = "v<index>" and PUT "counter" is not used:
+ * one command per entry. Returns the batch status. */
+int tu_append_apply(struct stor *s, uint64_t shard, uint64_t first,
+                    uint32_t n, uint64_t term, bool apply);
+
+#endif

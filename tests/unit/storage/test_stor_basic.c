@@ -1,0 +1,425 @@
+/* Storage unit tests: open/reopen, identity refusal, log truncation and compaction, backup. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <lmdb.h>
+
+#include "stor_int.h"
+#include "stor_test_util.h"
+
+static int setup(void **state)
+{
+    *state = tu_mkdtemp("basic");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    tu_rmrf(*state);
+    free(*state);
+    return 0;
+}
+
+static struct stor *open_id(const char *dir, uint64_t cluster, uint64_t node,
+                            bool create, int *rc, char *err)
+{
+    struct stor_opts o = {.path = dir,
+                          .cluster_id = cluster,
+                          .node_id = node,
+                          .create = create};
+    struct stor *s = NULL;
+    *rc = stor_open(&o, &s, err);
+    return s;
+}
+
+static void check_entries(struct stor_shard *sh, raft_index lo, raft_index hi,
+                          raft_term term)
+{
+    struct raft_entry *ents;
+    uint32_t n;
+    assert_int_equal(stor_log_entries(sh, lo, hi, 0, &ents, &n), 0);
+    assert_int_equal(n, hi - lo);
+    for (uint32_t i = 0; i < n; i++) {
+        struct stor_cmd c;
+        char val[32];
+        assert_int_equal(ents[i].index, lo + i);
+        assert_int_equal(ents[i].term, term);
+        assert_int_equal(stor_cmd_decode(ents[i].data, ents[i].len, &c), 0);
+        snprintf(val, sizeof val, "v%llu", (unsigned long long)(lo + i));
+        assert_int_equal(c.vlen, strlen(val));
+        assert_memory_equal(c.value, val, c.vlen);
+    }
+    free(ents);
+}
+
+static void test_open_create_reopen(void **state)
+{
+    const char *dir = *state;
+    struct stor *s = tu_open(dir, 0, 0);
+    assert_null(stor_shard_get(s, 7));
+    tu_create_shard(s, 7);
+    tu_create_shard(s, 3);
+    struct stor_shard *sh = stor_shard_get(s, 7);
+    assert_non_null(sh);
+    assert_int_equal(stor_log_first_index(sh), 1);
+    assert_int_equal(stor_log_last_index(sh), 0);
+    assert_int_equal(tu_append_apply(s, 7, 1, 10, 2, false), 0);
+    assert_int_equal(stor_log_last_index(sh), 10);
+    assert_int_equal(stor_log_last_term(sh), 2);
+    stor_close(s);
+
+    s = tu_open(dir, 0, 0);
+    uint64_t ids[4];
+    assert_int_equal(stor_shard_list(s, ids, 4), 2);
+    assert_int_equal(ids[0], 3);
+    assert_int_equal(ids[1], 7);
+    sh = stor_shard_get(s, 7);
+    assert_non_null(sh);
+    struct stor_shard_state st;
+    assert_int_equal(stor_shard_load(sh, &st), 0);
+    assert_int_equal(st.first_index, 1);
+    assert_int_equal(st.last_index, 10);
+    assert_int_equal(st.hs.term, 2);
+    assert_int_equal(st.hs.vote, 1);
+    assert_int_equal(st.hs.commit, 10);
+    assert_int_equal(st.conf.n_voters, 3);
+    assert_int_equal(st.applied, 0);
+    raft_term t;
+    assert_int_equal(stor_log_ops.term(sh, 5, &t), 0);
+    assert_int_equal(t, 2);
+    assert_int_equal(stor_log_ops.term(sh, 11, &t), RK_EUNAVAIL_LOG);
+    check_entries(sh, 1, 11, 2);
+    /* max_bytes: at least one entry, then as many as fit. */
+    struct raft_entry *ents;
+    uint32_t n;
+    assert_int_equal(stor_log_ops.entries(sh, 2, 11, 1, &ents, &n), 0);
+    assert_int_equal(n, 1);
+    free(ents);
+    assert_int_equal(stor_log_ops.entries(sh, 2, 12, 0, &ents, &n),
+                     RK_EUNAVAIL_LOG);
+    uint64_t cid, nid;
+    stor_identity(s, &cid, &nid);
+    assert_int_equal(cid, 1);
+    assert_int_equal(nid, 1);
+    /* Creating an existing shard fails the batch but not the store. */
+    struct raft_conf_state conf = {.n_voters = 1, .voters = {1}};
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    assert_int_equal(stor_batch_create_shard(b, 7, &conf), 0);
+    assert_int_equal(stor_batch_commit(s, b), RK_EEXIST);
+    assert_int_equal(stor_failed(s), 0);
+    /* Unknown shard. */
+    stor_batch_reset(b);
+    struct raft_hard_state hs = {.term = 1};
+    assert_int_equal(stor_batch_set_hard_state(b, 99, &hs), 0);
+    assert_int_equal(stor_batch_commit(s, b), RK_EUNKNOWNSHARD);
+    /* Destroy. */
+    stor_batch_reset(b);
+    assert_int_equal(stor_batch_destroy_shard(b, 3), 0);
+    assert_int_equal(stor_batch_commit(s, b), 0);
+    assert_null(stor_shard_get(s, 3));
+    stor_batch_free(b);
+    stor_close(s);
+    s = tu_open(dir, 0, 0);
+    assert_int_equal(stor_shard_list(s, ids, 4), 1);
+    stor_close(s);
+}
+
+static void test_identity_refusals(void **state)
+{
+    const char *dir = *state;
+    char err[RK_ERRMSG_SIZE], path[512];
+    int rc;
+    struct stor *s;
+
+    /* Missing store without create. */
+    s = open_id(dir, 1, 1, false, &rc, err);
+    assert_null(s);
+    assert_int_equal(rc, RK_ENOTFOUND);
+    /* Creation needs ids. */
+    s = open_id(dir, 0, 1, true, &rc, err);
+    assert_int_equal(rc, RK_EINVAL);
+    s = open_id(dir, 0x2a, 4, true, &rc, err);
+    assert_non_null(s);
+    /* A second opener is refused while the first holds the dir. */
+    struct stor *s2 = open_id(dir, 0x2a, 4, false, &rc, err);
+    assert_null(s2);
+    assert_int_equal(rc, RK_EBUSY);
+    stor_close(s);
+
+    s = open_id(dir, 0x1f, 4, false, &rc, err);
+    assert_null(s);
+    assert_int_equal(rc, RK_EFOREIGN);
+    assert_non_null(strstr(err, "cluster 0x2a"));
+    s = open_id(dir, 0x2a, 5, false, &rc, err);
+    assert_int_equal(rc, RK_EFOREIGN);
+    assert_non_null(strstr(err, "node 4"));
+    /* 0 accepts the stored identity. */
+    s = open_id(dir, 0, 0, false, &rc, err);
+    assert_non_null(s);
+    stor_close(s);
+
+    /* A newer format version. */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    uint8_t v[8];
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    stor__put64(v, STOR_FORMAT_VERSION + 1);
+    MDB_val k = {.mv_size = 14, .mv_data = "format_version"},
+            val = {.mv_size = 8, .mv_data = v};
+    assert_int_equal(mdb_put(txn, dbi, &k, &val, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    s = open_id(dir, 0x2a, 4, false, &rc, err);
+    assert_int_equal(rc, RK_EVERSION);
+    assert_non_null(strstr(err, "format version 2"));
+    /* A corrupt state record. */
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    stor__put64(v, STOR_FORMAT_VERSION);
+    assert_int_equal(mdb_put(txn, dbi, &k, &val, 0), 0);
+    assert_int_equal(mdb_dbi_open(txn, "state", 0, &dbi), 0);
+    uint8_t sk[8];
+    stor__put64(sk, 9);
+    MDB_val k2 = {.mv_size = 8, .mv_data = sk},
+            v2 = {.mv_size = 3, .mv_data = "bad"};
+    assert_int_equal(mdb_put(txn, dbi, &k2, &v2, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    s = open_id(dir, 0x2a, 4, false, &rc, err);
+    assert_int_equal(rc, RK_ECORRUPT);
+    assert_non_null(strstr(err, "shard 9"));
+
+    /* A data.mdb that is not LMDB at all. */
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 8192; i++)
+        fputc(i * 7, f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/lock.mdb", dir);
+    unlink(path);
+    s = open_id(dir, 0x2a, 4, false, &rc, err);
+    assert_null(s);
+    assert_int_equal(rc, RK_ECORRUPT);
+    assert_non_null(strstr(err, "corrupt"));
+}
+
+static void test_truncate_conflicting_suffix(void **state)
+{
+    struct stor *s = tu_open(*state, 0, 0);
+    tu_create_shard(s, 1);
+    tu_create_shard(s, 2);
+    struct stor_shard *sh = stor_shard_get(s, 1);
+    assert_int_equal(tu_append_apply(s, 1, 1, 10, 1, false), 0);
+    /* Shard 2 gets entries so shard 1's appends are not at the DB's end. */
+    assert_int_equal(tu_append_apply(s, 2, 1, 5, 1, false), 0);
+    assert_int_equal(tu_append_apply(s, 1, 6, 3, 2, false), 0);
+    assert_int_equal(stor_log_last_index(sh), 8);
+    assert_int_equal(stor_log_last_term(sh), 2);
+    check_entries(sh, 1, 6, 1);
+    check_entries(sh, 6, 9, 2);
+    /* The other shard is untouched. */
+    check_entries(stor_shard_get(s, 2), 1, 6, 1);
+    /* A gap fails the batch, writes nothing and keeps the store healthy. */
+    assert_int_equal(tu_append_apply(s, 1, 20, 2, 2, false), RK_EINVAL);
+    assert_int_equal(stor_failed(s), 0);
+    assert_int_equal(stor_log_last_index(sh), 8);
+    /* Applying with a gap after the applied index fails the batch. */
+    assert_int_equal(tu_append_apply(s, 1, 9, 4, 3, true), RK_EINVAL);
+    assert_int_equal(tu_append_apply(s, 1, 9, 4, 3, false), 0);
+    assert_int_equal(stor_log_last_index(sh), 12);
+    stor_close(s);
+    s = tu_open(*state, 0, 0);
+    sh = stor_shard_get(s, 1);
+    assert_int_equal(stor_log_last_index(sh), 12);
+    assert_int_equal(stor_log_last_term(sh), 3);
+    check_entries(sh, 9, 13, 3);
+    stor_close(s);
+}
+
+static int commit_empty(struct stor *s)
+{
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    int rc = stor_batch_commit(s, b);
+    stor_batch_free(b);
+    return rc;
+}
+
+static void test_compaction_in_steps(void **state)
+{
+    struct stor *s = tu_open(*state, 0, 0);
+    tu_create_shard(s, 5);
+    struct stor_shard *sh = stor_shard_get(s, 5);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(tu_append_apply(s, 5, 1 + i * 1000, 1000, 1, true),
+                         0);
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    assert_int_equal(stor_batch_compact(b, 5, 9000), 0);
+    assert_int_equal(stor_batch_commit(s, b), 0);
+    stor_batch_free(b);
+    assert_int_equal(stor_log_first_index(sh), STOR_COMPACT_STEP + 1);
+    raft_term t;
+    assert_int_equal(stor_log_term(sh, STOR_COMPACT_STEP, &t), 0);
+    assert_int_equal(stor_log_term(sh, STOR_COMPACT_STEP - 1, &t),
+                     RK_ECOMPACTED);
+    /* The target survives a restart and the next batches finish it. */
+    stor_close(s);
+    s = tu_open(*state, 0, 0);
+    sh = stor_shard_get(s, 5);
+    assert_int_equal(stor_log_first_index(sh), STOR_COMPACT_STEP + 1);
+    assert_int_equal(commit_empty(s), 0);
+    assert_int_equal(commit_empty(s), 0);
+    assert_int_equal(stor_log_first_index(sh), 9001);
+    assert_int_equal(commit_empty(s), 0);
+    assert_int_equal(stor_log_first_index(sh), 9001);
+    assert_int_equal(stor_log_term(sh, 9000, &t), 0);
+    assert_int_equal(t, 1);
+    struct raft_entry *ents;
+    uint32_t n;
+    assert_int_equal(stor_log_entries(sh, 9000, 9005, 0, &ents, &n),
+                     RK_ECOMPACTED);
+    check_entries(sh, 9001, 10001, 1);
+    /* A target past the applied index is lowered to it. */
+    assert_int_equal(tu_append_apply(s, 5, 10001, 10, 1, false), 0);
+    assert_int_equal(stor_batch_new(&b), 0);
+    assert_int_equal(stor_batch_compact(b, 5, 10010), 0);
+    assert_int_equal(stor_batch_commit(s, b), 0);
+    stor_batch_free(b);
+    assert_int_equal(stor_log_first_index(sh), 10001);
+    assert_int_equal(stor_log_last_index(sh), 10010);
+    struct stor_shard_state st;
+    assert_int_equal(stor_shard_load(sh, &st), 0);
+    assert_int_equal(st.first_index, 10001);
+    assert_int_equal(st.applied, 10000);
+    stor_close(s);
+}
+
+static void test_backup_restore(void **state)
+{
+    struct stor *s = tu_open(*state, 0, 0);
+    tu_create_shard(s, 1);
+    assert_int_equal(tu_append_apply(s, 1, 1, 500, 1, true), 0);
+    char bdir[512];
+    snprintf(bdir, sizeof bdir, "%s/backup", (char *)*state);
+    assert_int_equal(stor_backup(s, bdir), 0);
+    assert_int_equal(stor_backup(s, bdir), RK_EEXIST);
+    /* Writes after the backup are not in it. */
+    assert_int_equal(tu_append_apply(s, 1, 501, 10, 1, true), 0);
+    stor_close(s);
+    int rc;
+    char err[RK_ERRMSG_SIZE];
+    s = open_id(bdir, 1, 1, false, &rc, err);
+    assert_non_null(s);
+    struct stor_shard *sh = stor_shard_get(s, 1);
+    assert_non_null(sh);
+    assert_int_equal(stor_log_last_index(sh), 500);
+    check_entries(sh, 1, 501, 1);
+    struct stor_value v;
+    assert_int_equal(stor_kv_get(s, 1, "k20", 3, &v), 0);
+    assert_int_equal(v.len, 4);
+    assert_memory_equal(v.data, "v468", 4);
+    assert_int_equal(v.revision, 468);
+    free(v.data);
+    stor_close(s);
+}
+
+static void never_cb(struct stor_batch *b, int status, void *arg)
+{
+    (void)b;
+    (void)status;
+    (void)arg;
+    abort();
+}
+
+static void test_map_growth_and_full(void **state)
+{
+    /* A 1 MiB map grows while 6 MiB of entries go in. */
+    struct stor *s = tu_open(*state, 1 << 20, 0);
+    tu_create_shard(s, 1);
+    struct stor_shard *sh = stor_shard_get(s, 1);
+    static uint8_t blob[64 << 10];
+    memset(blob, 0xab, sizeof blob);
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    for (int i = 0; i < 100; i++) {
+        struct raft_entry e = {.term = 1, .index = (raft_index)i + 1,
+                               .type = RAFT_ENTRY_NORMAL, .len = sizeof blob,
+                               .data = blob};
+        stor_batch_reset(b);
+        assert_int_equal(stor_batch_append(b, 1, &e, 1), 0);
+        assert_int_equal(stor_batch_commit(s, b), 0);
+    }
+    struct stor_stats st;
+    stor_stats(s, &st);
+    assert_true(st.grows > 0);
+    assert_true(st.map_size >= 6u << 20);
+    assert_int_equal(stor_log_last_index(sh), 100);
+    stor_close(s);
+
+    /* At the maximum size a full map is a fail-stop ENOSPC. */
+    struct stor_opts o = {.path = *state, .create = false,
+                          .max_map_size = 8 << 20};
+    char err[RK_ERRMSG_SIZE];
+    assert_int_equal(stor_open(&o, &s, err), 0);
+    sh = stor_shard_get(s, 1);
+    int rc = 0;
+    raft_index i;
+    for (i = 101; i < 400 && rc == 0; i++) {
+        struct raft_entry e = {.term = 1, .index = i, .len = sizeof blob,
+                               .data = blob};
+        stor_batch_reset(b);
+        assert_int_equal(stor_batch_append(b, 1, &e, 1), 0);
+        rc = stor_batch_commit(s, b);
+    }
+    assert_int_equal(rc, RK_ENOSPC);
+    assert_int_equal(stor_failed(s), RK_ENOSPC);
+    assert_non_null(strstr(stor_errmsg(s), "maximum"));
+    raft_index acked = i - 2;
+    assert_int_equal(stor_batch_commit(s, b), RK_EFAILSTOP);
+    assert_int_equal(stor_batch_submit(s, b, never_cb, NULL), RK_EFAILSTOP);
+    /* Reads still work. */
+    assert_int_equal(stor_log_last_index(sh), acked);
+    stor_close(s);
+    s = tu_open(*state, 0, 0);
+    sh = stor_shard_get(s, 1);
+    assert_int_equal(stor_log_last_index(sh), acked);
+    struct raft_entry *ents;
+    uint32_t n;
+    assert_int_equal(stor_log_entries(sh, acked, acked + 1, 0, &ents, &n), 0);
+    assert_int_equal(ents[0].len, sizeof blob);
+    free(ents);
+    stor_batch_free(b);
+    stor_close(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_create_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_identity_refusals, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_truncate_conflicting_suffix,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_in_steps, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_backup_restore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_growth_and_full, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,492 @@
+/* Storage unit tests: applying KV commands, CAS, scans, exactly-once sessions, codec, async batches. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "rk_rand.h"
+#include "stor_int.h"
+#include "stor_test_util.h"
+
+struct fx {
+    char *dir;
+    struct stor *s;
+    struct stor_batch *b;
+    raft_index next; /* next index of shard 1 */
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    f->dir = tu_mkdtemp("kv");
+    f->s = tu_open(f->dir, 0, 0);
+    tu_create_shard(f->s, 1);
+    assert_int_equal(stor_batch_new(&f->b), 0);
+    f->next = 1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    stor_batch_free(f->b);
+    stor_close(f->s);
+    tu_rmrf(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Appends and applies one command; returns its result. */
+static struct stor_result run(struct fx *f, const struct stor_cmd *c)
+{
+    uint8_t buf[2048];
+    size_t len;
+    assert_int_equal(stor_cmd_encode(c, buf, sizeof buf, &len), 0);
+    struct raft_entry e = {.term = 1, .index = f->next++,
+                           .type = RAFT_ENTRY_NORMAL, .len = (uint32_t)len,
+                           .data = buf};
+    uint32_t r;
+    stor_batch_reset(f->b);
+    assert_int_equal(stor_batch_append(f->b, 1, &e, 1), 0);
+    assert_int_equal(stor_batch_apply(f->b, 1, &e, 1, &r), 0);
+    assert_int_equal(stor_batch_commit(f->s, f->b), 0);
+    assert_int_equal(stor_batch_n_results(f->b), 1);
+    return *stor_batch_result(f->b, r);
+}
+
+static struct stor_result put(struct fx *f, uint64_t client, uint64_t seq,
+                              const char *k, const char *v)
+{
+    struct stor_cmd c = {.op = STOR_CMD_PUT, .client_id = client, .seq = seq,
+                         .key = k, .klen = (uint32_t)strlen(k), .value = v,
+                         .vlen = (uint32_t)strlen(v)};
+    return run(f, &c);
+}
+
+static void expect_kv(struct fx *f, const char *k, const char *v,
+                         uint64_t rev)
+{
+    struct stor_value val;
+    if (!v) {
+        assert_int_equal(stor_kv_get(f->s, 1, k, strlen(k), &val),
+                         RK_ENOTFOUND);
+        return;
+    }
+    assert_int_equal(stor_kv_get(f->s, 1, k, strlen(k), &val), 0);
+    assert_int_equal(val.len, strlen(v));
+    assert_memory_equal(val.data, v, val.len);
+    assert_int_equal(val.revision, rev);
+    free(val.data);
+}
+
+static void test_put_get_del(void **state)
+{
+    struct fx *f = *state;
+    struct stor_result r = put(f, 0, 0, "a", "1");
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.revision, 1);
+    assert_int_equal(r.prev_revision, 0);
+    r = put(f, 0, 0, "a", "22");
+    assert_int_equal(r.revision, 2);
+    assert_int_equal(r.prev_revision, 1);
+    struct stor_value v;
+    assert_int_equal(stor_kv_get(f->s, 1, "a", 1, &v), 0);
+    assert_int_equal(v.create_revision, 1);
+    assert_int_equal(v.revision, 2);
+    free(v.data);
+    /* Other shards do not see it. */
+    assert_int_equal(stor_kv_get(f->s, 2, "a", 1, &v), RK_ENOTFOUND);
+    struct stor_cmd del = {.op = STOR_CMD_DEL, .key = "a", .klen = 1};
+    r = run(f, &del);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.revision, 2);
+    expect_kv(f, "a", NULL, 0);
+    r = run(f, &del);
+    assert_int_equal(r.status, RK_ENOTFOUND);
+    /* Empty values are values. */
+    put(f, 0, 0, "e", "");
+    expect_kv(f, "e", "", 5);
+    /* The applied index follows, and survives reopening. */
+    struct stor_shard_state st;
+    assert_int_equal(stor_shard_load(stor_shard_get(f->s, 1), &st), 0);
+    assert_int_equal(st.applied, 5);
+    assert_int_equal(st.applied_term, 1);
+    stor_close(f->s);
+    f->s = tu_open(f->dir, 0, 0);
+    assert_int_equal(stor_shard_load(stor_shard_get(f->s, 1), &st), 0);
+    assert_int_equal(st.applied, 5);
+    expect_kv(f, "e", "", 5);
+}
+
+static void test_cas(void **state)
+{
+    struct fx *f = *state;
+    struct stor_cmd c = {.op = STOR_CMD_CAS, .key = "x", .klen = 1,
+                         .expect = "old", .elen = 3, .value = "new",
+                         .vlen = 3};
+    /* Value compare on a missing key. */
+    struct stor_result r = run(f, &c);
+    assert_int_equal(r.status, RK_ENOTFOUND);
+    /* Revision 0 = create if absent. */
+    c.cas_flags = STOR_CAS_REVISION;
+    c.expect_rev = 0;
+    c.value = "old";
+    r = run(f, &c);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.revision, 2);
+    r = run(f, &c);
+    assert_int_equal(r.status, RK_ECASMISMATCH);
+    assert_int_equal(r.revision, 2);
+    /* Value compare. */
+    c.cas_flags = 0;
+    c.expect = "nope";
+    c.elen = 4;
+    c.value = "new";
+    r = run(f, &c);
+    assert_int_equal(r.status, RK_ECASMISMATCH);
+    expect_kv(f, "x", "old", 2);
+    c.expect = "old";
+    c.elen = 3;
+    r = run(f, &c);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.prev_revision, 2);
+    expect_kv(f, "x", "new", 5);
+    /* Revision compare. */
+    c.cas_flags = STOR_CAS_REVISION;
+    c.expect_rev = 2;
+    c.value = "rev";
+    r = run(f, &c);
+    assert_int_equal(r.status, RK_ECASMISMATCH);
+    assert_int_equal(r.revision, 5);
+    c.expect_rev = 5;
+    r = run(f, &c);
+    assert_int_equal(r.status, 0);
+    expect_kv(f, "x", "rev", 7);
+    struct stor_value v;
+    assert_int_equal(stor_kv_get(f->s, 1, "x", 1, &v), 0);
+    assert_int_equal(v.create_revision, 2);
+    free(v.data);
+    /* Compare-and-delete. */
+    c.cas_flags = STOR_CAS_REVISION | STOR_CAS_DELETE;
+    c.expect_rev = 6;
+    r = run(f, &c);
+    assert_int_equal(r.status, RK_ECASMISMATCH);
+    c.expect_rev = 7;
+    r = run(f, &c);
+    assert_int_equal(r.status, 0);
+    expect_kv(f, "x", NULL, 0);
+}
+
+static void test_scan(void **state)
+{
+    struct fx *f = *state;
+    const char *keys[] = {"a", "app/1", "app/2", "app/3", "apq", "b"};
+    for (int i = 0; i < 6; i++)
+        put(f, 0, 0, keys[i], keys[i]);
+    struct stor_scan sc;
+    assert_int_equal(stor_kv_scan(f->s, 1, "app/", 4, NULL, 0, 0, 0, &sc), 0);
+    assert_int_equal(sc.n, 3);
+    assert_false(sc.more);
+    for (uint32_t i = 0; i < 3; i++) {
+        assert_int_equal(sc.items[i].klen, 5);
+        assert_memory_equal(sc.items[i].key, keys[1 + i], 5);
+        assert_memory_equal(sc.items[i].value, keys[1 + i], 5);
+        assert_int_equal(sc.items[i].revision, 2 + i);
+    }
+    free(sc.items);
+    /* Limit and resume. */
+    assert_int_equal(stor_kv_scan(f->s, 1, "app/", 4, NULL, 0, 2, 0, &sc), 0);
+    assert_int_equal(sc.n, 2);
+    assert_true(sc.more);
+    free(sc.items);
+    assert_int_equal(stor_kv_scan(f->s, 1, "app/", 4, "app/3", 5, 2, 0, &sc),
+                     0);
+    assert_int_equal(sc.n, 1);
+    assert_memory_equal(sc.items[0].key, "app/3", 5);
+    assert_false(sc.more);
+    free(sc.items);
+    /* All keys; max_bytes stops early but returns at least one. */
+    assert_int_equal(stor_kv_scan(f->s, 1, NULL, 0, NULL, 0, 0, 0, &sc), 0);
+    assert_int_equal(sc.n, 6);
+    free(sc.items);
+    assert_int_equal(stor_kv_scan(f->s, 1, NULL, 0, NULL, 0, 0, 1, &sc), 0);
+    assert_int_equal(sc.n, 1);
+    assert_true(sc.more);
+    free(sc.items);
+    /* Nothing matches. */
+    assert_int_equal(stor_kv_scan(f->s, 1, "zz", 2, NULL, 0, 0, 0, &sc), 0);
+    assert_int_equal(sc.n, 0);
+    assert_null(sc.items);
+    assert_int_equal(stor_kv_scan(f->s, 3, NULL, 0, NULL, 0, 0, 0, &sc), 0);
+    assert_int_equal(sc.n, 0);
+}
+
+static void test_sessions_exactly_once(void **state)
+{
+    struct fx *f = *state;
+    struct stor_result r = put(f, 77, 1, "k", "first");
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.flags, 0);
+    /* A retry of seq 1 reaches the log again: not applied twice. */
+    r = put(f, 77, 1, "k", "retry");
+    assert_int_equal(r.flags & STOR_RES_DUPLICATE, STOR_RES_DUPLICATE);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.revision, 1);
+    expect_kv(f, "k", "first", 1);
+    /* Out of order inside the window: 3 then 2 both apply once. */
+    r = put(f, 77, 3, "k", "three");
+    assert_int_equal(r.status, 0);
+    r = put(f, 77, 2, "k2", "two");
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.flags, 0);
+    r = put(f, 77, 2, "k2", "again");
+    assert_true(r.flags & STOR_RES_DUPLICATE);
+    expect_kv(f, "k2", "two", 4);
+    uint64_t last;
+    assert_int_equal(stor_session_last_seq(f->s, 1, 77, &last), 0);
+    assert_int_equal(last, 3);
+    /* A failed CAS is a reply like any other. */
+    struct stor_cmd c = {.op = STOR_CMD_CAS, .client_id = 77, .seq = 4,
+                         .cas_flags = STOR_CAS_REVISION, .expect_rev = 99,
+                         .key = "k", .klen = 1, .value = "z", .vlen = 1};
+    r = run(f, &c);
+    assert_int_equal(r.status, RK_ECASMISMATCH);
+    r = run(f, &c);
+    assert_int_equal(r.status, RK_ECASMISMATCH);
+    assert_true(r.flags & STOR_RES_DUPLICATE);
+    /* Other clients are independent. */
+    r = put(f, 78, 1, "k3", "x");
+    assert_int_equal(r.flags, 0);
+    /* Beyond the window: too old to tell, never applied. */
+    r = put(f, 77, 100, "k", "hundred");
+    assert_int_equal(r.status, 0);
+    r = put(f, 77, 30, "k", "thirty");
+    assert_int_equal(r.status, RK_ESTALE);
+    assert_false(r.flags & STOR_RES_DUPLICATE);
+    expect_kv(f, "k", "hundred", r.index - 1);
+    /* Applied but its reply was evicted: refused, not re-applied. */
+    for (uint64_t q = 101; q < 101 + STOR_SESSION_REPLIES; q++)
+        put(f, 77, q, "q", "q");
+    r = put(f, 77, 100, "k", "again");
+    assert_true(r.flags & STOR_RES_DUPLICATE);
+    assert_int_equal(r.status, RK_ESTALE);
+    /* Sessions survive a restart. */
+    stor_close(f->s);
+    f->s = tu_open(f->dir, 0, 0);
+    r = put(f, 77, 101, "q", "dup");
+    assert_true(r.flags & STOR_RES_DUPLICATE);
+    assert_int_equal(r.status, 0);
+    /* Expiry drops idle sessions (client 78 wrote at index 8). */
+    struct stor_cmd ex = {.op = STOR_CMD_EXPIRE_SESSIONS, .before_index = 10};
+    r = run(f, &ex);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(stor_session_last_seq(f->s, 1, 78, &last), 0);
+    assert_int_equal(last, 0);
+    assert_int_equal(stor_session_last_seq(f->s, 1, 77, &last), 0);
+    assert_int_equal(last, 100 + STOR_SESSION_REPLIES);
+}
+
+static void test_apply_garbage_and_order(void **state)
+{
+    struct fx *f = *state;
+    uint8_t junk[5] = {9, 9, 9, 9, 9};
+    uint8_t conf_add[9] = {RAFT_CC_ADD_LEARNER, 0, 0, 0, 0, 0, 0, 0, 4};
+    struct raft_entry ents[4] = {
+        {.term = 2, .index = 1, .type = RAFT_ENTRY_NORMAL, .len = 5,
+         .data = junk},
+        {.term = 2, .index = 2, .type = RAFT_ENTRY_NOOP},
+        {.term = 2, .index = 3, .type = RAFT_ENTRY_CONF, .len = 9,
+         .data = conf_add},
+        {.term = 2, .index = 4, .type = 77},
+    };
+    uint32_t r0;
+    assert_int_equal(stor_batch_append(f->b, 1, ents, 4), 0);
+    assert_int_equal(stor_batch_apply(f->b, 1, ents, 4, &r0), 0);
+    assert_int_equal(stor_batch_commit(f->s, f->b), 0);
+    assert_int_equal(stor_batch_result(f->b, r0)->status, RK_EPROTO);
+    assert_int_equal(stor_batch_result(f->b, r0 + 1)->flags, STOR_RES_NOCMD);
+    assert_int_equal(stor_batch_result(f->b, r0 + 2)->status, 0);
+    assert_int_equal(stor_batch_result(f->b, r0 + 3)->status, RK_EPROTO);
+    struct stor_shard_state st;
+    assert_int_equal(stor_shard_load(stor_shard_get(f->s, 1), &st), 0);
+    assert_int_equal(st.applied, 4);
+    assert_int_equal(st.applied_term, 2);
+    assert_int_equal(st.applied_conf.n_voters, 3);
+    assert_int_equal(st.applied_conf.n_learners, 1);
+    assert_int_equal(st.applied_conf.learners[0], 4);
+    /* Re-applying is skipped; a gap fails the batch. */
+    stor_batch_reset(f->b);
+    assert_int_equal(stor_batch_apply(f->b, 1, ents, 2, &r0), 0);
+    assert_int_equal(stor_batch_commit(f->s, f->b), 0);
+    assert_int_equal(stor_batch_result(f->b, r0)->flags, STOR_RES_SKIPPED);
+    stor_batch_reset(f->b);
+    struct raft_entry gap = {.term = 2, .index = 9};
+    assert_int_equal(stor_batch_apply(f->b, 1, &gap, 1, &r0), 0);
+    assert_int_equal(stor_batch_commit(f->s, f->b), RK_EINVAL);
+    assert_int_equal(stor_failed(f->s), 0);
+    /* Bad adds leave the batch unchanged. */
+    stor_batch_reset(f->b);
+    struct raft_entry bad[2] = {{.index = 5}, {.index = 7}};
+    assert_int_equal(stor_batch_append(f->b, 1, bad, 2), RK_EINVAL);
+    assert_true(stor_batch_empty(f->b));
+}
+
+static void test_cmd_codec(void **state)
+{
+    (void)state;
+    uint8_t buf[4096], out[4096];
+    size_t len;
+    struct stor_cmd c = {.op = STOR_CMD_CAS, .client_id = 5, .seq = 9,
+                         .cas_flags = STOR_CAS_DELETE, .key = "key",
+                         .klen = 3, .expect_rev = 42, .expect = "ee",
+                         .elen = 2, .value = "vvv", .vlen = 3};
+    assert_int_equal(stor_cmd_encode(&c, buf, sizeof buf, &len), 0);
+    assert_int_equal(len, stor_cmd_size(&c));
+    struct stor_cmd d;
+    assert_int_equal(stor_cmd_decode(buf, len, &d), 0);
+    assert_int_equal(d.op, STOR_CMD_CAS);
+    assert_int_equal(d.client_id, 5);
+    assert_int_equal(d.seq, 9);
+    assert_int_equal(d.cas_flags, STOR_CAS_DELETE);
+    assert_int_equal(d.expect_rev, 42);
+    assert_memory_equal(d.key, "key", 3);
+    assert_memory_equal(d.expect, "ee", 2);
+    assert_memory_equal(d.value, "vvv", 3);
+    /* Every truncation is rejected; so are trailing bytes. */
+    for (size_t n = 0; n < len; n++)
+        assert_int_equal(stor_cmd_decode(buf, n, &d), RK_EPROTO);
+    buf[len] = 0;
+    assert_int_equal(stor_cmd_decode(buf, len + 1, &d), RK_EPROTO);
+    /* Limits. */
+    static uint8_t big[STOR_MAX_KEY + 1];
+    struct stor_cmd p = {.op = STOR_CMD_PUT, .key = big,
+                         .klen = STOR_MAX_KEY + 1};
+    assert_int_equal(stor_cmd_encode(&p, out, sizeof out, &len),
+                     RK_ETOOLARGE);
+    p.klen = 0;
+    assert_int_equal(stor_cmd_encode(&p, out, sizeof out, &len), RK_EINVAL);
+    p.klen = 1;
+    p.op = 99;
+    assert_int_equal(stor_cmd_encode(&p, out, sizeof out, &len), RK_EINVAL);
+    p.op = STOR_CMD_PUT;
+    assert_int_equal(stor_cmd_encode(&p, out, 4, &len), RK_ETOOLARGE);
+    /* A hand-made oversized key length is TOO_LARGE only if the bytes are
+     * there; otherwise it is malformed. */
+    uint8_t h[64] = {1, STOR_CMD_DEL};
+    stor__put32(h + 18, 1000);
+    assert_int_equal(stor_cmd_decode(h, 22, &d), RK_EPROTO);
+    /* Random garbage and bit flips never crash and are either valid or
+     * rejected with EPROTO / ETOOLARGE. */
+    struct rk_rand rng;
+    rk_rand_seed(&rng, 12345);
+    assert_int_equal(stor_cmd_encode(&c, buf, sizeof buf, &len), 0);
+    for (int it = 0; it < 20000; it++) {
+        memcpy(out, buf, len);
+        size_t n = len;
+        int flips = 1 + (int)rk_rand_below(&rng, 4);
+        for (int k = 0; k < flips; k++)
+            out[rk_rand_below(&rng, n)] ^= (uint8_t)(1 + rk_rand_below(&rng, 255));
+        if (rk_rand_below(&rng, 4) == 0)
+            n = rk_rand_below(&rng, n + 1);
+        int rc = stor_cmd_decode(out, n, &d);
+        assert_true(rc == 0 || rc == RK_EPROTO || rc == RK_ETOOLARGE);
+        if (rc == 0) {
+            assert_true(d.klen <= STOR_MAX_KEY);
+            assert_true((const uint8_t *)d.key + d.klen <= out + n);
+        }
+    }
+}
+
+/* ----------------------------------------------------------- async */
+
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    int status[64];
+    int order[64];
+};
+
+static void on_done(struct stor_batch *b, int status, void *arg)
+{
+    struct waiter *w = arg;
+    (void)b;
+    pthread_mutex_lock(&w->mu);
+    w->status[w->done] = status;
+    w->done++;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void test_async_double_buffering(void **state)
+{
+    struct fx *f = *state;
+    struct waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                       .cv = PTHREAD_COND_INITIALIZER};
+    struct stor_batch *bs[2];
+    assert_int_equal(stor_batch_new(&bs[0]), 0);
+    assert_int_equal(stor_batch_new(&bs[1]), 0);
+    tu_create_shard(f->s, 2);
+    uint8_t cmd[64];
+    raft_index idx[3] = {0, 1, 1};
+    int submitted = 0;
+    for (int round = 0; round < 20; round++) {
+        struct stor_batch *b = bs[round % 2];
+        /* Wait until this buffer's previous batch is done. */
+        pthread_mutex_lock(&w.mu);
+        while (w.done < submitted - 1)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        stor_batch_reset(b);
+        for (uint64_t sh = 1; sh <= 2; sh++) {
+            struct raft_entry e = {.term = 1, .index = idx[sh],
+                                   .type = RAFT_ENTRY_NORMAL, .data = cmd};
+            e.len = (uint32_t)tu_put_cmd(cmd, sizeof cmd, 0, 0, "n", "v", 1);
+            assert_int_equal(stor_batch_append(b, sh, &e, 1), 0);
+            assert_int_equal(stor_batch_apply(b, sh, &e, 1, NULL), 0);
+            idx[sh]++;
+        }
+        assert_int_equal(stor_batch_submit(f->s, b, on_done, &w), 0);
+        submitted++;
+    }
+    pthread_mutex_lock(&w.mu);
+    while (w.done < submitted)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    for (int i = 0; i < submitted; i++)
+        assert_int_equal(w.status[i], 0);
+    for (uint64_t sh = 1; sh <= 2; sh++) {
+        struct stor_value v;
+        assert_int_equal(stor_kv_get(f->s, sh, "n", 1, &v), 0);
+        assert_int_equal(v.revision, 20);
+        free(v.data);
+        assert_int_equal(stor_log_last_index(stor_shard_get(f->s, sh)), 20);
+    }
+    stor_batch_free(bs[0]);
+    stor_batch_free(bs[1]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_get_del, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sessions_exactly_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_apply_garbage_and_order, setup,
+                                        teardown),
+        cmocka_unit_test(test_cmd_codec),
+        cmocka_unit_test_setup_teardown(test_async_double_buffering, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,398 @@
+/* Storage unit tests: snapshot export while writing, staging, atomic install, many shards. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "stor_int.h"
+#include "stor_test_util.h"
+
+#define N_SHARDS 8
+
+struct fx {
+    char *dir_a, *dir_b;
+    struct stor *a, *b;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    f->dir_a = tu_mkdtemp("snapa");
+    f->dir_b = tu_mkdtemp("snapb");
+    /* Small chunks so that every shard needs many. */
+    f->a = tu_open(f->dir_a, 0, 700);
+    f->b = tu_open(f->dir_b, 0, 700);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    stor_close(f->a);
+    stor_close(f->b);
+    tu_rmrf(f->dir_a);
+    tu_rmrf(f->dir_b);
+    free(f->dir_a);
+    free(f->dir_b);
+    free(f);
+    return 0;
+}
+
+/* Applies n session writes of client c to shard sh starting at index first. */
+static void session_writes(struct stor *s, uint64_t sh, raft_index first,
+                           uint32_t n, uint64_t client)
+{
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t cmd[128];
+        char key[32];
+        snprintf(key, sizeof key, "s%llu-%u", (unsigned long long)client, i);
+        struct raft_entry e = {.term = 3, .index = first + i, .data = cmd};
+        e.len = (uint32_t)tu_put_cmd(cmd, sizeof cmd, client, i + 1, key,
+                                     key, (uint32_t)strlen(key));
+        assert_int_equal(stor_batch_append(b, sh, &e, 1), 0);
+        assert_int_equal(stor_batch_apply(b, sh, &e, 1, NULL), 0);
+    }
+    assert_int_equal(stor_batch_commit(s, b), 0);
+    stor_batch_free(b);
+}
+
+/* Exports a shard of `from` chunk by chunk and installs it into `to`. */
+static void transfer(struct stor *from, struct stor *to, uint64_t id,
+                     struct raft_snapshot_meta *meta_out, uint32_t *chunks)
+{
+    struct stor_shard *sh = stor_shard_get(from, id);
+    struct raft_snapshot_meta meta;
+    assert_int_equal(stor_log_ops.snapshot_meta(sh, &meta), 0);
+    assert_true(meta.index > 0);
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    bool last = false;
+    uint32_t seq;
+    for (seq = 0; !last; seq++) {
+        void *data;
+        uint32_t len;
+        assert_int_equal(
+            stor_log_ops.snapshot_chunk(sh, meta.index, seq, &data, &len,
+                                        &last),
+            0);
+        assert_true(len <= 700 + 1024);
+        struct raft_snap_chunk c = {.meta = meta, .seq = seq, .last = last,
+                                    .len = len, .data = data};
+        uint32_t op;
+        stor_batch_reset(b);
+        assert_int_equal(stor_batch_stage_chunk(b, id, &c, &op), 0);
+        assert_int_equal(stor_batch_commit(to, b), 0);
+        assert_int_equal(stor_batch_op_status(b, op), 0);
+        free(data);
+    }
+    uint32_t op;
+    stor_batch_reset(b);
+    assert_int_equal(stor_batch_install_snapshot(b, id, &meta, &op), 0);
+    assert_int_equal(stor_batch_commit(to, b), 0);
+    assert_int_equal(stor_batch_op_status(b, op), 0);
+    stor_batch_free(b);
+    *meta_out = meta;
+    *chunks = seq;
+}
+
+static void assert_same_kv(struct stor *x, struct stor *y, uint64_t id)
+{
+    struct stor_scan sx, sy;
+    assert_int_equal(stor_kv_scan(x, id, NULL, 0, NULL, 0, 0, 0, &sx), 0);
+    assert_int_equal(stor_kv_scan(y, id, NULL, 0, NULL, 0, 0, 0, &sy), 0);
+    assert_int_equal(sx.n, sy.n);
+    for (uint32_t i = 0; i < sx.n; i++) {
+        assert_int_equal(sx.items[i].klen, sy.items[i].klen);
+        assert_memory_equal(sx.items[i].key, sy.items[i].key,
+                            sx.items[i].klen);
+        assert_int_equal(sx.items[i].vlen, sy.items[i].vlen);
+        assert_memory_equal(sx.items[i].value, sy.items[i].value,
+                            sx.items[i].vlen);
+        assert_int_equal(sx.items[i].revision, sy.items[i].revision);
+        assert_int_equal(sx.items[i].create_revision,
+                         sy.items[i].create_revision);
+    }
+    free(sx.items);
+    free(sy.items);
+}
+
+static void test_roundtrip_many_shards(void **state)
+{
+    struct fx *f = *state;
+    for (uint64_t id = 1; id <= N_SHARDS; id++) {
+        tu_create_shard(f->a, id);
+        tu_create_shard(f->b, id);
+        /* Different amounts per shard, including a near-empty one. */
+        uint32_t n = id == 3 ? 1 : (uint32_t)(40 * id);
+        assert_int_equal(tu_append_apply(f->a, id, 1, n, 3, true), 0);
+        session_writes(f->a, id, n + 1, 5, 100 + id);
+        /* The destination has older, different data that must vanish. */
+        assert_int_equal(tu_append_apply(f->b, id, 1, 7, 1, true), 0);
+        session_writes(f->b, id, 8, 3, 999);
+    }
+    for (uint64_t id = 1; id <= N_SHARDS; id++) {
+        struct raft_snapshot_meta meta;
+        uint32_t chunks;
+        transfer(f->a, f->b, id, &meta, &chunks);
+        uint32_t n = id == 3 ? 1 : (uint32_t)(40 * id);
+        assert_int_equal(meta.index, n + 5);
+        assert_int_equal(meta.term, 3);
+        assert_int_equal(meta.conf.n_voters, 3);
+        if (id >= 4)
+            assert_true(chunks > 2);
+        assert_same_kv(f->a, f->b, id);
+        struct stor_shard_state st;
+        struct stor_shard *sh = stor_shard_get(f->b, id);
+        assert_int_equal(stor_shard_load(sh, &st), 0);
+        assert_int_equal(st.applied, meta.index);
+        assert_int_equal(st.applied_term, 3);
+        assert_int_equal(st.first_index, meta.index + 1);
+        assert_int_equal(st.last_index, meta.index);
+        assert_int_equal(st.snap.index, meta.index);
+        assert_true(st.hs.commit >= meta.index);
+        raft_term t;
+        assert_int_equal(stor_log_term(sh, meta.index, &t), 0);
+        assert_int_equal(t, 3);
+        /* Sessions came along and the old ones are gone. */
+        uint64_t seq;
+        assert_int_equal(stor_session_last_seq(f->b, id, 100 + id, &seq), 0);
+        assert_int_equal(seq, 5);
+        assert_int_equal(stor_session_last_seq(f->b, id, 999, &seq), 0);
+        assert_int_equal(seq, 0);
+        /* The installed shard keeps going: the log continues after it. */
+        assert_int_equal(tu_append_apply(f->b, id, meta.index + 1, 3, 4, true),
+                         0);
+        /* And a retried session write is a duplicate there. */
+        uint8_t cmd[128];
+        struct raft_entry e = {.term = 4, .index = meta.index + 4,
+                               .data = cmd};
+        e.len = (uint32_t)tu_put_cmd(cmd, sizeof cmd, 100 + id, 5, "zz", "zz",
+                                     2);
+        struct stor_batch *b;
+        uint32_t r;
+        assert_int_equal(stor_batch_new(&b), 0);
+        assert_int_equal(stor_batch_append(b, id, &e, 1), 0);
+        assert_int_equal(stor_batch_apply(b, id, &e, 1, &r), 0);
+        assert_int_equal(stor_batch_commit(f->b, b), 0);
+        assert_true(stor_batch_result(b, r)->flags & STOR_RES_DUPLICATE);
+        stor_batch_free(b);
+    }
+    /* All of it survives a reopen. */
+    stor_close(f->b);
+    f->b = tu_open(f->dir_b, 0, 700);
+    for (uint64_t id = 1; id <= N_SHARDS; id++) {
+        struct stor_shard_state st;
+        assert_int_equal(stor_shard_load(stor_shard_get(f->b, id), &st), 0);
+        uint32_t n = id == 3 ? 1 : (uint32_t)(40 * id);
+        assert_int_equal(st.applied, n + 5 + 4);
+    }
+}
+
+static void test_export_is_pinned_while_writing(void **state)
+{
+    struct fx *f = *state;
+    tu_create_shard(f->a, 1);
+    tu_create_shard(f->b, 1);
+    assert_int_equal(tu_append_apply(f->a, 1, 1, 300, 1, true), 0);
+    struct stor_shard *sh = stor_shard_get(f->a, 1);
+    struct raft_snapshot_meta meta, again;
+    assert_int_equal(stor_snapshot_meta(sh, &meta), 0);
+    assert_int_equal(meta.index, 300);
+    /* Writers keep going: the export still describes index 300. */
+    assert_int_equal(tu_append_apply(f->a, 1, 301, 200, 1, true), 0);
+    assert_int_equal(stor_snapshot_meta(sh, &again), 0);
+    assert_int_equal(again.index, 300); /* reused while fresh */
+    /* Chunks in any order, any number of times, give the same bytes. */
+    void *c0, *c2, *c2b, *c1;
+    uint32_t l0, l2, l2b, l1;
+    bool last;
+    assert_int_equal(stor_snapshot_chunk(sh, 300, 2, &c2, &l2, &last), 0);
+    assert_int_equal(stor_snapshot_chunk(sh, 300, 0, &c0, &l0, &last), 0);
+    assert_int_equal(stor_snapshot_chunk(sh, 300, 1, &c1, &l1, &last), 0);
+    assert_int_equal(stor_snapshot_chunk(sh, 300, 2, &c2b, &l2b, &last), 0);
+    assert_int_equal(l2, l2b);
+    assert_memory_equal(c2, c2b, l2);
+    free(c0);
+    free(c1);
+    free(c2);
+    free(c2b);
+    void *d;
+    uint32_t l;
+    assert_int_equal(stor_snapshot_chunk(sh, 299, 0, &d, &l, &last),
+                     RK_ESTALE);
+    assert_int_equal(stor_snapshot_chunk(sh, 300, 100000, &d, &l, &last),
+                     RK_EINVAL);
+    /* Transfer and compare with what index 300 held: "k<i%64>" = v<i>. */
+    struct raft_snapshot_meta m;
+    uint32_t chunks;
+    transfer(f->a, f->b, 1, &m, &chunks);
+    assert_int_equal(m.index, 300);
+    for (int j = 0; j < 64; j++) {
+        char key[16], val[16];
+        int last_i = 300 - ((300 - j) % 64 + 64) % 64;
+        snprintf(key, sizeof key, "k%d", j);
+        snprintf(val, sizeof val, "v%d", last_i);
+        struct stor_value v;
+        assert_int_equal(stor_kv_get(f->b, 1, key, strlen(key), &v), 0);
+        assert_int_equal(v.len, strlen(val));
+        assert_memory_equal(v.data, val, v.len);
+        assert_int_equal(v.revision, (uint64_t)last_i);
+        free(v.data);
+    }
+    struct stor_stats st;
+    stor_stats(f->a, &st);
+    assert_int_equal(st.n_exports, 1);
+}
+
+static void test_bad_chunks_and_install(void **state)
+{
+    struct fx *f = *state;
+    tu_create_shard(f->a, 1);
+    tu_create_shard(f->b, 1);
+    assert_int_equal(tu_append_apply(f->a, 1, 1, 100, 1, true), 0);
+    struct stor_shard *sh = stor_shard_get(f->a, 1);
+    struct raft_snapshot_meta meta;
+    assert_int_equal(stor_snapshot_meta(sh, &meta), 0);
+    void *c0, *c1;
+    uint32_t l0, l1;
+    bool last;
+    assert_int_equal(stor_snapshot_chunk(sh, meta.index, 0, &c0, &l0, &last),
+                     0);
+    assert_int_equal(stor_snapshot_chunk(sh, meta.index, 1, &c1, &l1, &last),
+                     0);
+    struct stor_batch *b;
+    uint32_t op, op2;
+    assert_int_equal(stor_batch_new(&b), 0);
+    /* A flipped byte fails the checksum: not staged, batch still fine. */
+    ((uint8_t *)c0)[40] ^= 1;
+    struct raft_snap_chunk c = {.meta = meta, .seq = 0, .len = l0,
+                                .data = c0};
+    assert_int_equal(stor_batch_stage_chunk(b, 1, &c, &op), 0);
+    assert_int_equal(tu_append_apply(f->b, 1, 1, 3, 1, true), 0);
+    assert_int_equal(stor_batch_commit(f->b, b), 0);
+    assert_int_equal(stor_batch_op_status(b, op), RK_EPROTO);
+    ((uint8_t *)c0)[40] ^= 1;
+    /* Out of order. */
+    stor_batch_reset(b);
+    c.seq = 1;
+    c.data = c1;
+    c.len = l1;
+    assert_int_equal(stor_batch_stage_chunk(b, 1, &c, &op), 0);
+    assert_int_equal(stor_batch_commit(f->b, b), 0);
+    assert_int_equal(stor_batch_op_status(b, op), RK_EINVAL);
+    /* Truncated (frame fields of another seq). */
+    stor_batch_reset(b);
+    c.seq = 0;
+    c.data = c0;
+    c.len = 10;
+    assert_int_equal(stor_batch_stage_chunk(b, 1, &c, &op), 0);
+    assert_int_equal(stor_batch_commit(f->b, b), 0);
+    assert_int_equal(stor_batch_op_status(b, op), RK_EPROTO);
+    /* Install of an incompletely staged snapshot fails alone. */
+    stor_batch_reset(b);
+    c.len = l0;
+    assert_int_equal(stor_batch_stage_chunk(b, 1, &c, &op), 0);
+    assert_int_equal(stor_batch_install_snapshot(b, 1, &meta, &op2), 0);
+    assert_int_equal(stor_batch_commit(f->b, b), 0);
+    assert_int_equal(stor_batch_op_status(b, op), 0);
+    assert_int_equal(stor_batch_op_status(b, op2), RK_EINVAL);
+    /* Nothing changed in the destination's state machine. */
+    struct stor_shard_state st;
+    assert_int_equal(stor_shard_load(stor_shard_get(f->b, 1), &st), 0);
+    assert_int_equal(st.applied, 3);
+    /* A random garbage chunk with a valid frame is rejected at install. */
+    uint8_t junk[64];
+    memset(junk, 0x5a, sizeof junk);
+    memcpy(junk, "RKS1", 4);
+    stor__put64(junk + 8, meta.index);
+    stor__put64(junk + 16, meta.term);
+    stor__put32(junk + 24, 0);
+    junk[28] = 1;
+    stor__put32(junk + 4, stor__crc32c(0, junk + 8, sizeof junk - 8));
+    stor_batch_reset(b);
+    c.seq = 0;
+    c.last = true;
+    c.data = junk;
+    c.len = sizeof junk;
+    assert_int_equal(stor_batch_stage_chunk(b, 1, &c, &op), 0);
+    assert_int_equal(stor_batch_install_snapshot(b, 1, &meta, &op2), 0);
+    assert_int_equal(stor_batch_commit(f->b, b), 0);
+    assert_int_equal(stor_batch_op_status(b, op), 0);
+    assert_int_equal(stor_batch_op_status(b, op2), RK_EPROTO);
+    assert_int_equal(stor_failed(f->b), 0);
+    assert_int_equal(stor_shard_load(stor_shard_get(f->b, 1), &st), 0);
+    assert_int_equal(st.applied, 3);
+    free(c0);
+    free(c1);
+    stor_batch_free(b);
+    /* A shard with nothing applied has no snapshot. */
+    tu_create_shard(f->a, 2);
+    assert_int_equal(stor_snapshot_meta(stor_shard_get(f->a, 2), &meta), 0);
+    assert_int_equal(meta.index, 0);
+}
+
+static void test_export_dropped_by_map_growth(void **state)
+{
+    struct fx *f = *state;
+    stor_close(f->a);
+    tu_rmrf(f->dir_a);
+    free(f->dir_a);
+    f->dir_a = tu_mkdtemp("snapgrow");
+    f->a = tu_open(f->dir_a, 1 << 20, 700);
+    tu_create_shard(f->a, 1);
+    assert_int_equal(tu_append_apply(f->a, 1, 1, 50, 1, true), 0);
+    struct stor_shard *sh = stor_shard_get(f->a, 1);
+    struct raft_snapshot_meta meta;
+    assert_int_equal(stor_snapshot_meta(sh, &meta), 0);
+    /* Fill until the map grows. */
+    static uint8_t blob[32 << 10];
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    struct stor_stats st;
+    stor_stats(f->a, &st);
+    uint64_t grows0 = st.grows;
+    raft_index i = 51;
+    do {
+        struct raft_entry e = {.term = 1, .index = i++, .len = sizeof blob,
+                               .data = blob};
+        stor_batch_reset(b);
+        assert_int_equal(stor_batch_append(b, 1, &e, 1), 0);
+        assert_int_equal(stor_batch_commit(f->a, b), 0);
+        stor_stats(f->a, &st);
+    } while (st.grows == grows0 && i < 2000);
+    assert_true(st.grows > grows0);
+    stor_batch_free(b);
+    void *d;
+    uint32_t l;
+    bool last;
+    assert_int_equal(stor_snapshot_chunk(sh, meta.index, 0, &d, &l, &last),
+                     RK_ESTALE);
+    assert_int_equal(st.n_exports, 0);
+    /* A new export works. */
+    assert_int_equal(stor_snapshot_meta(sh, &meta), 0);
+    assert_int_equal(stor_snapshot_chunk(sh, meta.index, 0, &d, &l, &last), 0);
+    free(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_roundtrip_many_shards, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_export_is_pinned_while_writing,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_chunks_and_install, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_export_dropped_by_map_growth,
+                                        setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
