@@ -1,4 +1,4 @@
-/* The Wing-Gong-Lowe linearizability search with a memo of (linearized set, model state). */
+/* Wing-Gong-Lowe linearizability search, memoised on (linearized, state). */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>

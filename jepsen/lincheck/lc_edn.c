@@ -1,4 +1,4 @@
-/* A small, defensive EDN reader and the conversion of Jepsen op maps to events. */
+/* A small, defensive EDN reader; Jepsen op maps become history events. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,9 +187,9 @@ static int parse_string(struct ep *ep, size_t src)
 
     ep->pos++; /* the opening quote */
     while (ep->pos < ep->len && ep->text[ep->pos] != '"') {
-        if (ep->text[ep->pos] == '\\')
+        if (ep->text[ep->pos] == '\\' && ep->pos + 1 < ep->len)
             ep->pos++;
-        else if (ep->text[ep->pos] == '\n')
+        if (ep->text[ep->pos] == '\n')
             ep->line++;
         ep->pos++;
     }

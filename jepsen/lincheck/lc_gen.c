@@ -1,4 +1,4 @@
-/* A generator of realistic concurrent register histories (and corrupted ones). */
+/* Generates realistic concurrent register histories, or corrupted ones. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,4 +1,4 @@
-/* ringkv-lincheck: checks a Jepsen EDN or ringkv JSON-lines history for linearizability. */
+/* ringkv-lincheck: checks an EDN or JSON-lines history for linearizability. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>

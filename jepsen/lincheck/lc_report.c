@@ -166,7 +166,8 @@ void lc_result_print(const struct lc_history *h, const struct lc_result *res,
                                                    : "-",
                    out);
     if (res->n_window > PRINT_WINDOW_MAX)
-        fprintf(out, "    ... and %zu more\n", res->n_window - PRINT_WINDOW_MAX);
+        fprintf(out, "    ... and %zu more\n",
+                res->n_window - PRINT_WINDOW_MAX);
     fputs("Model states tried at that point: ", out);
     for (i = 0; i < res->n_states; i++) {
         if (i)
@@ -239,6 +240,11 @@ void lc_result_print_json(const struct lc_history *h,
         json_idx_array(h, res->prefix + from, res->n_prefix - from, out);
         fputs(",\"window\":", out);
         json_idx_array(h, res->window, res->n_window, out);
+        fputs(",\"window_in_prefix\":[", out);
+        for (i = 0; i < res->n_window; i++)
+            fprintf(out, "%s%s", i ? "," : "",
+                    res->window_in_prefix[i] ? "true" : "false");
+        fputc(']', out);
         fputs(",\"states\":[", out);
         for (i = 0; i < res->n_states; i++) {
             if (i)

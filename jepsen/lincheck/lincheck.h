@@ -1,4 +1,4 @@
-/* Linearizability checker (Wing-Gong-Lowe search) for register, CAS-register, multi-register and mutex histories. */
+/* Linearizability checker (WGL search) for register/cas/txn/mutex histories. */
 #ifndef LINCHECK_H
 #define LINCHECK_H
 

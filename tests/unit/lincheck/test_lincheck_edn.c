@@ -383,7 +383,8 @@ static void test_jsonl_round_trip(void **state)
     assert_int_equal(lc_read_jsonl(buf, len, &back, err, sizeof(err)), 0);
     assert_int_equal(lc_history_len(back), lc_history_len(h));
     for (i = 0; i < lc_history_len(h); i++) {
-        const struct lc_op *a = lc_history_op(h, i), *b = lc_history_op(back, i);
+        const struct lc_op *a = lc_history_op(h, i);
+        const struct lc_op *b = lc_history_op(back, i);
         assert_int_equal(a->process, b->process);
         assert_int_equal(a->type, b->type);
         assert_int_equal(a->fn, b->fn);
@@ -411,7 +412,8 @@ static void test_history_api(void **state)
 {
     struct lc_history *h = NULL;
     struct lc_op op;
-    struct lc_mop mops[2] = {{LC_READ, 1, {0, true}}, {LC_WRITE, 2, {5, false}}};
+    struct lc_mop mops[2] = {{LC_READ, 1, {0, true}},
+                             {LC_WRITE, 2, {5, false}}};
 
     (void)state;
     assert_int_equal(lc_history_new(&h), 0);

@@ -1,4 +1,4 @@
-/* Runs the checker on every history of the Knossos corpus and expects the folder's verdict. */
+/* Checks every history of the Knossos corpus against its folder's verdict. */
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,9 +13,10 @@
 #include "lincheck.h"
 
 /*
- * The layout is data/<model>/<good or bad>/NAME.edn (see the corpus README): good
- * means linearizable, bad means not. The model comes from the folder:
- * cas-register (initial 0), multi-register (x = y = 0), mutex (free).
+ * The layout is data/<model>/<good or bad>/NAME.edn (see the corpus
+ * README): good means linearizable, bad means not. The model comes from
+ * the folder: cas-register (initial 0), multi-register (x = y = 0), mutex
+ * (initially free).
  */
 
 static const char *dir_root = RK_KNOSSOS_DIR;
