@@ -180,7 +180,9 @@ static void compact_to(struct raft_memlog *ml, raft_index i, raft_term term)
         ml->bytes_len = 0;
     } else {
         size_t boff = ml->ents[drop].off;
-        memmove(ml->bytes, ml->bytes + boff, ml->bytes_len - boff);
+        /* No payload at all means no buffer (NULL): nothing to move. */
+        if (ml->bytes_len > boff && boff > 0)
+            memmove(ml->bytes, ml->bytes + boff, ml->bytes_len - boff);
         ml->bytes_len -= boff;
         memmove(ml->ents, ml->ents + drop, (ml->n - drop) * sizeof(*ml->ents));
         ml->n -= drop;

@@ -389,6 +389,28 @@ static void test_memlog_stage_install(void **state)
     raft_memlog_free(ml);
 }
 
+/* Compacting a log of empty entries (no payload buffer) is fine. */
+static void test_memlog_compact_empty_payloads(void **state)
+{
+    struct raft_memlog *ml = raft_memlog_new();
+    struct raft_entry e[3];
+    for (int i = 0; i < 3; i++)
+        e[i] = (struct raft_entry){.term = 1, .index = (raft_index)i + 1,
+                                   .type = RAFT_ENTRY_NOOP};
+    assert_int_equal(raft_memlog_append(ml, e, 3), 0);
+    struct raft_conf_state cs = {0};
+    assert_int_equal(raft_memlog_snapshot_create(ml, 1, &cs, NULL, 0), 0);
+    assert_int_equal(raft_memlog_first_index(ml), 2);
+    assert_int_equal(raft_memlog_last_index(ml), 3);
+    struct raft_entry *out;
+    uint32_t n;
+    assert_int_equal(raft_memlog_ops.entries(ml, 2, 4, 10, &out, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(out[1].type, RAFT_ENTRY_NOOP);
+    free(out);
+    raft_memlog_free(ml);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -411,6 +433,7 @@ int main(void)
         H_TEST(test_names),
         H_TEST(test_memlog_append_truncate_crash),
         H_TEST(test_memlog_stage_install),
+        H_TEST(test_memlog_compact_empty_payloads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
