@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""End-to-end: SIGKILL of the node leading the most shards; the survivors
+elect new leaders and keep taking writes; the killed node restarts on its
+data dir, catches up, and serves the writes it missed. Then the whole
+cluster restarts on its data dirs and keeps every acknowledged write.
+
+Usage: test_e2e_failover.py PATH/TO/ringkvd
+"""
+
+import collections
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rkclient as rk  # noqa: E402
+
+SHARDS = 3
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def write_all(cl, keys, value, client_id, seq0):
+    for n, k in enumerate(keys):
+        r = rk.call_leader(cl, rk.op_put(k, value), client_id=client_id,
+                           seq=seq0 + n, timeout=30)
+        check(r.status == "OK", "put %s: %r" % (k, r))
+
+
+def read_all(cl, keys, value, node=None, consistency=0):
+    for k in keys:
+        if node is None:
+            r = rk.call_leader(cl, rk.op_get(k), consistency=consistency)
+        else:
+            c = rk.Conn(cl.client_port(node))
+            r = c.call(rk.op_get(k), consistency=consistency)
+            c.close()
+        check(r.status == "OK" and r.value == value.encode(),
+              "get %s on %s: %r %r" % (k, node, r, r.value))
+
+
+def main():
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.environ["RINGKVD"]
+    work = tempfile.mkdtemp(prefix="rk-e2e-failover-")
+    cl = rk.Cluster(binary, work, n_nodes=3, shards=SHARDS)
+    ok = False
+    try:
+        cl.start_all()
+        leaders = cl.wait_leaders(SHARDS + 1)
+        keys = ["k%d" % i for i in range(30)]
+        write_all(cl, keys, "before", 1, 1)
+
+        # Kill the node leading the most shards (it leads at least one).
+        victim = collections.Counter(leaders.values()).most_common(1)[0][0]
+        print("leaders:", leaders, "killing node", victim)
+        cl.kill(victim)
+        survivors = list(cl.procs)
+        new = cl.wait_leaders(SHARDS + 1, nodes=survivors)
+        check(victim not in new.values(), "old leader still leads")
+        print("new leaders:", new)
+
+        # Writes continue with 2 of 3 nodes, reads see them.
+        write_all(cl, keys, "during", 2, 1)
+        read_all(cl, keys, "during")
+
+        # The killed node comes back on its data dir and catches up: a
+        # stale (local) read there returns the writes it missed.
+        cl.start(victim)
+        deadline = time.time() + 30
+        while True:
+            try:
+                read_all(cl, keys, "during", node=victim, consistency=2)
+                break
+            except (AssertionError, OSError) as e:
+                if time.time() > deadline:
+                    raise AssertionError("restarted node did not catch up: "
+                                         "%s" % e)
+                time.sleep(0.2)
+        cl.wait_leaders(SHARDS + 1)
+
+        # Every node stops cleanly and the whole cluster restarts on its
+        # data dirs with every acknowledged write.
+        rcs = cl.stop_all()
+        check(all(rc == 0 for rc in rcs.values()), "clean stop: %s" % rcs)
+        cl.start_all()
+        cl.wait_leaders(SHARDS + 1)
+        read_all(cl, keys, "during")
+        write_all(cl, keys, "after", 3, 1)
+        read_all(cl, keys, "after")
+        # Logs name the bootstrap only once per node.
+        for i in range(1, 4):
+            check(cl.log(i).count("bootstrapped cluster") == 1,
+                  "node %d bootstrapped twice" % i)
+        rcs = cl.stop_all()
+        check(all(rc == 0 for rc in rcs.values()), "clean stop: %s" % rcs)
+        ok = True
+        print("e2e failover: OK")
+    finally:
+        cl.stop_all()
+        if not ok:
+            for i in range(1, cl.n + 1):
+                try:
+                    print("---- node %d log (tail)" % i)
+                    print("\n".join(cl.log(i).splitlines()[-40:]))
+                except OSError:
+                    pass
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

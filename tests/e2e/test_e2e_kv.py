@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""End-to-end: a 3-node ringkvd cluster on loopback serves put/get/delete/
+cas/scan, pipelined requests, exactly-once retries, read modes, status and
+the shard map, then stops cleanly on SIGTERM.
+
+Usage: test_e2e_kv.py PATH/TO/ringkvd
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rkclient as rk  # noqa: E402
+
+SHARDS = 4
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def main():
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.environ["RINGKVD"]
+    work = tempfile.mkdtemp(prefix="rk-e2e-kv-")
+    cl = rk.Cluster(binary, work, n_nodes=3, shards=SHARDS)
+    ok = False
+    try:
+        cl.start_all()
+        leaders = cl.wait_leaders(SHARDS + 1)
+        print("leaders:", leaders)
+
+        # put / get on every key through whichever node leads its shard.
+        keys = ["key-%d" % i for i in range(40)]
+        for i, k in enumerate(keys):
+            r = rk.call_leader(cl, rk.op_put(k, "v%d" % i), client_id=7,
+                               seq=i + 1)
+            check(r.status == "OK", "put %s: %r" % (k, r))
+            check(r.revision > 0, "put revision")
+        for i, k in enumerate(keys):
+            r = rk.call_leader(cl, rk.op_get(k))
+            check(r.status == "OK" and r.found and r.value == b"v%d" % i,
+                  "get %s: %r %r" % (k, r, r.value))
+        r = rk.call_leader(cl, rk.op_get("absent"))
+        check(r.status == "NOT_FOUND" and not r.found, "get absent: %r" % r)
+
+        # Exactly-once: the same (client, seq) again returns the original
+        # reply and does not write twice.
+        first = rk.call_leader(cl, rk.op_put("once", "a"), client_id=99,
+                               seq=1)
+        again = rk.call_leader(cl, rk.op_put("once", "b"), client_id=99,
+                               seq=1)
+        check(again.status == "OK" and again.duplicate and
+              again.revision == first.revision, "duplicate: %r" % again)
+        r = rk.call_leader(cl, rk.op_get("once"))
+        check(r.value == b"a", "duplicate applied twice: %r" % r.value)
+
+        # cas by value, by revision, and mismatches.
+        r = rk.call_leader(cl, rk.op_cas("key-0", "new", expect_value="v0"),
+                           client_id=7, seq=1000)
+        check(r.status == "OK", "cas by value: %r" % r)
+        rev = r.revision
+        r = rk.call_leader(cl, rk.op_cas("key-0", "x", expect_value="v0"),
+                           client_id=7, seq=1001)
+        check(r.status == "CAS_MISMATCH", "cas mismatch: %r" % r)
+        r = rk.call_leader(cl, rk.op_cas("key-0", "newer",
+                                         expect_revision=rev),
+                           client_id=7, seq=1002)
+        check(r.status == "OK", "cas by revision: %r" % r)
+        r = rk.call_leader(cl, rk.op_cas("fresh", "1", expect_revision=0),
+                           client_id=7, seq=1003)
+        check(r.status == "OK", "cas create-if-absent: %r" % r)
+        r = rk.call_leader(cl, rk.op_cas("fresh", "2", expect_revision=0),
+                           client_id=7, seq=1004)
+        check(r.status == "CAS_MISMATCH", "cas absent mismatch: %r" % r)
+
+        # delete
+        r = rk.call_leader(cl, rk.op_delete("key-1"), client_id=7, seq=2000)
+        check(r.status == "OK", "delete: %r" % r)
+        r = rk.call_leader(cl, rk.op_get("key-1"))
+        check(r.status == "NOT_FOUND", "get after delete: %r" % r)
+        r = rk.call_leader(cl, rk.op_delete("key-1"), client_id=7, seq=2001)
+        check(r.status == "NOT_FOUND", "delete absent: %r" % r)
+
+        # scan by prefix over every shard: all surviving key-* come back.
+        seen = set()
+        for shard in range(1, SHARDS + 1):
+            start = b""
+            for _ in range(100):
+                r = rk.call_leader(cl, rk.op_scan(shard, "key-", limit=5,
+                                                  start=start))
+                check(r.status == "OK", "scan: %r" % r)
+                check(len(r.items) <= 5, "scan limit")
+                for k, v, rev in r.items:
+                    check(k.startswith(b"key-"), "scan prefix")
+                    check(k not in seen, "scan duplicate %r" % k)
+                    seen.add(k)
+                if not r.more:
+                    break
+                start = r.items[-1][0] + b"\x00"
+        check(seen == set(k.encode() for k in keys) - {b"key-1"},
+              "scan found %d keys" % len(seen))
+        r = rk.call_leader(cl, rk.op_scan(SHARDS + 1, ""))
+        check(r.status == "WRONG_SHARD", "scan of unknown shard: %r" % r)
+
+        # Pipelining: 200 requests in flight on one connection, answered
+        # by request id.
+        leader = leaders[1]
+        c = rk.Conn(cl.client_port(leader))
+        ids = {}
+        for i in range(200):
+            k = "pipe-%d" % i
+            ids[c.send(rk.op_put(k, str(i)), client_id=55, seq=i + 1)] = k
+        answered = {}
+        for _ in range(200):
+            r = c.recv()
+            answered[r.request_id] = r.status
+        c.close()
+        check(set(answered) == set(ids), "pipelined ids")
+        statuses = set(answered.values())
+        check(statuses <= {"OK", "NOT_LEADER"} and "OK" in statuses,
+              "pipelined statuses %s" % statuses)
+
+        # Read modes: stale on a follower, lease on the leader.
+        r = rk.call_leader(cl, rk.op_put("mode", "m"), client_id=7, seq=3000)
+        check(r.status == "OK", "put mode")
+        deadline = time.time() + 10
+        got = None
+        while time.time() < deadline:
+            for i in cl.procs:
+                c = rk.Conn(cl.client_port(i))
+                got = c.call(rk.op_get("mode"), consistency=2)
+                c.close()
+                if got.status != "OK":
+                    break
+            else:
+                break
+            time.sleep(0.1)
+        check(got is not None and got.status == "OK" and got.value == b"m",
+              "stale read on every replica: %r" % got)
+        r = rk.call_leader(cl, rk.op_get("mode"), consistency=1)
+        check(r.status == "OK" and r.value == b"m", "lease read: %r" % r)
+
+        # status and shard map
+        st = cl.status(1)
+        check(len(st.shards) == SHARDS + 1, "status shards")
+        c = rk.Conn(cl.client_port(2))
+        m = c.call(rk.op_shard_map())
+        c.close()
+        check(m.status == "OK" and m.n_shards == SHARDS and
+              len(m.nodes) == 3 and m.epoch == 1, "shard map: %r" % m)
+        # A stale epoch gets WRONG_SHARD with the current one.
+        c = rk.Conn(cl.client_port(1))
+        r = c.call(rk.op_get("mode"), epoch=42)
+        c.close()
+        check(r.status == "WRONG_SHARD" and r.epoch == 1, "epoch: %r" % r)
+
+        rcs = cl.stop_all()
+        check(all(rc == 0 for rc in rcs.values()),
+              "clean SIGTERM exits: %s" % rcs)
+        ok = True
+        print("e2e kv: OK")
+    finally:
+        cl.stop_all()
+        if not ok:
+            for i in range(1, cl.n + 1):
+                try:
+                    print("---- node %d log (tail)" % i)
+                    print("\n".join(cl.log(i).splitlines()[-40:]))
+                except OSError:
+                    pass
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
