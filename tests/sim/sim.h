@@ -23,7 +23,11 @@
 #include "rk_rand.h"
 
 #define SIM_MAX_NODES 12   /* initial nodes (<= 7) plus nodes added later */
-#define SIM_KEYS 3         /* registers of the client workload */
+#define SIM_KEYS 4         /* registers of the state machine */
+#define SIM_CLIENT_KEYS 3  /* the clients' registers; the last key is the
+                              simulator's own (liveness probes), outside
+                              the checked history */
+#define SIM_PROBE_KEY 3
 #define SIM_CLIENTS 4      /* concurrent simulated clients */
 #define SIM_TRACE_RING 48  /* events kept for a failure report */
 #define SIM_TRACE_LINE 160
@@ -90,6 +94,7 @@ struct sim_opts {
     uint32_t nemesis_every_ms; /* mean gap between faults */
     uint32_t tick_ms;
     uint32_t snapshot_chunk;   /* bytes per snapshot chunk (memlog) */
+    int profile;          /* enum sim_profile; -1: drawn from the seed */
     /* Core configuration (0: drawn from the seed by sim_init). */
     size_t max_msg_bytes;
     uint32_t max_inflight;
@@ -174,8 +179,17 @@ struct sim_client {
     int process;
 };
 
+enum sim_profile {
+    SIM_PROFILE_MIXED = 0, /* every kind of fault, calm pace */
+    SIM_PROFILE_FAST,      /* every kind of fault, three times as often */
+    SIM_PROFILE_CHURN,     /* mostly crash / isolate the current leader */
+    SIM_PROFILE__COUNT
+};
+
 struct sim {
     struct sim_opts o;
+    int profile;      /* enum sim_profile, drawn from the seed */
+    bool boot_snapshot; /* initial logs start with a snapshot at index 1 */
     struct rk_rand rng;
     uint64_t now;   /* ms */
     uint64_t seq;
@@ -186,6 +200,7 @@ struct sim {
     struct sim_node nodes[SIM_MAX_NODES];
     bool cut[SIM_MAX_NODES][SIM_MAX_NODES]; /* cut[a][b]: a -> b dropped */
     bool net_calm;    /* after the fault phase: no loss, no new faults */
+    int commit_hook;  /* a leader whose commit just advanced, or -1 */
 
     /* Safety bookkeeping. */
     raft_id *term_leader; /* term -> leader id (0 none), grown on demand */

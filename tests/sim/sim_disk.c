@@ -18,10 +18,24 @@ void sim_disk_free(struct raft_memlog *d)
     raft_memlog_free(d);
 }
 
-void sim_disk_bootstrap(struct raft_memlog *d, const struct raft_conf_state *conf)
+void sim_disk_set_conf(struct raft_memlog *d, const struct raft_conf_state *conf)
 {
     raft_memlog_set_conf(d, conf);
     raft_memlog_sync(d);
+}
+
+int sim_disk_bootstrap(struct raft_memlog *d, const struct raft_conf_state *conf,
+                       const void *image, size_t len)
+{
+    struct raft_entry first = {.term = 1, .index = 1, .type = RAFT_ENTRY_NOOP};
+    struct raft_hard_state hs = {.term = 1, .vote = 0, .commit = 1};
+    int rc = raft_memlog_append(d, &first, 1);
+    if (rc != 0)
+        return rc;
+    raft_memlog_set_hard_state(d, &hs);
+    raft_memlog_set_conf(d, conf);
+    raft_memlog_sync(d);
+    return raft_memlog_snapshot_create(d, 1, conf, image, len);
 }
 
 const struct raft_log_ops *sim_disk_ops(void)

@@ -20,8 +20,17 @@ struct sim_durable {
 /* A new empty log; NULL on allocation failure. */
 struct raft_memlog *sim_disk_new(uint32_t snapshot_chunk);
 void sim_disk_free(struct raft_memlog *d);
-/* Durably records the bootstrap configuration of an initial member. */
-void sim_disk_bootstrap(struct raft_memlog *d, const struct raft_conf_state *conf);
+/*
+ * Bootstraps an initial member the way TiKV does: the log starts with a
+ * snapshot at index 1 (term 1) holding the bootstrap configuration and the
+ * empty state-machine `image`. A node that joins later therefore always
+ * learns the whole configuration from a snapshot, never by replaying CONF
+ * entries onto an empty configuration. 0 or RK_E*.
+ */
+/* Durably records the bootstrap configuration alone (empty log). */
+void sim_disk_set_conf(struct raft_memlog *d, const struct raft_conf_state *conf);
+int sim_disk_bootstrap(struct raft_memlog *d, const struct raft_conf_state *conf,
+                       const void *image, size_t len);
 const struct raft_log_ops *sim_disk_ops(void);
 
 /* Writes one ready batch (snapshot chunk, snapshot install, entries after

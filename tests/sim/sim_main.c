@@ -10,7 +10,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: raft-sim [--seeds N] [--seed-start S] [--nodes K] "
-            "[--events E] [--regress FILE] [-v]\n"
+            "[--events E] [--profile mixed|fast|churn] [--regress FILE] [-v]\n"
             "  Runs N seeds (S, S+1, ...) of a K-node cluster, E events each,\n"
             "  checking the Raft safety properties after every event and the\n"
             "  client history for linearizability. SIM_SEED=n replays seed n.\n"
@@ -34,11 +34,14 @@ struct totals {
 };
 
 /* Runs one seed; prints a line (and a trace) when it fails. */
+static int g_profile = -1; /* --profile; -1: drawn from each seed */
+
 static void run_seed(uint64_t seed, int nodes, uint64_t events, bool verbose,
                      struct totals *t)
 {
     struct sim_opts o;
     sim_opts_default(&o, seed, nodes);
+    o.profile = g_profile;
     o.max_events = events;
     o.verbose = verbose;
     struct sim s;
@@ -63,8 +66,11 @@ static void run_seed(uint64_t seed, int nodes, uint64_t events, bool verbose,
                (unsigned long long)s.fail_event, s.fail_what);
         if (!verbose)
             sim_print_trace(&s, stdout, 16);
-        printf("  replay: SIM_SEED=%llu raft-sim --nodes %d --events %llu -v\n",
-               (unsigned long long)seed, nodes, (unsigned long long)events);
+        printf("  replay: SIM_SEED=%llu raft-sim --nodes %d --events %llu%s%s -v\n",
+               (unsigned long long)seed, nodes, (unsigned long long)events,
+               g_profile >= 0 ? " --profile " : "",
+               g_profile == 0 ? "mixed" : g_profile == 1 ? "fast"
+                                        : g_profile == 2 ? "churn" : "");
     } else if (verbose) {
         printf("ok seed=%llu nodes=%d events=%llu time=%llums ops=%zu "
                "commits=%llu msgs=%llu dropped=%llu crashes=%llu "
@@ -137,6 +143,18 @@ int main(int argc, char **argv)
             dst = &nodes;
         } else if (strcmp(a, "--events") == 0) {
             dst = &events;
+        } else if (strcmp(a, "--profile") == 0 && i + 1 < argc) {
+            static const char *const names[] = {"mixed", "fast", "churn"};
+            g_profile = -2;
+            for (int p = 0; p < 3; p++)
+                if (strcmp(argv[i + 1], names[p]) == 0)
+                    g_profile = p;
+            if (g_profile == -2) {
+                fprintf(stderr, "raft-sim: bad --profile '%s'\n", argv[i + 1]);
+                return 2;
+            }
+            i++;
+            continue;
         } else if (strcmp(a, "--regress") == 0 && i + 1 < argc) {
             regress = argv[++i];
             continue;

@@ -34,6 +34,7 @@
  *   transfer ID TO          leader ID hands leadership to TO
  *   conf ID OP TARGET       OP: add-voter add-learner promote remove
  *   snapshot ID             node ID snapshots its state machine
+ *   stats                   snapshot / install / crash / conf counters
  *   check                   safety verdict and client history check
  */
 
@@ -244,6 +245,12 @@ static void run_command(struct sim *s, bool *have, char **tok, int ntok,
             outf(o, "snapshot at %llu\n", (unsigned long long)s->nodes[i].applied);
         else
             outf(o, "%s\n", rc == 0 ? "skipped" : rc_str(rc));
+    } else if (strcmp(cmd, "stats") == 0) {
+        outf(o, "snapshots=%llu installs=%llu crashes=%llu conf=%llu transfers=%llu\n",
+             (unsigned long long)s->n_snapshots,
+             (unsigned long long)s->n_snap_installs,
+             (unsigned long long)s->n_crashes, (unsigned long long)s->n_conf,
+             (unsigned long long)s->n_transfers);
     } else if (strcmp(cmd, "check") == 0) {
         if (sim_check_safety(s) && sim_check_history(s))
             outf(o, "safe\n");
