@@ -316,7 +316,9 @@ struct raft_ready {
     /* The group's bootstrap configuration (the one at index 0), to persist
      * and hand back as raft_config.conf at restart. It changes only when a
      * node created with an empty configuration (to join a group) learns it
-     * from the leader's first append (conf_changed). The configuration in
+     * from the leader's first append (conf_changed); conf_changed is also
+     * set in the first ready after raft_node_new() when it is non-empty, so
+     * persisting rd.conf whenever conf_changed is enough. The configuration in
      * force is derived from the log; read it with raft_status/raft_conf_at. */
     struct raft_conf_state conf;
     bool conf_changed;

@@ -270,7 +270,9 @@ int raft__conf_init(struct raft_node *n)
     recompute(n);
     /* set_conf saw no change if both are empty; make sure slots exist. */
     raft__conf_sync_progress(n);
-    n->conf_dirty = false;
+    /* Hand the bootstrap configuration to the driver once per start, so
+     * that it is durable even if the driver did not store it itself. */
+    n->conf_dirty = n->conf_boot.n_voters > 0;
     raft__conf_fold(n, n->log.applied);
     return 0;
 }

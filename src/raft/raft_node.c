@@ -867,7 +867,8 @@ void raft_ready(struct raft_node *n, struct raft_ready *rd)
     rd->conf_changed = n->conf_dirty;
     n->conf_dirty = false;
     rd->must_sync = rd->hs_changed || rd->n_entries > 0 || rd->snap_chunk ||
-                    rd->snap_install || rd->n_msgs_after_sync > 0;
+                    rd->snap_install || rd->n_msgs_after_sync > 0 ||
+                    rd->conf_changed;
     n->prev_hs = rd->hs;
     n->prev_soft = rd->soft;
     n->cur ^= 1;

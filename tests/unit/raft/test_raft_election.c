@@ -11,6 +11,16 @@ static void test_initial_state_follower(void **state)
     assert_int_equal(st.role, RAFT_FOLLOWER);
     assert_int_equal(st.term, 0);
     assert_int_equal(st.leader, 0);
+    /* The first ready only hands out the bootstrap configuration. */
+    struct raft_ready rd;
+    assert_true(raft_has_ready(c.nodes[1]));
+    raft_ready(c.nodes[1], &rd);
+    assert_true(rd.conf_changed);
+    assert_int_equal(rd.conf.n_voters, 3);
+    assert_int_equal(rd.n_msgs + rd.n_entries + rd.n_committed, 0);
+    assert_false(rd.hs_changed);
+    assert_true(rd.must_sync);
+    raft_advance(c.nodes[1], &rd);
     assert_false(raft_has_ready(c.nodes[1]));
     h_free(&c);
 }
