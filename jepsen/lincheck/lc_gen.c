@@ -46,14 +46,19 @@ void lc_gen_opts_init(struct lc_gen_opts *o)
     o->p_fail = 0.02;
 }
 
-static const struct gop *sort_ops;
+/* An op's effect instant, sortable without global state. */
+struct geff {
+    int64_t t;
+    uint32_t op;
+};
 
 static int cmp_eff(const void *a, const void *b)
 {
-    const struct gop *x = &sort_ops[*(const uint32_t *)a];
-    const struct gop *y = &sort_ops[*(const uint32_t *)b];
+    const struct geff *x = a, *y = b;
 
-    return x->t_eff < y->t_eff ? -1 : x->t_eff > y->t_eff;
+    if (x->t != y->t)
+        return x->t < y->t ? -1 : 1;
+    return x->op < y->op ? -1 : x->op > y->op;
 }
 
 static int cmp_ev(const void *a, const void *b)
@@ -122,7 +127,8 @@ int lc_gen_register(const struct lc_gen_opts *o, struct lc_history **out)
     struct rk_rand rnd;
     struct gop *ops = NULL;
     struct gev *evs = NULL;
-    uint32_t *order = NULL, i;
+    struct geff *order = NULL;
+    uint32_t i;
     int64_t *free_at = NULL, *pid = NULL, next_pid;
     struct lc_val *store = NULL;
     int64_t next_val = 1;
@@ -179,14 +185,14 @@ int lc_gen_register(const struct lc_gen_opts *o, struct lc_history **out)
             g->out = G_OK;
         }
         free_at[p] = g->t_done;
-        order[i] = i;
+        order[i].t = g->t_eff;
+        order[i].op = i;
     }
 
     /* Pass 2: apply the effects in effect order. */
-    sort_ops = ops;
     qsort(order, o->n_ops, sizeof(*order), cmp_eff);
     for (i = 0; i < o->n_ops; i++) {
-        struct gop *g = &ops[order[i]];
+        struct gop *g = &ops[order[i].op];
         struct lc_val *cell = &store[g->key];
         bool takes_effect = g->out == G_OK || g->out == G_INFO_DONE;
 
