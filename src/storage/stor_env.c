@@ -286,7 +286,14 @@ int stor__maybe_grow(struct stor *s, size_t need, bool force)
         nmap = nmap > s->max_map_size / 2 ? s->max_map_size : nmap * 2;
     if (nmap <= map)
         return RK_ENOSPC; /* at the limit: the txn may still fit */
-    pthread_rwlock_wrlock(&s->map_lock);
+    /* Early growth never makes readers wait: if one is active (a loop read,
+     * a backup), try again at the next batch. Only a full map waits. */
+    if (!force) {
+        if (pthread_rwlock_trywrlock(&s->map_lock) != 0)
+            return 0;
+    } else {
+        pthread_rwlock_wrlock(&s->map_lock);
+    }
     stor__exports_kill_all(s);
     int rc = mdb_env_set_mapsize(s->env, nmap);
     pthread_rwlock_unlock(&s->map_lock);
@@ -606,7 +613,9 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
             rc = RK_ENOTFOUND;
             goto err_free;
         }
-    } else if (stt.st_size == 0) {
+    } else if (stt.st_size == 0 && !o->create) {
+        /* LMDB never empties its file: this is an interrupted creation,
+         * which `create` may finish. */
         rk_errf(errmsg, "data dir %s is corrupt: data.mdb is empty", o->path);
         rc = RK_ECORRUPT;
         goto err_free;

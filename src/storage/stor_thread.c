@@ -1,6 +1,7 @@
 /* Group commit: batches of many shards written in one LMDB txn + one sync on a storage thread. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include "rk_log.h"
 #include "stor_int.h"
@@ -543,6 +544,15 @@ static bool is_caller_error(int rc)
            rc == RK_EEXIST || rc == RK_ENOMEM;
 }
 
+/* True when the data dir's file system has (almost) no space left. */
+static bool disk_full(const struct stor *s)
+{
+    struct statvfs v;
+    if (statvfs(s->path, &v) != 0)
+        return false;
+    return (uint64_t)v.f_bavail * v.f_frsize < ((uint64_t)1 << 20);
+}
+
 int stor__batch_exec(struct stor *s, struct stor_batch *b)
 {
     int rc;
@@ -567,10 +577,13 @@ int stor__batch_exec(struct stor *s, struct stor_batch *b)
             break;
         }
     }
+    if (rc == RK_EIO && disk_full(s))
+        rc = RK_ENOSPC; /* LMDB reports a short write as EIO */
     if (rc && !is_caller_error(rc))
         stor__fail(s, rc, "%s a batch of %u ops: %s",
                    at_commit ? "committing" : "writing", b->n_ops,
-                   rk_strerror(rc));
+                   rc == RK_ENOSPC && at_commit ? "the disk is full"
+                                                : rk_strerror(rc));
     else if (rc)
         rk_log(RK_LOG_WARN, "storage %s: batch refused (%s), nothing written",
                s->path, rk_err_name(rc));

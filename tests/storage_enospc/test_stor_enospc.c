@@ -1,0 +1,214 @@
+/* Disk-full test: the store fills a 3 MiB tmpfs, fails-stop, and keeps what it acknowledged. */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "rk_log.h"
+#include "stor.h"
+
+/*
+ * The work runs in a child process that enters a private mount namespace
+ * (unshare(CLONE_NEWNS)) and mounts a small tmpfs there, so the mount
+ * disappears with the child whatever happens. Exit status 77 means the
+ * namespace or the mount is not possible here: the test is then skipped
+ * with a message.
+ */
+
+#define SKIP_STATUS 77
+#define ENTRY_BYTES 1000
+
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint32_t done;
+    raft_index acked; /* highest last index of a batch reported durable */
+    int first_err;
+    bool ok_after_err; /* a success reported after a failure: a bug */
+    raft_index batch_last[2];
+};
+
+static void on_done(struct stor_batch *b, int status, void *arg)
+{
+    struct waiter *w = arg;
+    (void)b;
+    pthread_mutex_lock(&w->mu);
+    if (status == 0) {
+        if (w->first_err)
+            w->ok_after_err = true;
+        raft_index l = w->batch_last[w->done % 2];
+        if (l > w->acked)
+            w->acked = l;
+    } else if (!w->first_err) {
+        w->first_err = status;
+    } else if (status != RK_EFAILSTOP) {
+        w->ok_after_err = true; /* later batches must say EFAILSTOP */
+    }
+    w->done++;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+#define CHECK(c)                                                               \
+    do {                                                                       \
+        if (!(c)) {                                                            \
+            fprintf(stderr, "enospc child: check failed line %d: %s\n",        \
+                    __LINE__, #c);                                             \
+            return 1;                                                          \
+        }                                                                      \
+    } while (0)
+
+static int child(const char *mnt)
+{
+    if (unshare(CLONE_NEWNS) != 0) {
+        fprintf(stderr, "unshare(CLONE_NEWNS): %s\n", strerror(errno));
+        return SKIP_STATUS;
+    }
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("rk-enospc", mnt, "tmpfs", 0, "size=3m") != 0) {
+        fprintf(stderr, "mount tmpfs: %s\n", strerror(errno));
+        return SKIP_STATUS;
+    }
+    rk_log_set_level(RK_LOG_ERROR);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/d", mnt);
+    struct stor_opts o = {.path = dir, .cluster_id = 9, .node_id = 1,
+                          .create = true, .map_size = 64 << 20};
+    char err[RK_ERRMSG_SIZE];
+    struct stor *s;
+    CHECK(stor_open(&o, &s, err) == 0);
+    struct raft_conf_state conf = {.n_voters = 1, .voters = {1}};
+    struct stor_batch *bs[2];
+    CHECK(stor_batch_new(&bs[0]) == 0 && stor_batch_new(&bs[1]) == 0);
+    CHECK(stor_batch_create_shard(bs[0], 1, &conf) == 0);
+    CHECK(stor_batch_commit(s, bs[0]) == 0);
+
+    struct waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                       .cv = PTHREAD_COND_INITIALIZER};
+    static uint8_t cmd[ENTRY_BYTES + 64];
+    static char val[ENTRY_BYTES];
+    memset(val, 'x', sizeof val);
+    raft_index next = 1;
+    uint32_t submitted = 0;
+    /* Bounded: 3 MiB fill up long before 2000 batches of 16 KiB. */
+    for (uint32_t n = 0; n < 2000; n++) {
+        pthread_mutex_lock(&w.mu);
+        while (submitted >= 2 && w.done < submitted - 1)
+            pthread_cond_wait(&w.cv, &w.mu);
+        bool stop = w.first_err != 0;
+        pthread_mutex_unlock(&w.mu);
+        if (stop)
+            break;
+        struct stor_batch *b = bs[submitted % 2];
+        stor_batch_reset(b);
+        for (int j = 0; j < 16; j++, next++) {
+            char key[32];
+            snprintf(key, sizeof key, "key%llu", (unsigned long long)next);
+            struct stor_cmd c = {.op = STOR_CMD_PUT, .key = key,
+                                 .klen = (uint32_t)strlen(key), .value = val,
+                                 .vlen = sizeof val};
+            size_t len;
+            CHECK(stor_cmd_encode(&c, cmd, sizeof cmd, &len) == 0);
+            struct raft_entry e = {.term = 1, .index = next, .data = cmd,
+                                   .len = (uint32_t)len};
+            CHECK(stor_batch_append(b, 1, &e, 1) == 0);
+            CHECK(stor_batch_apply(b, 1, &e, 1, NULL) == 0);
+        }
+        pthread_mutex_lock(&w.mu);
+        w.batch_last[submitted % 2] = next - 1;
+        pthread_mutex_unlock(&w.mu);
+        int rc = stor_batch_submit(s, b, on_done, &w);
+        if (rc == RK_EFAILSTOP)
+            break;
+        CHECK(rc == 0);
+        submitted++;
+    }
+    pthread_mutex_lock(&w.mu);
+    while (w.done < submitted)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    fprintf(stderr,
+            "enospc: %u batches, %llu entries acknowledged, first error %s, "
+            "message: %s\n",
+            submitted, (unsigned long long)w.acked, rk_err_name(w.first_err),
+            stor_errmsg(s));
+    CHECK(w.first_err == RK_ENOSPC);
+    CHECK(!w.ok_after_err);
+    CHECK(w.acked >= 16);
+    CHECK(stor_failed(s) == RK_ENOSPC);
+    CHECK(strstr(stor_errmsg(s), "disk is full") != NULL);
+    /* Nothing is acknowledged any more, through either path. */
+    stor_batch_reset(bs[0]);
+    struct raft_hard_state hs = {.term = 2};
+    CHECK(stor_batch_set_hard_state(bs[0], 1, &hs) == 0);
+    CHECK(stor_batch_commit(s, bs[0]) == RK_EFAILSTOP);
+    CHECK(stor_batch_submit(s, bs[0], on_done, &w) == RK_EFAILSTOP);
+    stor_batch_free(bs[0]);
+    stor_batch_free(bs[1]);
+    stor_close(s);
+
+    /* Reopen on the still-full disk: everything acknowledged is there. */
+    o.create = false;
+    CHECK(stor_open(&o, &s, err) == 0);
+    struct stor_shard *sh = stor_shard_get(s, 1);
+    CHECK(sh != NULL);
+    struct stor_shard_state st;
+    CHECK(stor_shard_load(sh, &st) == 0);
+    CHECK(st.last_index >= w.acked);
+    CHECK(st.applied >= w.acked);
+    for (raft_index i = 1; i <= w.acked; i++) {
+        char key[32];
+        struct stor_value v;
+        snprintf(key, sizeof key, "key%llu", (unsigned long long)i);
+        CHECK(stor_kv_get(s, 1, key, strlen(key), &v) == 0);
+        CHECK(v.len == sizeof val && v.revision == i);
+        free(v.data);
+        struct raft_entry *e;
+        uint32_t ne;
+        CHECK(stor_log_entries(sh, i, i + 1, 0, &e, &ne) == 0 && ne == 1);
+        free(e);
+    }
+    stor_close(s);
+    umount2(mnt, MNT_DETACH);
+    return 0;
+}
+
+static void test_disk_full_fail_stop(void **state)
+{
+    (void)state;
+    char mnt[] = "/tmp/rk-stor-enospc-XXXXXX";
+    assert_non_null(mkdtemp(mnt));
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(child(mnt));
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    rmdir(mnt); /* the tmpfs lived only in the child's namespace */
+    if (WIFEXITED(status) && WEXITSTATUS(status) == SKIP_STATUS) {
+        fprintf(stderr, "SKIPPED: cannot mount a private tmpfs here (needs "
+                        "CAP_SYS_ADMIN / user namespaces)\n");
+        skip();
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_disk_full_fail_stop),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
