@@ -95,6 +95,9 @@ struct sim_opts {
     uint32_t tick_ms;
     uint32_t snapshot_chunk;   /* bytes per snapshot chunk (memlog) */
     int profile;          /* enum sim_profile; -1: drawn from the seed */
+    /* Checker self-test: read-index reads are served by any replica from
+     * its local state (not linearizable; the history check must object). */
+    bool stale_reads;
     /* Core configuration (0: drawn from the seed by sim_init). */
     size_t max_msg_bytes;
     uint32_t max_inflight;
@@ -224,6 +227,7 @@ struct sim {
     uint64_t hist_pos;
     int next_process;
     int64_t next_value;
+    int64_t last_value[SIM_KEYS]; /* latest value a client saw per key */
     bool workload;
 
     /* Failure report. */

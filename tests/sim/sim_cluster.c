@@ -173,11 +173,18 @@ static void client_done(struct sim *s, int c, uint8_t status, int64_t result)
     if (!cl->busy)
         return;
     sim_hist_complete(s, cl->op, status, result);
+    const struct sim_op *op = &s->ops[cl->op];
+    if (status == SIM_ST_OK)
+        s->last_value[op->key] = op->kind == SIM_OP_READ  ? result
+                                 : op->kind == SIM_OP_CAS ? op->arg2
+                                                          : op->arg1;
     if (status == SIM_ST_INFO)
         cl->process = s->next_process++;
     cl->busy = false;
     if (s->workload)
-        schedule(s, rand_range(s, 1, 40), SIM_EV_CLIENT, c, 0, NULL);
+        schedule(s, status == SIM_ST_OK ? rand_range(s, 1, 40)
+                                        : rand_range(s, 30, 150),
+                 SIM_EV_CLIENT, c, 0, NULL); /* back off after a failure */
 }
 
 /* Every client waiting on node slot i loses its answer (outcome unknown). */
@@ -720,10 +727,14 @@ static void on_client(struct sim *s, int c)
         via_log = chance(s, 0.5);
     } else {
         kind = SIM_OP_CAS;
-        a1 = (int64_t)rk_rand_below(&s->rng, (uint64_t)s->next_value);
+        /* Mostly the latest value seen for the key, so that many succeed. */
+        a1 = chance(s, 0.75) ? s->last_value[key]
+                             : (int64_t)rk_rand_below(&s->rng, (uint64_t)s->next_value);
         a2 = s->next_value++;
     }
     int target = pick_target(s);
+    if (kind == SIM_OP_READ && !via_log && s->o.stale_reads)
+        target = (int)rk_rand_below(&s->rng, (uint64_t)s->n_slots);
     uint64_t op = sim_hist_invoke(s, c, kind, key, a1, a2);
     s->ops[op].process = cl->process;
     cl->busy = true;
@@ -742,6 +753,14 @@ static void on_client(struct sim *s, int c)
         raft_index idx = 0;
         rc = raft_propose(n->raft, buf, sizeof(buf), &idx);
         cl->index = idx;
+    } else if (s->o.stale_reads) {
+        /* Deliberately wrong (checker self-test): any replica answers from
+         * its local state at once, without ReadIndex. */
+        sim_trace(s, "client %d op#%llu stale read k%d at n%llu: %lld", c,
+                  (unsigned long long)s->ops[op].id, key,
+                  (unsigned long long)n->id, (long long)n->kv[key]);
+        client_done(s, c, SIM_ST_OK, n->kv[key]);
+        return;
     } else {
         rc = raft_read_index(n->raft, s->ops[op].id);
     }

@@ -10,7 +10,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: raft-sim [--seeds N] [--seed-start S] [--nodes K] "
-            "[--events E] [--profile mixed|fast|churn] [--regress FILE] [-v]\n"
+            "[--events E] [--profile mixed|fast|churn] [--regress FILE] "
+            "[--stats] [-v]\n"
             "  Runs N seeds (S, S+1, ...) of a K-node cluster, E events each,\n"
             "  checking the Raft safety properties after every event and the\n"
             "  client history for linearizability. SIM_SEED=n replays seed n.\n"
@@ -31,7 +32,13 @@ static int parse_u64(const char *s, uint64_t *out)
 
 struct totals {
     uint64_t seeds, events, violations, lin_unknown;
+    /* Coverage (--stats). */
+    uint64_t sim_ms, commits, msgs, dropped, crashes, partitions, conf,
+        transfers, snapshots, installs;
+    uint64_t ops[3][4]; /* [kind][status] */
 };
+
+static bool g_stats;
 
 /* Runs one seed; prints a line (and a trace) when it fails. */
 static int g_profile = -1; /* --profile; -1: drawn from each seed */
@@ -59,6 +66,18 @@ static void run_seed(uint64_t seed, int nodes, uint64_t events, bool verbose,
     t->seeds++;
     t->events += s.events;
     t->lin_unknown += s.lincheck_unknown;
+    t->sim_ms += s.now;
+    t->commits += s.n_commits_seen;
+    t->msgs += s.n_msgs;
+    t->dropped += s.n_dropped;
+    t->crashes += s.n_crashes;
+    t->partitions += s.n_partitions;
+    t->conf += s.n_conf;
+    t->transfers += s.n_transfers;
+    t->snapshots += s.n_snapshots;
+    t->installs += s.n_snap_installs;
+    for (size_t k = 0; k < s.n_ops; k++)
+        t->ops[s.ops[k].kind][s.ops[k].status]++;
     if (s.failed) {
         t->violations++;
         printf("FAIL seed=%llu nodes=%d event=%llu invariant: %s\n",
@@ -132,6 +151,9 @@ int main(int argc, char **argv)
         if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
             verbose = true;
             continue;
+        } else if (strcmp(a, "--stats") == 0) {
+            g_stats = true;
+            continue;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
@@ -190,6 +212,24 @@ int main(int argc, char **argv)
     if (t.lin_unknown)
         printf("note: the linearizability checker gave up on %llu histories\n",
                (unsigned long long)t.lin_unknown);
+    if (g_stats) {
+        static const char *const kinds[] = {"write", "read", "cas"};
+        printf("coverage: sim_time=%llus applied=%llu msgs=%llu dropped=%llu "
+               "crashes=%llu partitions=%llu conf_changes=%llu transfers=%llu "
+               "snapshots=%llu installs=%llu\n",
+               (unsigned long long)(t.sim_ms / 1000),
+               (unsigned long long)t.commits, (unsigned long long)t.msgs,
+               (unsigned long long)t.dropped, (unsigned long long)t.crashes,
+               (unsigned long long)t.partitions, (unsigned long long)t.conf,
+               (unsigned long long)t.transfers,
+               (unsigned long long)t.snapshots, (unsigned long long)t.installs);
+        for (int k = 0; k < 3; k++)
+            printf("coverage: %-5s ok=%llu fail=%llu info=%llu pending=%llu\n",
+                   kinds[k], (unsigned long long)t.ops[k][SIM_ST_OK],
+                   (unsigned long long)t.ops[k][SIM_ST_FAIL],
+                   (unsigned long long)t.ops[k][SIM_ST_INFO],
+                   (unsigned long long)t.ops[k][SIM_ST_PENDING]);
+    }
     printf("seeds=%llu events=%llu violations=%llu\n",
            (unsigned long long)t.seeds, (unsigned long long)t.events,
            (unsigned long long)t.violations);

@@ -191,6 +191,28 @@ static void test_faulty_seeds_hold_invariants(void **state)
     }
 }
 
+/* End to end, the linearizability check must object to stale local reads. */
+static void test_history_check_catches_stale_reads(void **state)
+{
+    (void)state;
+    int found = 0;
+    for (uint64_t seed = 1; seed <= 40 && found == 0; seed++) {
+        struct sim_opts o;
+        sim_opts_default(&o, seed, 5);
+        o.max_events = 20000;
+        o.stale_reads = true;
+        struct sim s;
+        assert_int_equal(sim_init(&s, &o), 0);
+        sim_run(&s);
+        if (s.failed) {
+            assert_non_null(strstr(s.fail_what, "linearizab"));
+            found++;
+        }
+        sim_free(&s);
+    }
+    assert_true(found > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,6 +223,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_catches_up_lagging_node),
         cmocka_unit_test(test_checker_detects_injected_divergence),
         cmocka_unit_test(test_faulty_seeds_hold_invariants),
+        cmocka_unit_test(test_history_check_catches_stale_reads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
