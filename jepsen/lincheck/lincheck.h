@@ -259,6 +259,9 @@ struct lc_result {
  * with a message in err when the history does not fit the model (say a cas
  * in a register history, a completion without an invocation).
  * A budget that runs out gives LC_UNKNOWN, never a wrong verdict.
+ * Indeterminate writes and cas ops whose new value no other kept op ever
+ * observes are treated as never applied (always a valid choice; see
+ * README.md), which keeps crashed ops from making the search exponential.
  */
 int lc_check(const struct lc_history *h, const struct lc_options *opt,
              struct lc_result *res, char *err, size_t errlen);
