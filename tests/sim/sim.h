@@ -141,6 +141,7 @@ struct sim_node {
     /* The write batch in flight to the simulated disk (one at a time). */
     bool busy;
     struct raft_ready rd;
+    bool disk_fault; /* the next batch write fails (fsync error / torn) */
 
     /* State machine (the KV registers) and its applied index. */
     int64_t kv[SIM_KEYS];
@@ -242,7 +243,8 @@ struct sim {
 
     /* Counters. */
     uint64_t n_msgs, n_dropped, n_crashes, n_partitions, n_conf, n_transfers,
-        n_snapshots, n_snap_installs, n_commits_seen, lincheck_unknown;
+        n_snapshots, n_snap_installs, n_commits_seen, lincheck_unknown,
+        n_disk_faults;
 };
 
 /* ------------------------------------------------------------ lifecycle */

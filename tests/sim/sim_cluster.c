@@ -412,6 +412,54 @@ static void on_disk_done(struct sim *s, int i)
     finish_ready(s, i);
 }
 
+/*
+ * The write of the in-flight batch fails: either the fsync fails and nothing
+ * of the batch is durable, or the write is torn and only a prefix of its
+ * entries reached the disk (without the hard state, as with a write-ahead
+ * log whose tail record was cut). Either way the node fail-stops (DESIGN
+ * section 7) and restarts later from what is on disk.
+ */
+static void disk_fault(struct sim *s, int i)
+{
+    struct sim_node *n = &s->nodes[i];
+    const struct raft_ready *rd = &n->rd;
+    n->disk_fault = false;
+    uint32_t keep = 0;
+    if (rd->n_entries > 0 && !rd->snap_install && !rd->snap_chunk &&
+        chance(s, 0.5)) {
+        keep = (uint32_t)rk_rand_below(&s->rng, rd->n_entries + 1);
+        if (keep > 0) {
+            struct raft_ready part;
+            memset(&part, 0, sizeof(part));
+            part.entries = rd->entries;
+            part.n_entries = keep;
+            part.must_sync = true;
+            for (uint32_t k = 0; k < keep; k++) {
+                const struct raft_entry *e = &rd->entries[k];
+                raft_term prev = UINT64_MAX;
+                if (k > 0)
+                    prev = rd->entries[k - 1].term;
+                else if (e->index == 1)
+                    prev = 0;
+                else if (sim_disk_term(n->log, e->index - 1, &prev) != 0)
+                    prev = UINT64_MAX;
+                sim_check_entry(s, n->id, e->index, e->term,
+                                sim_entry_hash(e), prev);
+            }
+            int rc = sim_disk_persist(n->log, &part);
+            if (rc != 0)
+                sim_violation(s, "node %llu: torn write of %u entries failed: %s",
+                              (unsigned long long)n->id, keep, rk_strerror(rc));
+        }
+    }
+    sim_trace(s, "disk fault n%llu: %s (%u of %u entries kept); fail-stop",
+              (unsigned long long)n->id, keep ? "torn write" : "fsync failed",
+              keep, rd->n_entries);
+    s->n_disk_faults++;
+    sim_crash(s, i);
+    schedule(s, rand_range(s, 10, 800), SIM_EV_RESTART, i, 0, NULL);
+}
+
 static void handle_ready(struct sim *s, int i)
 {
     struct sim_node *n = &s->nodes[i];
@@ -506,6 +554,7 @@ static int start_node(struct sim *s, int i, const struct raft_conf_state *boot)
         return rc;
     n->up = true;
     n->busy = false;
+    n->disk_fault = false;
     n->n_reads = 0;
     n->last_commit = 0;
     n->last_term = 0;
@@ -956,6 +1005,11 @@ static void on_nemesis(struct sim *s)
         raft_status(s->nodes[l].raft, &st);
         raft_id to = st.conf.voters[rk_rand_below(&s->rng, st.conf.n_voters)];
         sim_transfer(s, l, to);
+    } else if (r < 66 && s->o.crashes) {
+        /* The next write of a random node fails. */
+        int i = (int)rk_rand_below(&s->rng, (uint64_t)s->n_slots);
+        if (s->nodes[i].up && count_down(s) < 2)
+            s->nodes[i].disk_fault = true;
     } else if (r < 80 && s->o.snapshots) {
         int i = (int)rk_rand_below(&s->rng, (uint64_t)s->n_slots);
         if (s->nodes[i].up)
@@ -1177,6 +1231,10 @@ bool sim_step(struct sim *s)
         break;
     case SIM_EV_DISK_DONE:
         if (n->up && n->busy && e.gen == n->gen) {
+            if (n->disk_fault) {
+                disk_fault(s, e.node);
+                break;
+            }
             sim_trace(s, "disk-done n%llu", (unsigned long long)n->id);
             on_disk_done(s, e.node);
             handle_ready(s, e.node);

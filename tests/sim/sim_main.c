@@ -34,7 +34,7 @@ struct totals {
     uint64_t seeds, events, violations, lin_unknown;
     /* Coverage (--stats). */
     uint64_t sim_ms, commits, msgs, dropped, crashes, partitions, conf,
-        transfers, snapshots, installs;
+        transfers, snapshots, installs, disk_faults;
     uint64_t ops[3][4]; /* [kind][status] */
 };
 
@@ -76,6 +76,7 @@ static void run_seed(uint64_t seed, int nodes, uint64_t events, bool verbose,
     t->transfers += s.n_transfers;
     t->snapshots += s.n_snapshots;
     t->installs += s.n_snap_installs;
+    t->disk_faults += s.n_disk_faults;
     for (size_t k = 0; k < s.n_ops; k++)
         t->ops[s.ops[k].kind][s.ops[k].status]++;
     if (s.failed) {
@@ -216,13 +217,14 @@ int main(int argc, char **argv)
         static const char *const kinds[] = {"write", "read", "cas"};
         printf("coverage: sim_time=%llus applied=%llu msgs=%llu dropped=%llu "
                "crashes=%llu partitions=%llu conf_changes=%llu transfers=%llu "
-               "snapshots=%llu installs=%llu\n",
+               "snapshots=%llu installs=%llu disk_faults=%llu\n",
                (unsigned long long)(t.sim_ms / 1000),
                (unsigned long long)t.commits, (unsigned long long)t.msgs,
                (unsigned long long)t.dropped, (unsigned long long)t.crashes,
                (unsigned long long)t.partitions, (unsigned long long)t.conf,
                (unsigned long long)t.transfers,
-               (unsigned long long)t.snapshots, (unsigned long long)t.installs);
+               (unsigned long long)t.snapshots, (unsigned long long)t.installs,
+               (unsigned long long)t.disk_faults);
         for (int k = 0; k < 3; k++)
             printf("coverage: %-5s ok=%llu fail=%llu info=%llu pending=%llu\n",
                    kinds[k], (unsigned long long)t.ops[k][SIM_ST_OK],
