@@ -302,9 +302,9 @@ static void conf_drop(raft_id *ids, uint32_t *n, uint32_t at)
 static void conf_fold(struct raft_conf_state *c,
                       const struct raft_conf_change *cc)
 {
-    uint32_t at;
+    uint32_t at = 0;
     bool voter = conf_has(c->voters, c->n_voters, cc->node, &at);
-    uint32_t lat;
+    uint32_t lat = 0;
     bool learner = conf_has(c->learners, c->n_learners, cc->node, &lat);
     switch (cc->type) {
     case RAFT_CC_ADD_VOTER:
