@@ -358,8 +358,10 @@ int stor_batch_destroy_shard(struct stor_batch *b, uint64_t shard);
 
 /* Appends entries (consecutive indexes). If ents[0].index <= the stored
  * last index, the stored suffix from that index is truncated first
- * (conflicting suffix). At commit: RK_ECOMPACTED if ents[0].index <= the
- * log base, RK_EINVAL on a gap. */
+ * (conflicting suffix). Entries at or below the shard's applied index are
+ * committed, hence identical to the stored ones (Log Matching): they are
+ * skipped, never rewritten. At commit: RK_EINVAL on a gap after the last
+ * index. */
 int stor_batch_append(struct stor_batch *b, uint64_t shard,
                       const struct raft_entry *ents, uint32_t n);
 int stor_batch_set_hard_state(struct stor_batch *b, uint64_t shard,
@@ -371,10 +373,15 @@ int stor_batch_set_conf(struct stor_batch *b, uint64_t shard,
 int stor_batch_set_applied_conf(struct stor_batch *b, uint64_t shard,
                                 const struct raft_conf_state *conf);
 
-/* Stages one received snapshot chunk. Chunk 0 starts a new staging; others
- * must follow in order for the same snapshot. A bad chunk (wrong order,
- * checksum, framing) is NOT staged and does not fail the batch: its status
- * (RK_EPROTO / RK_EINVAL) is returned by stor_batch_op_status(*op). */
+/* Stages one received snapshot chunk (durably, with the batch). Chunk 0
+ * always starts a new staging (another sender may cut differently); the
+ * others must follow in order for the same snapshot (index and term); a
+ * repeated chunk below the next expected seq is accepted as a
+ * retransmission. A bad chunk is NOT staged and does not fail the batch:
+ * its status is returned by stor_batch_op_status(*op) (op may be NULL):
+ * RK_EPROTO for a bad frame (magic, checksum, header fields that do not
+ * match the chunk's meta/seq/last), RK_EINVAL for a chunk out of order or
+ * with meta.index 0. */
 int stor_batch_stage_chunk(struct stor_batch *b, uint64_t shard,
                            const struct raft_snap_chunk *chunk, uint32_t *op);
 /* Installs the completely staged snapshot `meta` atomically: the shard's kv
@@ -411,6 +418,10 @@ uint32_t stor_batch_n_results(const struct stor_batch *b);
 const struct stor_result *stor_batch_result(const struct stor_batch *b,
                                             uint32_t i);
 int stor_batch_op_status(const struct stor_batch *b, uint32_t op);
+/* The first non-zero op status (staged chunk, install) of `shard` in the
+ * batch, 0 if none: e.g. to answer a snapshot chunk with a reject after
+ * stor_batch_add_ready(). */
+int stor_batch_shard_status(const struct stor_batch *b, uint64_t shard);
 
 /* Writes the batch synchronously on the calling thread (start-up, tests,
  * tools): one write txn, one commit. Returns the batch's status. Must not

@@ -346,6 +346,14 @@ int stor_batch_op_status(const struct stor_batch *b, uint32_t op)
     return op < b->n_ops ? b->ops[op].status : RK_EINVAL;
 }
 
+int stor_batch_shard_status(const struct stor_batch *b, uint64_t shard)
+{
+    for (uint32_t i = 0; i < b->n_ops; i++)
+        if (b->ops[i].shard == shard && b->ops[i].status)
+            return b->ops[i].status;
+    return 0;
+}
+
 /* ----------------------------------------------------------- executing */
 
 static int touch(struct stor *s, MDB_txn *txn, struct stor_batch *b,
