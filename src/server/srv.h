@@ -100,6 +100,7 @@ struct srv_group {
 /* A gathered batch: the groups whose ready it carries. */
 struct srv_flush {
     struct srv_flush *next;
+    struct srv *srv;
     struct stor_batch *batch; /* NULL when nothing had to be written */
     struct srv_group **groups;
     uint32_t n_groups;

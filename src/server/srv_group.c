@@ -142,8 +142,12 @@ bool srv_group_is_leader(const struct srv_group *g)
 
 void srv_group_wake(struct srv_group *g)
 {
-    g->quiesced = false;
-    g->idle_ticks = 0;
+    /* Routine traffic (heartbeats) must not reset the idle count of a
+     * group that still ticks; only a quiesced group starts counting anew. */
+    if (g->quiesced) {
+        g->quiesced = false;
+        g->idle_ticks = 0;
+    }
 }
 
 /* ------------------------------------------------------------- inputs */
@@ -387,7 +391,7 @@ static void flush_free(struct srv_flush *f)
 static void on_batch_done(struct stor_batch *b, int status, void *arg)
 {
     struct srv_flush *f = arg;
-    struct srv *s = f->groups[0]->srv;
+    struct srv *s = f->srv;
     (void)b;
     pthread_mutex_lock(&s->done_mu);
     f->status = status;
@@ -411,7 +415,9 @@ static void enter_failstop(struct srv *s, int status, const char *why)
 
 void srv_groups_flush(struct srv *s)
 {
-    if (s->failstop || s->n_groups == 0)
+    /* Nothing new is gathered once shutdown began (on_stop waits for the
+     * batches already submitted). */
+    if (s->failstop || s->stopping || s->n_groups == 0)
         return;
     struct outbox out = {0};
     struct srv_flush *f = NULL;
@@ -431,6 +437,7 @@ void srv_groups_flush(struct srv *s)
                 rv = RK_ENOMEM;
                 break;
             }
+            f->srv = s;
             f->started_us = uv_hrtime() / 1000;
         }
         if ((rv = flush_add_group(f, g)) != 0)
@@ -624,6 +631,25 @@ static void expire_list(struct srv_wlist *l, uint64_t now)
     }
 }
 
+static bool group_idle(struct srv_group *g)
+{
+    if (g->proposals.n || g->reads.n || g->read_queue.n)
+        return false;
+    struct raft_status st;
+    raft_status(g->raft, &st);
+    if (st.leader == 0 || st.commit != g->applied)
+        return false;
+    if (st.role == RAFT_FOLLOWER)
+        return true;
+    if (st.role != RAFT_LEADER || st.commit != st.last_index)
+        return false;
+    for (uint32_t k = 0; k < st.n_match; k++) {
+        if (st.match[k] != st.last_index)
+            return false;
+    }
+    return true;
+}
+
 void srv_groups_tick(struct srv *s)
 {
     if (s->failstop)
@@ -639,16 +665,21 @@ void srv_groups_tick(struct srv *s)
         expire_list(&g->read_queue, now);
         if (g->quiesced)
             continue;
-        raft_tick(g->raft);
-        if (raft_quiescable(g->raft) && g->proposals.n == 0 &&
-            g->reads.n == 0) {
-            if (++g->idle_ticks >= quiesce_after) {
+        /* Idleness is judged on durable facts (leader known, everything
+         * committed is applied, followers caught up, no waiters), not on
+         * output that is merely waiting for this iteration's flush (a
+         * heartbeat answer), which would reset the count forever. */
+        if (group_idle(g)) {
+            if (++g->idle_ticks >= quiesce_after && !g->busy &&
+                raft_quiescable(g->raft)) {
                 g->quiesced = true;
                 rk_log(RK_LOG_DEBUG, "shard %" PRIu64 ": quiesced", id);
+                continue;
             }
         } else {
             g->idle_ticks = 0;
         }
+        raft_tick(g->raft);
     }
 }
 

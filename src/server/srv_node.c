@@ -248,7 +248,10 @@ static void peer_liveness(struct srv *s)
         if (id == 0)
             continue;
         uv_buf_t b = uv_buf_init((char *)&ka, 1);
-        srv_peers_send(&s->peers, id, &b, 1);
+        if (srv_peers_send(&s->peers, id, &b, 1) == 0) {
+            s->metrics.peer_frames_out++;
+            s->metrics.peer_bytes_out += 1 + SRV_FRAME_HEADER;
+        }
         if (s->peer_last_heard[i] != 0 &&
             now - s->peer_last_heard[i] > s->cfg->election_ms) {
             rk_log(RK_LOG_INFO, "peer node %" PRIu64 " silent for %" PRIu64

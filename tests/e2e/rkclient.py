@@ -381,12 +381,15 @@ class Cluster:
         return {sh: ls.pop() for sh, ls in views.items()
                 if len(ls) == 1 and 0 not in ls}
 
-    def wait_leaders(self, n_shards, timeout=30.0, nodes=None):
+    def wait_leaders(self, n_shards, timeout=30.0, nodes=None, exclude=()):
+        """Waits until every shard has one leader agreed by `nodes` (default:
+        every running node), among the running nodes minus `exclude`."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             ls = self.leaders(nodes)
             if len(ls) == n_shards and all(
-                    l in self.procs for l in ls.values()):
+                    l in self.procs and l not in exclude
+                    for l in ls.values()):
                 return ls
             time.sleep(0.1)
         raise AssertionError("no stable leaders within %.0fs: %s" %

@@ -10,6 +10,7 @@ Usage: test_e2e_failover.py PATH/TO/ringkvd
 import collections
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -44,6 +45,25 @@ def read_all(cl, keys, value, node=None, consistency=0):
               "get %s on %s: %r %r" % (k, node, r, r.value))
 
 
+def metric(cl, node, name):
+    _, body = cl.http(node, "/metrics")
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("metric %s missing" % name)
+
+
+def wait_quiesced(cl, n_groups, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if all(metric(cl, i, "ringkv_shards_quiesced") == n_groups
+               for i in cl.procs):
+            return
+        time.sleep(0.2)
+    raise AssertionError("groups did not quiesce: %s" % [
+        metric(cl, i, "ringkv_shards_quiesced") for i in cl.procs])
+
+
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else os.environ["RINGKVD"]
     work = tempfile.mkdtemp(prefix="rk-e2e-failover-")
@@ -54,6 +74,11 @@ def main():
         leaders = cl.wait_leaders(SHARDS + 1)
         keys = ["k%d" % i for i in range(30)]
         write_all(cl, keys, "before", 1, 1)
+
+        # Let every group go idle (quiesce: no ticks, no heartbeats), so the
+        # failover below also proves that idle groups wake up when a peer
+        # dies.
+        wait_quiesced(cl, SHARDS + 1)
 
         # Kill the node leading the most shards (it leads at least one).
         victim = collections.Counter(leaders.values()).most_common(1)[0][0]
@@ -83,13 +108,43 @@ def main():
                 time.sleep(0.2)
         cl.wait_leaders(SHARDS + 1)
 
+        # A frozen leader (SIGSTOP: its connections stay open, it just goes
+        # silent) of idle groups is noticed through the node keepalives;
+        # the others elect new leaders and keep taking writes.
+        leaders = cl.wait_leaders(SHARDS + 1)
+        wait_quiesced(cl, SHARDS + 1)
+        frozen = collections.Counter(leaders.values()).most_common(1)[0][0]
+        print("freezing node", frozen)
+        cl.procs[frozen].send_signal(signal.SIGSTOP)
+        try:
+            others = [i for i in cl.procs if i != frozen]
+            new = cl.wait_leaders(SHARDS + 1, nodes=others, exclude=[frozen])
+            check(frozen not in new.values(), "frozen node still leads")
+            saved = cl.procs.pop(frozen)
+            try:
+                write_all(cl, keys, "frozen", 4, 1)
+            finally:
+                cl.procs[frozen] = saved
+        finally:
+            cl.procs[frozen].send_signal(signal.SIGCONT)
+        deadline = time.time() + 30
+        while True:
+            try:
+                read_all(cl, keys, "frozen", node=frozen, consistency=2)
+                break
+            except (AssertionError, OSError) as e:
+                if time.time() > deadline:
+                    raise AssertionError("thawed node did not catch up: "
+                                         "%s" % e)
+                time.sleep(0.2)
+
         # Every node stops cleanly and the whole cluster restarts on its
         # data dirs with every acknowledged write.
         rcs = cl.stop_all()
         check(all(rc == 0 for rc in rcs.values()), "clean stop: %s" % rcs)
         cl.start_all()
         cl.wait_leaders(SHARDS + 1)
-        read_all(cl, keys, "during")
+        read_all(cl, keys, "frozen")
         write_all(cl, keys, "after", 3, 1)
         read_all(cl, keys, "after")
         # Logs name the bootstrap only once per node.
