@@ -59,8 +59,10 @@ void raft__campaign(struct raft_node *n, int kind)
     }
     struct raft_progress *self = raft__pr(n, n->id);
     if (kind == RAFT_CAMPAIGN_PRE) {
-        /* A pre-vote persists nothing: our own counts at once. */
-        self->vote = RAFT_VM_GRANTED;
+        /* A pre-vote persists nothing: our own counts at once (if we are
+         * a voter of the configuration at all). */
+        if (self)
+            self->vote = RAFT_VM_GRANTED;
         if (tally(n) == RAFT_VOTE_WON) {
             raft__campaign(n, RAFT_CAMPAIGN_ELECTION);
             return;

@@ -238,10 +238,8 @@ int raft__conf_init(struct raft_node *n)
     if (rc)
         return rc;
     const struct raft_conf_state *base = sm.index > 0 ? &sm.conf : &n->cfg.conf;
-    if (base->n_voters > RAFT_MAX_MEMBERS ||
-        base->n_learners > RAFT_MAX_MEMBERS ||
-        base->n_voters + base->n_learners > RAFT_MAX_MEMBERS)
-        return RK_EINVAL;
+    if (!raft__conf_valid(base) || !raft__conf_valid(&n->cfg.conf))
+        return sm.index > 0 ? RK_ECORRUPT : RK_EINVAL;
     n->conf_base = *base;
     n->conf_base_index = sm.index;
     n->conf_boot = n->cfg.conf;
@@ -286,9 +284,24 @@ void raft__conf_close(struct raft_node *n)
 
 bool raft__conf_valid(const struct raft_conf_state *c)
 {
-    return c->n_voters <= RAFT_MAX_MEMBERS &&
-           c->n_learners <= RAFT_MAX_MEMBERS &&
-           c->n_voters + c->n_learners <= RAFT_MAX_MEMBERS;
+    if (c->n_voters > RAFT_MAX_MEMBERS || c->n_learners > RAFT_MAX_MEMBERS ||
+        c->n_voters + c->n_learners > RAFT_MAX_MEMBERS)
+        return false;
+    /* Ids are non-zero and appear once across voters and learners. */
+    raft_id all[RAFT_MAX_MEMBERS];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < c->n_voters; i++)
+        all[n++] = c->voters[i];
+    for (uint32_t i = 0; i < c->n_learners; i++)
+        all[n++] = c->learners[i];
+    for (uint32_t i = 0; i < n; i++) {
+        if (all[i] == 0)
+            return false;
+        for (uint32_t j = i + 1; j < n; j++)
+            if (all[i] == all[j])
+                return false;
+    }
+    return true;
 }
 
 void raft__conf_adopt_boot(struct raft_node *n,

@@ -309,7 +309,16 @@ struct raft_progress *raft__pr(struct raft_node *n, raft_id id)
 
 bool raft__promotable(const struct raft_node *n)
 {
-    return raft__is_voter(&n->conf, n->id);
+    if (raft__is_voter(&n->conf, n->id))
+        return true;
+    /* Thesis §4.2.2: a node whose log removes it, but not yet committedly,
+     * may still be needed to elect a leader (its log may be the only one
+     * up to date enough). It campaigns, counts the votes of the new
+     * configuration and, once leader, steps down after the commit. */
+    struct raft_conf_state committed;
+    if (raft_conf_at(n, n->log.commit, &committed) != 0)
+        return false;
+    return raft__is_voter(&committed, n->id);
 }
 
 void raft__reset_randomized_timeout(struct raft_node *n)
@@ -592,6 +601,14 @@ static int check_msg(const struct raft_node *n, const struct raft_msg *m)
         return RK_EPROTO;
     if (m->type == RAFT_MSG_SNAPSHOT && m->chunk_len > 0 && !m->chunk_data)
         return RK_EPROTO;
+    /* No legitimate term or index comes near 2^62: refusing larger ones
+     * keeps every "+1" in the core far from wrapping around. */
+    if (m->term > RAFT_MAX_NUMBER || m->log_term > RAFT_MAX_NUMBER ||
+        m->index > RAFT_MAX_NUMBER || m->commit > RAFT_MAX_NUMBER ||
+        m->hint_index > RAFT_MAX_NUMBER || m->hint_term > RAFT_MAX_NUMBER ||
+        m->snap.index > RAFT_MAX_NUMBER || m->snap.term > RAFT_MAX_NUMBER ||
+        m->n_entries > RAFT_MAX_NUMBER - m->index)
+        return RK_EPROTO;
     switch (m->type) {
     case RAFT_MSG_PREVOTE:
     case RAFT_MSG_VOTE:
@@ -636,15 +653,22 @@ int raft_step(struct raft_node *n, const struct raft_msg *m)
             raft__become_follower(n, m->term, 0);
         }
     } else if (m->term < n->term) {
-        if ((n->cfg.check_quorum || n->cfg.pre_vote) &&
-            (t == RAFT_MSG_APPEND || t == RAFT_MSG_HEARTBEAT)) {
-            /* Tell a stale leader about the new term so that it steps
-             * down (a node partitioned away would otherwise never learn,
-             * with pre-vote keeping our term from reaching it). */
-            raft__msg_new(n, RAFT_MSG_APPEND_RESP, m->from, false);
-        } else if (t == RAFT_MSG_PREVOTE) {
+        /* Paper §5.1: a request with a stale term is rejected, and the
+         * answer carries our term so that the sender catches up. A stale
+         * leader must learn it: with diverged configurations nobody else
+         * may ever send it a message of the new term. */
+        if (t == RAFT_MSG_APPEND || t == RAFT_MSG_HEARTBEAT ||
+            t == RAFT_MSG_SNAPSHOT) {
+            /* A rejection at index 0 is a no-op for any progress. */
             struct raft_msg *r =
-                raft__msg_new(n, RAFT_MSG_PREVOTE_RESP, m->from, false);
+                raft__msg_new(n, RAFT_MSG_APPEND_RESP, m->from, false);
+            if (r)
+                r->reject = true;
+        } else if (t == RAFT_MSG_PREVOTE || t == RAFT_MSG_VOTE) {
+            struct raft_msg *r = raft__msg_new(
+                n, t == RAFT_MSG_VOTE ? RAFT_MSG_VOTE_RESP
+                                      : RAFT_MSG_PREVOTE_RESP,
+                m->from, false);
             if (r)
                 r->reject = true;
         }

@@ -13,6 +13,9 @@
  * receivers do not apply leader stickiness to it. */
 #define RAFT_CTX_TRANSFER 1
 
+/* Upper bound accepted for any term or index in a message (2^62). */
+#define RAFT_MAX_NUMBER (UINT64_C(1) << 62)
+
 enum raft_campaign_kind {
     RAFT_CAMPAIGN_PRE = 0,
     RAFT_CAMPAIGN_ELECTION = 1,
@@ -106,6 +109,8 @@ struct raft_node {
     bool staging;
     struct raft_snapshot_meta stage_meta;
     uint32_t stage_next;
+    raft_id stage_from;  /* the leader streaming it */
+    raft_term stage_term;
 
     raft_index snap_taken;
 

@@ -94,11 +94,14 @@ int raft__handle_snapshot(struct raft_node *n, const struct raft_msg *m)
 {
     const struct raft_snapshot_meta *s = &m->snap;
     if (s->index == 0 || s->term == 0 || s->term > m->term ||
-        s->conf.n_voters > RAFT_MAX_MEMBERS ||
-        s->conf.n_learners > RAFT_MAX_MEMBERS ||
-        s->conf.n_voters + s->conf.n_learners > RAFT_MAX_MEMBERS ||
-        s->conf.n_voters == 0)
+        !raft__conf_valid(&s->conf) || s->conf.n_voters == 0)
         return RK_EPROTO;
+    /* Raft paper Fig. 13 rule 6: if our log holds the snapshot's last
+     * entry, keep the log (it may hold acknowledged entries past it) and
+     * only learn that everything up to it is committed. */
+    if (s->index > n->log.commit &&
+        raft__log_match_term(&n->log, s->index, s->term))
+        n->log.commit = s->index;
     /* Thesis §5.1: a snapshot we already cover is of no use (and must not
      * roll back committed state). */
     if (s->index <= n->log.commit) {
@@ -107,17 +110,21 @@ int raft__handle_snapshot(struct raft_node *n, const struct raft_msg *m)
         return RK_ESTALE;
     }
     struct raft_out *o = &n->out[n->cur];
+    /* A transfer is one leader's stream: chunk numbers of another leader
+     * (or term) say nothing about what we staged. */
     bool same = n->staging && n->stage_meta.index == s->index &&
-                n->stage_meta.term == s->term;
+                n->stage_meta.term == s->term && n->stage_from == m->from &&
+                n->stage_term == m->term;
     if (m->chunk_seq == 0 && !same) {
         if (o->has_chunk || o->install)
             return RK_EBUSY; /* the previous chunk is not handed out yet */
         n->staging = true;
         n->stage_meta = *s;
         n->stage_next = 0;
+        n->stage_from = m->from;
+        n->stage_term = m->term;
     }
-    if (!n->staging || n->stage_meta.index != s->index ||
-        n->stage_meta.term != s->term) {
+    if (!same && m->chunk_seq != 0) {
         respond(n, m, true, false);
         return RK_EINVAL;
     }

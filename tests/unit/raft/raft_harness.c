@@ -44,6 +44,14 @@ static void free_msg(struct raft_msg *m)
 
 void h_enqueue(struct cluster *c, const struct raft_msg *m)
 {
+    /* Durability invariant: an append ack never names an index the sender
+     * has not synced. */
+    if (m->type == RAFT_MSG_APPEND_RESP && !m->reject && m->from >= 1 &&
+        m->from <= c->n && c->logs[m->from] &&
+        raft_memlog_synced_index(c->logs[m->from]) < m->index) {
+        c->early_acks++;
+        assert_true(c->allow_early_acks);
+    }
     if (c->nq == c->capq) {
         c->capq = c->capq ? c->capq * 2 : 64;
         c->q = realloc(c->q, c->capq * sizeof(*c->q));
@@ -217,8 +225,40 @@ void h_stabilize(struct cluster *c)
         h_ready_all(c);
         if (c->nq == 0)
             return;
+        if (round == 9999)
+            break;
         while (c->nq > 0)
             h_deliver(c, 0);
+    }
+    /* Show what keeps bouncing. */
+    for (uint32_t k = 0; k < c->nq && k < 20; k++) {
+        const struct raft_msg *m = &c->q[k].m;
+        fprintf(stderr,
+                "  %s %llu->%llu term %llu index %llu log_term %llu "
+                "commit %llu reject %d hint %llu/%llu n %u\n",
+                raft_msg_type_name(m->type), (unsigned long long)m->from,
+                (unsigned long long)m->to, (unsigned long long)m->term,
+                (unsigned long long)m->index, (unsigned long long)m->log_term,
+                (unsigned long long)m->commit, m->reject,
+                (unsigned long long)m->hint_index,
+                (unsigned long long)m->hint_term, m->n_entries);
+    }
+    for (raft_id i = 1; i <= c->n; i++) {
+        if (c->down[i])
+            continue;
+        struct raft_status st;
+        raft_status(c->nodes[i], &st);
+        fprintf(stderr, "  node %llu %s term %llu first %llu last %llu "
+                "commit %llu applied %llu\n", (unsigned long long)i,
+                raft_role_name(st.role), (unsigned long long)st.term,
+                (unsigned long long)st.first_index,
+                (unsigned long long)st.last_index,
+                (unsigned long long)st.commit,
+                (unsigned long long)st.applied);
+        for (uint32_t k = 0; k < st.n_match; k++)
+            fprintf(stderr, "    match %llu = %llu\n",
+                    (unsigned long long)st.match_ids[k],
+                    (unsigned long long)st.match[k]);
     }
     fail_msg("cluster did not stabilize");
 }

@@ -46,6 +46,10 @@ struct cluster {
     uint32_t n_chunks_staged[H_MAXN + 1];
     uint32_t n_installs[H_MAXN + 1];
     uint32_t sent[RAFT_MSG__COUNT]; /* messages queued per type */
+    /* Append acks naming an index their sender had not synced (a bug);
+     * asserted to stay 0 unless allow_early_acks. */
+    uint32_t early_acks;
+    bool allow_early_acks;
 };
 
 /* Creates n nodes with ids 1..n all voters (bootstrap conf). `voters` = 0
