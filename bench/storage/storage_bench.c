@@ -361,6 +361,11 @@ int main(int argc, char **argv)
            (unsigned long long)(st.map_used >> 20));
     printf("raw* = raw append+fdatasync measured interleaved with the commits "
            "of that row\n");
+    printf("note: a durable LMDB commit is two ORDERED flushes (fdatasync of "
+           "the data pages,\n      then the meta page written O_DSYNC), so "
+           "about 2x one raw fdatasync is its floor\n      without "
+           "MDB_NOMETASYNC (not used: it could lose the last acknowledged "
+           "commit).\n");
     printf("targets: 1-entry commit p50 <= 1.5x raw p50; >= 200000 entries/s "
            "with 256-entry batches\n");
     stor_close(s);

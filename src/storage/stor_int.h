@@ -144,6 +144,7 @@ struct stor {
     uint64_t n_batches;
     uint64_t n_grows;
     uint64_t gen; /* writer-only: transaction generation */
+    uint32_t compact_next; /* writer-only: round-robin start of compaction */
 
     /* Snapshot exports (guarded by exp_mu; lock order map_lock, exp_mu). */
     pthread_mutex_t exp_mu;
@@ -212,6 +213,9 @@ static inline size_t stor__bent_size(uint32_t len)
 {
     return sizeof(struct stor__bent) + (((size_t)len + 7) & ~(size_t)7);
 }
+
+/* Log entries compaction may delete in one batch, all shards together. */
+#define STOR__COMPACT_BUDGET 32768u
 
 /* Log writing (stor_log.c). */
 int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,

@@ -492,9 +492,15 @@ static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
         if (rc)
             goto err_abort;
     }
-    /* Compaction proceeds in bounded steps, batch after batch. */
-    for (uint32_t i = 0; i < s->n_shards; i++) {
+    /* Compaction proceeds in bounded steps, batch after batch: at most
+     * STOR_COMPACT_STEP entries per shard and STOR__COMPACT_BUDGET in all. */
+    uint64_t budget = STOR__COMPACT_BUDGET;
+    uint32_t ns = s->n_shards;
+    for (uint32_t k = 0; k < ns && budget > 0; k++) {
+        /* Round robin, so that no shard waits behind busier ones. */
+        uint32_t i = (s->compact_next + k) % ns;
         struct stor_shard *sh = s->shards[i];
+        s->compact_next = i + 1;
         if (!sh->compact_pending)
             continue;
         rc = touch(s, txn, b, sh);
@@ -502,8 +508,13 @@ static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
             sh->compact_pending = false;
             continue;
         }
-        if (rc || (rc = stor__log_compact_step(s, txn, sh)))
+        if (rc)
             goto err_abort;
+        raft_index base0 = sh->w.base_index;
+        if ((rc = stor__log_compact_step(s, txn, sh)))
+            goto err_abort;
+        uint64_t done = sh->w.base_index - base0;
+        budget = done >= budget ? 0 : budget - done;
     }
     for (uint32_t i = 0; i < b->n_touched; i++) {
         struct stor_shard *sh = b->touched[i];
@@ -572,12 +583,14 @@ int stor__batch_exec(struct stor *s, struct stor_batch *b)
     }
     size_t need = b->bytes * 2 + ((size_t)4 << 20);
     stor__maybe_grow(s, need, false);
+    /* Each retry at least doubles the map, so this ends at max_map_size. */
     for (int attempt = 0;; attempt++) {
         rc = run_txn(s, b, &at_commit);
-        if (rc != RK_ENOSPC || at_commit || attempt >= 3)
+        if (rc != RK_ENOSPC || at_commit)
             break;
         /* The map is full (not the disk): grow it and run the batch again. */
-        int grc = stor__maybe_grow(s, need << attempt, true);
+        int grc = stor__maybe_grow(s, need << (attempt < 8 ? attempt : 8),
+                                   true);
         if (grc) {
             stor__fail(s, RK_ENOSPC,
                        "the map reached its maximum size (%zu MiB)",

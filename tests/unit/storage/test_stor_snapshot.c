@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "rk_rand.h"
 #include "stor_int.h"
 #include "stor_test_util.h"
 
@@ -382,6 +383,86 @@ static void test_export_dropped_by_map_growth(void **state)
     free(d);
 }
 
+static void test_install_fuzzed_chunks(void **state)
+{
+    struct fx *f = *state;
+    tu_create_shard(f->a, 1);
+    tu_create_shard(f->b, 1);
+    assert_int_equal(tu_append_apply(f->a, 1, 1, 120, 1, true), 0);
+    session_writes(f->a, 1, 121, 4, 55);
+    struct stor_shard *sh = stor_shard_get(f->a, 1);
+    struct raft_snapshot_meta meta;
+    assert_int_equal(stor_snapshot_meta(sh, &meta), 0);
+    void *chunk[64];
+    uint32_t len[64];
+    uint32_t n = 0;
+    bool last = false;
+    while (!last && n < 64) {
+        assert_int_equal(
+            stor_snapshot_chunk(sh, meta.index, n, &chunk[n], &len[n], &last),
+            0);
+        n++;
+    }
+    assert_true(last);
+    assert_true(n > 3);
+    struct rk_rand rng;
+    rk_rand_seed(&rng, 4242);
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    int ok = 0, rejected = 0;
+    for (int it = 0; it < 300; it++) {
+        uint32_t victim = (uint32_t)rk_rand_below(&rng, n);
+        uint8_t *copy = malloc(len[victim]);
+        memcpy(copy, chunk[victim], len[victim]);
+        uint32_t clen = len[victim];
+        int flips = 1 + (int)rk_rand_below(&rng, 3);
+        for (int k = 0; k < flips; k++) {
+            uint32_t at = 29 + (uint32_t)rk_rand_below(&rng, clen - 29);
+            copy[at] ^= (uint8_t)(1 + rk_rand_below(&rng, 255));
+        }
+        if (rk_rand_below(&rng, 4) == 0)
+            clen = 30 + (uint32_t)rk_rand_below(&rng, clen - 30);
+        /* A valid frame around damaged records: only the parser stands
+         * between them and the state machine. */
+        stor__put32(copy + 4, stor__crc32c(0, copy + 8, clen - 8));
+        uint32_t ops[65], iop;
+        stor_batch_reset(b);
+        for (uint32_t k = 0; k < n; k++) {
+            struct raft_snap_chunk c = {.meta = meta, .seq = k,
+                                        .last = k + 1 == n,
+                                        .len = k == victim ? clen : len[k],
+                                        .data = k == victim ? copy : chunk[k]};
+            assert_int_equal(stor_batch_stage_chunk(b, 1, &c, &ops[k]), 0);
+        }
+        assert_int_equal(stor_batch_install_snapshot(b, 1, &meta, &iop), 0);
+        assert_int_equal(stor_batch_commit(f->b, b), 0);
+        int st = stor_batch_op_status(b, iop);
+        assert_true(st == 0 || st == RK_EPROTO || st == RK_EINVAL);
+        if (st == 0) {
+            ok++;
+            struct stor_shard_state ss;
+            assert_int_equal(stor_shard_load(stor_shard_get(f->b, 1), &ss),
+                             0);
+            assert_int_equal(ss.applied, meta.index);
+        } else {
+            rejected++;
+        }
+        assert_int_equal(stor_failed(f->b), 0);
+        free(copy);
+    }
+    fprintf(stderr, "fuzzed installs: %d accepted, %d rejected\n", ok,
+            rejected);
+    assert_true(rejected > 0);
+    /* The store still takes a clean snapshot afterwards. */
+    struct raft_snapshot_meta m2;
+    uint32_t chunks;
+    transfer(f->a, f->b, 1, &m2, &chunks);
+    assert_same_kv(f->a, f->b, 1);
+    for (uint32_t k = 0; k < n; k++)
+        free(chunk[k]);
+    stor_batch_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +474,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_export_dropped_by_map_growth,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_install_fuzzed_chunks, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
