@@ -255,6 +255,9 @@ int raft_codec_batch_append(uint64_t from, uint64_t to,
     bool any_commit[2] = {false, false}, any_ctx[2] = {false, false};
     for (int k = 0; k < 2; k++) {
         ringkv__coalesced_heartbeats__init(&e.hb[k]);
+        shards[k] = terms[k] = commits[k] = ctxs[k] = NULL;
+        if (n_hb[k] == 0)
+            continue; /* (col may be NULL: no arithmetic on it) */
         shards[k] = col;
         terms[k] = col + n_hb[k];
         commits[k] = col + 2 * (size_t)n_hb[k];
@@ -276,9 +279,10 @@ int raft_codec_batch_append(uint64_t from, uint64_t to,
             any_ctx[k] |= m->context != 0;
             continue;
         }
-        fill_pm(&e.pms[fi], m, from, to, e.pes + ei, e.pe_ptrs + ei,
-                &e.snaps[fi], &e.confs[fi],
-                e.conf_ids + (size_t)fi * RAFT_MAX_MEMBERS);
+        /* (No arithmetic on the NULL arrays of an entry-less batch.) */
+        fill_pm(&e.pms[fi], m, from, to, m->n_entries ? e.pes + ei : NULL,
+                m->n_entries ? e.pe_ptrs + ei : NULL, &e.snaps[fi],
+                &e.confs[fi], e.conf_ids + (size_t)fi * RAFT_MAX_MEMBERS);
         e.pm_ptrs[fi] = &e.pms[fi];
         ei += m->n_entries;
         fi++;
@@ -527,7 +531,8 @@ int raft_codec_batch_decode(const uint8_t *buf, size_t len,
     for (uint32_t i = 0; i < d.total && rc == 0; i++) {
         struct raft_msg m;
         dec_msg(&d, i, &m, ents);
-        ents += m.n_entries;
+        if (m.n_entries)
+            ents += m.n_entries;
         rc = cb(arg, &m);
     }
     dec_free(&d);
@@ -560,7 +565,8 @@ int raft_codec_batch_decode_all(const uint8_t *buf, size_t len,
     struct raft_entry *ents = d->ents;
     for (uint32_t i = 0; i < d->total; i++) {
         dec_msg(d, i, &out->msgs[i], ents);
-        ents += out->msgs[i].n_entries;
+        if (out->msgs[i].n_entries)
+            ents += out->msgs[i].n_entries;
     }
     out->from = d->pb->from;
     out->to = d->pb->to;

@@ -45,6 +45,44 @@ size_t rk_proto_default_budget(size_t len)
     return len * RK_PROTO_MEM_FACTOR + RK_PROTO_MEM_SLACK;
 }
 
+/*
+ * protobuf-c 1.4 accepts a field number 0 (invalid in protobuf) when its tag
+ * is written as an overlong varint, keeps it as an unknown field, and then
+ * packs it into bytes that it refuses itself. Such input is malformed: walk
+ * the unpacked tree (the schema has no recursive types, so the depth is
+ * bounded) and refuse it.
+ */
+static bool unknown_fields_ok(const ProtobufCMessage *m)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return false;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *base = (const char *)m;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            ProtobufCMessage *const *arr =
+                *(ProtobufCMessage *const *const *)(base + f->offset);
+            for (size_t k = 0; k < n; k++)
+                if (arr[k] && !unknown_fields_ok(arr[k]))
+                    return false;
+            continue;
+        }
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+            continue; /* another member of the oneof owns the storage */
+        const ProtobufCMessage *sub =
+            *(const ProtobufCMessage *const *)(base + f->offset);
+        if (sub && !unknown_fields_ok(sub))
+            return false;
+    }
+    return true;
+}
+
 int rk_proto_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
                     size_t len, size_t max_mem, ProtobufCMessage **out)
 {
@@ -61,6 +99,11 @@ int rk_proto_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
     if (m == NULL) {
         *out = NULL;
         return b.exceeded ? RK_ETOOLARGE : RK_EPROTO;
+    }
+    if (!unknown_fields_ok(m)) {
+        rk_proto_free(m);
+        *out = NULL;
+        return RK_EPROTO;
     }
     *out = m;
     return 0;

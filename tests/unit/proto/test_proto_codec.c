@@ -761,9 +761,26 @@ static void test_hello_round_trip_and_rejects(void **state)
     rk_buf_free(&b);
 }
 
+/* raft_codec copies struct raft_msg field by field. If raft.h grows a
+ * field, this fails: add it to raft.proto's RaftMessage, to fill_pm and
+ * dec_msg in proto/raft_codec.c, to random_msg/assert_msg_equal here and to
+ * msg_equal in tests/fuzz/fuzz_entry.c, then update the sizes below. */
+static void test_raft_msg_layout_is_the_one_encoded(void **state)
+{
+    (void)state;
+    if (sizeof(void *) != 8)
+        skip();
+    assert_int_equal(sizeof(struct raft_msg), 408);
+    assert_int_equal(sizeof(struct raft_entry), 32);
+    assert_int_equal(sizeof(struct raft_snapshot_meta), 280);
+    assert_int_equal(RAFT_MSG__COUNT, 11);
+    assert_int_equal(RAFT_ENTRY_NOOP, 2);
+}
+
 int test_proto_codec_run(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_raft_msg_layout_is_the_one_encoded),
         cmocka_unit_test(test_round_trip_every_type),
         cmocka_unit_test(test_round_trip_mixed_batches),
         cmocka_unit_test(test_empty_batch_is_a_keepalive),

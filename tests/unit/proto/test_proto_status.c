@@ -192,6 +192,28 @@ static void test_unpack_garbage_and_budget(void **state)
             assert_null(m);
         }
     }
+    /* Field number 0 (an overlong tag varint, which protobuf-c would keep
+     * as an unknown field and then pack into bytes it refuses): refused,
+     * at the top level and nested. */
+    static const uint8_t field0[] = {0x80, 0x00, 0x31};
+    ProtobufCMessage *z;
+    assert_int_equal(rk_proto_unpack(&ringkv__request__descriptor, field0,
+                                     sizeof field0, 0, &z),
+                     RK_EPROTO);
+    assert_null(z);
+    static const uint8_t nested0[] = {0x52, 0x06, 0x0a, 0x01,
+                                      'k',  0x80, 0x00, 0x01};
+    assert_int_equal(rk_proto_unpack(&ringkv__request__descriptor, nested0,
+                                     sizeof nested0, 0, &z),
+                     RK_EPROTO);
+    static const uint8_t nested_ok[] = {0x52, 0x05, 0x0a, 0x01, 'k', 0x78,
+                                        0x01};
+    assert_int_equal(rk_proto_unpack(&ringkv__request__descriptor, nested_ok,
+                                     sizeof nested_ok, 0, &z),
+                     0);
+    assert_int_equal(((Ringkv__Request *)z)->get->base.n_unknown_fields, 1);
+    rk_proto_free(z);
+
     /* A scan result of 1000 empty items: refused under a 4 KiB budget. */
     uint8_t buf[4 + 2 * 1000 + 8];
     size_t len = 0;
