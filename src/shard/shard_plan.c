@@ -41,7 +41,12 @@ struct planner {
     uint32_t *cap;
     int32_t *lead;   /* target leader of shard s (active position) */
     uint32_t *lload; /* leaders per active position */
+    uint32_t *pair;  /* pair[a * n_act + b]: shards on both a and b */
 };
+
+/* The co-hosting matrix costs n_act^2 words; above this many active nodes
+ * placement ignores it (and still balances). */
+#define PAIR_MAX_NODES 512u
 
 #define SLOT(s, j) ((size_t)(s)*SHARD_MAX_REPLICAS + (j))
 
@@ -59,8 +64,35 @@ static bool hosts(const struct planner *p, uint32_t s, int32_t e)
     return false;
 }
 
+/* Adds `delta` to the co-hosting count of node e with every other replica
+ * of shard s. */
+static void pair_update(struct planner *p, uint32_t s, int32_t e, int delta)
+{
+    if (p->pair == NULL)
+        return;
+    for (uint32_t j = 0; j < p->cnt[s]; j++) {
+        int32_t o = p->tgt[SLOT(s, j)];
+        if (o == e)
+            continue;
+        p->pair[(size_t)e * p->n_act + o] += (uint32_t)delta;
+        p->pair[(size_t)o * p->n_act + e] += (uint32_t)delta;
+    }
+}
+
+/* How often node e already shares a shard with the replicas of s. */
+static uint32_t pair_cost(const struct planner *p, uint32_t s, int32_t e)
+{
+    uint32_t c = 0;
+    if (p->pair == NULL)
+        return 0;
+    for (uint32_t j = 0; j < p->cnt[s]; j++)
+        c += p->pair[(size_t)e * p->n_act + p->tgt[SLOT(s, j)]];
+    return c;
+}
+
 static void drop_slot(struct planner *p, uint32_t s, uint32_t j)
 {
+    pair_update(p, s, p->tgt[SLOT(s, j)], -1);
     p->load[p->tgt[SLOT(s, j)]]--;
     for (uint32_t k = j + 1; k < p->cnt[s]; k++) {
         p->tgt[SLOT(s, k - 1)] = p->tgt[SLOT(s, k)];
@@ -76,6 +108,24 @@ static void add_slot(struct planner *p, uint32_t s, int32_t e, bool kept)
     p->kept[SLOT(s, p->cnt[s])] = kept;
     p->cnt[s]++;
     p->load[e]++;
+    pair_update(p, s, e, +1);
+}
+
+/* Moves the replica of shard s from node y to node z. */
+static void move_slot(struct planner *p, uint32_t s, int32_t y, int32_t z)
+{
+    for (uint32_t j = 0; j < p->cnt[s]; j++) {
+        if (p->tgt[SLOT(s, j)] == y) {
+            pair_update(p, s, y, -1);
+            p->tgt[SLOT(s, j)] = z;
+            p->kept[SLOT(s, j)] = 0;
+            pair_update(p, s, z, +1);
+            p->load[y]--;
+            p->load[z]++;
+            return;
+        }
+    }
+    RK_UNREACHABLE();
 }
 
 /* ---------------------------------------------------------------------- */
@@ -154,23 +204,35 @@ static void trim_to_caps(struct planner *p)
     }
 }
 
-/* A free node for one more replica of s: below cap and lacking s; nodes
- * holding a learner of s first (it has the data), then the most room. */
+/*
+ * A free node for one more replica of s: below cap and lacking s. Nodes
+ * holding a learner of s come first (it has the data); then the node that
+ * shares the fewest shards with the other replicas of s, so that replicas
+ * scatter (when a node leaves, its shards then have room on every other
+ * node, instead of only on the few that mirror it); then the most room.
+ */
 static int32_t pick_direct(const struct planner *p, uint32_t s)
 {
     const struct shard_info *si = &p->m->shards[s];
     int32_t best = -1;
-    int best_score = -1;
+    bool best_learner = false;
+    uint32_t best_pair = 0, best_room = 0;
     for (uint32_t e = 0; e < p->n_act; e++) {
         if (p->load[e] >= p->cap[e] || hosts(p, s, (int32_t)e))
             continue;
         shard_node_id id = p->m->nodes[p->act[e]].id;
         bool learner = shard__find_id(si->learners, si->n_learners, id) >= 0;
-        int score = (learner ? 1 << 20 : 0) + (int)(p->cap[e] - p->load[e]);
-        if (score > best_score) {
-            best = (int32_t)e;
-            best_score = score;
-        }
+        uint32_t pair = pair_cost(p, s, (int32_t)e);
+        uint32_t room = p->cap[e] - p->load[e];
+        if (best >= 0 &&
+            (best_learner != learner
+                 ? best_learner
+                 : (pair != best_pair ? pair > best_pair : room <= best_room)))
+            continue;
+        best = (int32_t)e;
+        best_learner = learner;
+        best_pair = pair;
+        best_room = room;
     }
     return best;
 }
@@ -231,16 +293,7 @@ static bool augment(struct planner *p, uint32_t s)
     int32_t z = goal;
     while (from[z] >= 0) {
         int32_t y = from[z];
-        uint32_t t = via[z];
-        for (uint32_t j = 0; j < p->cnt[t]; j++) {
-            if (p->tgt[SLOT(t, j)] == y) {
-                p->tgt[SLOT(t, j)] = z;
-                p->kept[SLOT(t, j)] = 0;
-                break;
-            }
-        }
-        p->load[y]--;
-        p->load[z]++;
+        move_slot(p, via[z], y, z);
         z = y;
     }
     add_slot(p, s, z, false);
@@ -380,6 +433,7 @@ static void planner_free(struct planner *p)
     free(p->cap);
     free(p->lead);
     free(p->lload);
+    free(p->pair);
 }
 
 int shard__plan_target(const struct shard_map *m, shard_node_id *voters,
@@ -412,6 +466,10 @@ int shard__plan_target(const struct shard_map *m, shard_node_id *voters,
     if (p.n_act == 0)
         goto out;
     p.r_eff = m->replication < p.n_act ? m->replication : p.n_act;
+    rc = RK_ENOMEM;
+    if (p.n_act <= PAIR_MAX_NODES &&
+        (p.pair = calloc((size_t)p.n_act * p.n_act, sizeof(*p.pair))) == NULL)
+        goto out;
 
     keep_current(&p);
     set_caps(&p);
@@ -482,11 +540,11 @@ static int removal_rank(const struct shard_map *m, shard_node_id id)
 /*
  * The steps of one shard from (voters, leader) to (want, want_leader):
  * stale learners out; surplus voters out while more than r_eff remain
- * (nodes already gone first, so the live majority only grows); then for
- * each new voter (want_leader first): add learner, promote, and remove one
- * old voter. Before its node leaves, the leader moves to want_leader, or
- * to another voter that stays if want_leader is not a voter yet; and to
- * want_leader at the end.
+ * (nodes already gone first, so the live majority only grows); new voters
+ * a short shard lacks; then for each other new voter: add learner,
+ * promote, and remove one old voter. New voters come want_leader first. Before
+ * its node leaves, the leader moves to want_leader, or to another voter that
+ * stays if want_leader is not a voter yet; and to want_leader at the end.
  */
 static int plan_shard(const struct shard_map *m, const struct shard_info *si,
                       const shard_node_id *want, uint32_t r_eff,
@@ -523,10 +581,14 @@ static int plan_shard(const struct shard_map *m, const struct shard_info *si,
         if (shard__find_id(want, r_eff, si->learners[j]) < 0)
             rc = push_step(p, SHARD_STEP_REMOVE, si->id, si->learners[j]);
 
+    /* Surplus removals first, then the adds that grow a short shard to
+     * r_eff, then one add and one removal at a time: the voter count
+     * never drops below min(now, r_eff) nor exceeds max(now, r_eff + 1). */
     shard_node_id leader = si->leader;
     uint32_t surplus = n_rems > n_adds ? n_rems - n_adds : 0;
+    uint32_t deficit = n_adds > n_rems ? n_adds - n_rems : 0;
     uint32_t promoted = 0, r = 0;
-    for (uint32_t i = 0; i < n_adds + surplus && rc == 0; i++) {
+    for (uint32_t i = 0; i < surplus + n_adds && rc == 0; i++) {
         if (i >= surplus) {
             shard_node_id a = adds[promoted];
             if (shard__find_id(si->learners, si->n_learners, a) < 0)
@@ -535,6 +597,8 @@ static int plan_shard(const struct shard_map *m, const struct shard_info *si,
                 rc = push_step(p, SHARD_STEP_PROMOTE, si->id, a);
             promoted++;
             p->n_moves++;
+            if (promoted <= deficit)
+                continue;
         }
         if (rc != 0 || r == n_rems)
             continue;
