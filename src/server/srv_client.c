@@ -247,9 +247,13 @@ static void do_read(struct srv_clients *cs, struct cconn *cc,
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
         return;
     }
+    /* Lease reads rely on check-quorum: a leader that still ticks steps
+     * down within an election timeout of losing its quorum, and followers
+     * refuse votes for that long (bounded clock drift assumed). A quiesced
+     * leader runs no such check, so it takes the ReadIndex path. */
     bool local = rq->consistency == SRV_READ_STALE ||
                  (rq->consistency == SRV_READ_LEASE &&
-                  srv_group_is_leader(g) && !g->quiesced && !g->busy);
+                  srv_group_is_leader(g) && !g->quiesced);
     if (rq->consistency != SRV_READ_STALE && !srv_group_is_leader(g)) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER, NULL,
                     g->leader);
@@ -454,8 +458,7 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
     }
     bool leader = srv_group_is_leader(g);
     if (rq->consistency == SRV_READ_STALE ||
-        (rq->consistency == SRV_READ_LEASE && leader && !g->quiesced &&
-         !g->busy)) {
+        (rq->consistency == SRV_READ_LEASE && leader && !g->quiesced)) {
         answer_scan(cs, cc, rq->request_id, rq->op, t0, rq->shard, rq->key,
                     rq->klen, rq->start, rq->slen, rq->limit);
         return;

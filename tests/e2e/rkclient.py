@@ -204,9 +204,8 @@ def op_shard_map():
 class Conn:
     """One connection; send() pipelines, recv() returns the next frame."""
 
-    def __init__(self, port, timeout=10.0):
-        self.sock = socket.create_connection(("127.0.0.1", port),
-                                             timeout=timeout)
+    def __init__(self, port, timeout=10.0, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.next_id = 1
@@ -432,3 +431,72 @@ def call_leader(cluster, op, timeout=20.0, **kw):
             continue
         return r
     raise AssertionError("no answer within %.0fs, last: %r" % (timeout, last))
+
+
+# ------------------------------------------------------------ command line
+
+
+def _main(argv):
+    """rkclient.py [-e HOST:PORT] get K | put K V | del K | cas K OLD NEW |
+    scan SHARD [PREFIX] | status | map"""
+    import sys
+    endpoint = "127.0.0.1:7001"
+    if len(argv) > 2 and argv[1] == "-e":
+        endpoint = argv[2]
+        argv = [argv[0]] + argv[3:]
+    if len(argv) < 2:
+        print(_main.__doc__)
+        return 2
+    cmd, args = argv[1], argv[2:]
+    ops = {
+        "get": lambda: op_get(args[0]),
+        "put": lambda: op_put(args[0], args[1]),
+        "del": lambda: op_delete(args[0]),
+        "cas": lambda: op_cas(args[0], args[2], expect_value=args[1]),
+        "scan": lambda: op_scan(int(args[0]), args[1] if len(args) > 1
+                                else ""),
+        "status": op_status,
+        "map": op_shard_map,
+    }
+    if cmd not in ops:
+        print(_main.__doc__)
+        return 2
+    try:
+        op = ops[cmd]()
+    except IndexError:
+        print(_main.__doc__)
+        return 2
+    write = cmd in ("put", "del", "cas")
+    kw = {"client_id": (os.getpid() << 20) | int(time.time()) & 0xFFFFF,
+          "seq": 1} if write else {}
+    host_port = endpoint
+    for _ in range(5):
+        host, port = host_port.rsplit(":", 1)
+        c = Conn(int(port), host=host.strip("[]"))
+        r = c.call(op, **kw)
+        c.close()
+        if r.status == "NOT_LEADER" and r.leader_hint:
+            host_port = r.leader_hint
+            continue
+        break
+    if cmd == "get" and r.status == "OK":
+        sys.stdout.write(r.value.decode(errors="replace") + "\n")
+    elif cmd == "scan" and r.status == "OK":
+        for k, v, rev in r.items:
+            print("%s = %s (rev %d)" % (k.decode(errors="replace"),
+                                        v.decode(errors="replace"), rev))
+    elif cmd in ("status", "map") and r.status == "OK":
+        for sh in r.shards:
+            print("shard %(shard)d: %(role)s, leader %(leader)d, term "
+                  "%(term)d, commit %(commit)d, applied %(applied)d" % sh)
+        for nid, addr in r.nodes:
+            print("node %d at %s" % (nid, addr))
+    else:
+        extra = " (revision %d)" % r.revision if r.revision else ""
+        print(r.status + extra + (": " + r.message if r.message else ""))
+    return 0 if r.status == "OK" else 1
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(_main(sys.argv))

@@ -47,6 +47,22 @@ def main():
         r = rk.call_leader(cl, rk.op_get("absent"))
         check(r.status == "NOT_FOUND" and not r.found, "get absent: %r" % r)
 
+        # A node that does not lead the key's shard answers NOT_LEADER with
+        # the leader's id and client address.
+        hints = 0
+        for i in cl.procs:
+            c = rk.Conn(cl.client_port(i))
+            r = c.call(rk.op_put("hinted", "x"), client_id=8, seq=1)
+            c.close()
+            if r.status == "NOT_LEADER":
+                hints += 1
+                check(r.leader_id in cl.procs and r.leader_hint ==
+                      "127.0.0.1:%d" % cl.client_port(r.leader_id),
+                      "leader hint: %r %r" % (r, r.leader_hint))
+            else:
+                check(r.status == "OK", "put on the leader: %r" % r)
+        check(hints == 2, "two of three nodes must redirect, got %d" % hints)
+
         # Exactly-once: the same (client, seq) again returns the original
         # reply and does not write twice.
         first = rk.call_leader(cl, rk.op_put("once", "a"), client_id=99,
