@@ -174,15 +174,23 @@ int stor_shard_load(struct stor_shard *sh, struct stor_shard_state *out);
 /*
  * struct raft_log_ops with a struct stor_shard * as ctx. first/last index and
  * the last term come from an in-memory cache updated when a batch commits
- * (no transaction); term/entries use a short read txn.
+ * (no transaction); term/entries use a short read txn. term(first_index - 1)
+ * is the term of the compaction point.
  *
- * snapshot_meta describes the shard's state machine as it is now (applied
- * index/term/conf, so its index >= first_index - 1) and pins it: it opens
- * (or reuses, when one younger than 10 s exists) an export, a read txn on
- * which snapshot_chunk(index, seq) cuts chunk `seq` (any order, any number
- * of times, always the same bytes) while writers keep going. RK_ESTALE when
- * that export is gone (expired after 60 s idle, replaced, or dropped to grow
- * the map): call snapshot_meta again and restart from chunk 0.
+ * SNAPSHOTS ARE THE STATE MACHINE (as in TiKV): snapshot_meta describes the
+ * shard's state as it is now (applied index/term/conf), so its index is
+ * >= first_index - 1: the log keeps entries between the compaction point and
+ * the applied index. Its conf is the configuration AS OF that index (see
+ * conf_decode); a driver rebuilding membership replays only the CONF entries
+ * after meta.index. snapshot_meta pins that state: it opens an export, a
+ * read txn on which snapshot_chunk(index, seq) cuts chunk `seq` (any order,
+ * any number of times, always the same bytes) while writers keep going.
+ * Later calls return the same export while it is younger than 10 s or a
+ * chunk of it was asked for in the last 10 s (a transfer in progress), and
+ * the log has not been compacted past it. RK_ESTALE when that export is gone
+ * (no chunk within 5 s of its creation, 60 s without a chunk, replaced, or
+ * dropped to grow the map): call snapshot_meta again, restart from chunk 0.
+ * At most 2 exports per shard and 64 in all are open.
  */
 extern const struct raft_log_ops stor_log_ops;
 

@@ -22,8 +22,9 @@
 #define REC_KV 1
 #define REC_SESS 2
 #define REC_END 3
-#define EXPORT_REUSE_MS 10000
-#define EXPORT_IDLE_MS 60000
+#define EXPORT_REUSE_MS 10000 /* a new snapshot_meta reuses a younger one */
+#define EXPORT_IDLE_MS 60000  /* dropped this long after its last chunk */
+#define EXPORT_UNUSED_MS 5000 /* dropped if no chunk was asked for by then */
 #define EXPORTS_PER_SHARD 2
 #define EXPORTS_MAX 64
 
@@ -42,6 +43,7 @@ struct stor_export {
     struct raft_snapshot_meta meta;
     uint64_t created_ms;
     uint64_t used_ms;
+    uint64_t chunk_ms;      /* last chunk request, 0 = none yet */
     struct exp_pos *starts; /* starts[k]: where chunk k begins */
     uint32_t n_starts;
     uint32_t n_chunks;      /* total once the last chunk was cut; 0 unknown */
@@ -91,7 +93,10 @@ static bool pred_all(struct stor_export *e, void *arg)
 
 static bool pred_idle(struct stor_export *e, void *arg)
 {
-    return *(uint64_t *)arg - e->used_ms > EXPORT_IDLE_MS;
+    uint64_t now = *(uint64_t *)arg;
+    if (e->chunk_ms == 0)
+        return now - e->created_ms > EXPORT_UNUSED_MS;
+    return now - e->chunk_ms > EXPORT_IDLE_MS;
 }
 
 void stor__exports_kill_all(struct stor *s)
@@ -146,13 +151,21 @@ int stor_snapshot_meta(struct stor_shard *sh, struct raft_snapshot_meta *out)
     pthread_rwlock_rdlock(&s->map_lock);
     pthread_mutex_lock(&s->exp_mu);
     exports_drop(s, pred_idle, &now);
+    /* Reuse a recent export, or one a transfer is still reading (the core
+     * asks for the meta before every chunk and must see the same one), as
+     * long as the log still continues after it. */
+    pthread_mutex_lock(&s->mu);
+    raft_index base = sh->base_index;
+    pthread_mutex_unlock(&s->mu);
     struct stor_export *found = NULL;
     uint32_t mine = 0;
     for (struct stor_export *e = s->exports; e; e = e->next) {
         if (e->sh != sh)
             continue;
         mine++;
-        if (now - e->created_ms < EXPORT_REUSE_MS &&
+        bool live = now - e->created_ms < EXPORT_REUSE_MS ||
+                    (e->chunk_ms && now - e->chunk_ms < EXPORT_REUSE_MS);
+        if (live && e->meta.index >= base &&
             (!found || e->created_ms > found->created_ms))
             found = e;
     }
@@ -390,7 +403,7 @@ int stor_snapshot_chunk(struct stor_shard *sh, raft_index snap_index,
         rc = RK_ESTALE;
         goto out;
     }
-    e->used_ms = now_ms();
+    e->used_ms = e->chunk_ms = now_ms();
     if (e->n_chunks && seq >= e->n_chunks) {
         rc = RK_EINVAL;
         goto out;

@@ -251,6 +251,18 @@ static void test_export_is_pinned_while_writing(void **state)
     struct stor_stats st;
     stor_stats(f->a, &st);
     assert_int_equal(st.n_exports, 1);
+    /* Once the log is compacted past it, the export is not handed out
+     * again: a follower could not continue after it. */
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    assert_int_equal(stor_batch_compact(b, 1, 400), 0);
+    assert_int_equal(stor_batch_commit(f->a, b), 0);
+    stor_batch_free(b);
+    assert_int_equal(stor_log_first_index(sh), 401);
+    assert_int_equal(stor_snapshot_meta(sh, &again), 0);
+    assert_int_equal(again.index, 500);
+    stor_stats(f->a, &st);
+    assert_int_equal(st.n_exports, 2);
 }
 
 static void test_bad_chunks_and_install(void **state)
