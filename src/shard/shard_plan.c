@@ -336,30 +336,42 @@ static int fill(struct planner *p)
 /* Leader target                                                          */
 /* ---------------------------------------------------------------------- */
 
+/* Scratch space of the leader balancing. */
+struct lead_bfs {
+    int32_t *prev; /* BFS parent node, -1 at the root, -2 unseen */
+    uint32_t *via; /* shard whose leadership moves into the node */
+    int32_t *queue;
+    int32_t *head; /* first shard led by a node, -1 if none */
+    int32_t *next; /* next shard led by the same node */
+};
+
 /* BFS from u over "shard led by x has a voter v": the nearest node with at
  * most load(u) - 2 leaders; shifts one leadership along each hop. */
-static bool shift_leaders_from(struct planner *p, int32_t u, int32_t *prev,
-                               uint32_t *via, int32_t *queue)
+static bool shift_leaders_from(struct planner *p, int32_t u, struct lead_bfs *b)
 {
     uint32_t n = p->n_act;
-    for (uint32_t e = 0; e < n; e++)
-        prev[e] = -2;
-    uint32_t head = 0, tail = 0;
-    queue[tail++] = u;
-    prev[u] = -1;
+    for (uint32_t e = 0; e < n; e++) {
+        b->prev[e] = -2;
+        b->head[e] = -1;
+    }
+    for (uint32_t s = p->n_shards; s-- > 0;) {
+        b->next[s] = b->head[p->lead[s]];
+        b->head[p->lead[s]] = (int32_t)s;
+    }
+    uint32_t qh = 0, qt = 0;
+    b->queue[qt++] = u;
+    b->prev[u] = -1;
     int32_t goal = -1;
-    while (head < tail && goal < 0) {
-        int32_t x = queue[head++];
-        for (uint32_t s = 0; s < p->n_shards && goal < 0; s++) {
-            if (p->lead[s] != x)
-                continue;
+    while (qh < qt && goal < 0) {
+        int32_t x = b->queue[qh++];
+        for (int32_t s = b->head[x]; s >= 0 && goal < 0; s = b->next[s]) {
             for (uint32_t j = 0; j < p->cnt[s]; j++) {
                 int32_t v = p->tgt[SLOT(s, j)];
-                if (prev[v] != -2)
+                if (b->prev[v] != -2)
                     continue;
-                prev[v] = x;
-                via[v] = s;
-                queue[tail++] = v;
+                b->prev[v] = x;
+                b->via[v] = (uint32_t)s;
+                b->queue[qt++] = v;
                 if (p->lload[v] + 2 <= p->lload[u]) {
                     goal = v;
                     break;
@@ -369,8 +381,8 @@ static bool shift_leaders_from(struct planner *p, int32_t u, int32_t *prev,
     }
     if (goal < 0)
         return false;
-    for (int32_t v = goal; prev[v] >= 0; v = prev[v])
-        p->lead[via[v]] = v;
+    for (int32_t v = goal; b->prev[v] >= 0; v = b->prev[v])
+        p->lead[b->via[v]] = v;
     p->lload[u]--;
     p->lload[goal]++;
     return true;
@@ -386,7 +398,7 @@ static int place_leaders(struct planner *p)
             p->lload[l]++;
     }
     for (uint32_t s = 0; s < p->n_shards; s++) {
-        if (p->lead[s] >= 0 || p->cnt[s] == 0)
+        if (p->lead[s] >= 0)
             continue;
         int32_t best = p->tgt[SLOT(s, 0)];
         for (uint32_t j = 1; j < p->cnt[s]; j++)
@@ -395,27 +407,43 @@ static int place_leaders(struct planner *p)
         p->lead[s] = best;
         p->lload[best]++;
     }
-    int32_t *prev = malloc(n * sizeof(*prev));
-    uint32_t *via = malloc(n * sizeof(*via));
-    int32_t *queue = malloc(n * sizeof(*queue));
-    if (prev == NULL || via == NULL || queue == NULL) {
-        free(prev);
-        free(via);
-        free(queue);
-        return RK_ENOMEM;
+    struct lead_bfs b = {
+        malloc(n * sizeof(*b.prev)),
+        malloc(n * sizeof(*b.via)),
+        malloc(n * sizeof(*b.queue)),
+        malloc(n * sizeof(*b.head)),
+        malloc((p->n_shards ? p->n_shards : 1) * sizeof(*b.next)),
+    };
+    int rc = RK_ENOMEM;
+    if (b.prev == NULL || b.via == NULL || b.queue == NULL || b.head == NULL ||
+        b.next == NULL)
+        goto out;
+    /*
+     * Only a node with at least min + 2 leaders can shed one. Each shift
+     * lowers the sum of squared loads, so this ends; it stops when no such
+     * node has a path, which (see the top of the file) means max - min
+     * <= 1.
+     */
+    for (;;) {
+        uint32_t min = UINT32_MAX;
+        for (uint32_t e = 0; e < n; e++)
+            if (p->lload[e] < min)
+                min = p->lload[e];
+        bool shifted = false;
+        for (uint32_t e = 0; e < n && !shifted; e++)
+            if (p->lload[e] >= min + 2)
+                shifted = shift_leaders_from(p, (int32_t)e, &b);
+        if (!shifted)
+            break;
     }
-    /* Each shift lowers the sum of squared loads, so this ends. */
-    bool shifted = true;
-    while (shifted) {
-        shifted = false;
-        for (uint32_t u = 0; u < n && !shifted; u++)
-            if (p->lload[u] >= 2)
-                shifted = shift_leaders_from(p, (int32_t)u, prev, via, queue);
-    }
-    free(prev);
-    free(via);
-    free(queue);
-    return 0;
+    rc = 0;
+out:
+    free(b.prev);
+    free(b.via);
+    free(b.queue);
+    free(b.head);
+    free(b.next);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -288,6 +288,28 @@ static void test_split_errors_and_abort(void **state)
     assert_int_equal(shard_map_split_begin(&m, 2, &r2, NULL, NULL), 0);
     assert_int_equal(shard_map_split_begin(&m, 3, &r3, NULL, NULL), 0);
     assert_int_equal(shard_map_validate(&m), 0);
+    /* Both donors keep serving their arcs; the moves of both interleave
+     * on the ring and the route lookup finds each of them. */
+    bool from2 = false, from3 = false;
+    for (uint32_t i = 0; i < m.n_moves; i++) {
+        from2 |= m.moves[i].from == 2;
+        from3 |= m.moves[i].from == 3;
+        assert_int_equal(shard_map_route_hash(&m, m.moves[i].first),
+                         m.moves[i].from);
+        assert_int_equal(shard_map_route_hash(&m, m.moves[i].last),
+                         m.moves[i].from);
+    }
+    assert_true(from2 && from3);
+    struct rk_rand rnd;
+    rk_rand_seed(&rnd, 3);
+    for (int i = 0; i < 20000; i++) {
+        uint64_t h = rk_rand_next(&rnd);
+        assert_int_equal(shard_map_route_hash(&m, h),
+                         shard_ring_owner(&orig.ring, h));
+    }
+    /* Hash tags route through the map as through the ring. */
+    assert_int_equal(shard_map_route(&m, "{user1}.a", 9),
+                     shard_map_route(&m, "{user1}.b", 9));
     assert_int_equal(shard_map_split_begin(&m, r2, &rid, NULL, NULL), RK_EBUSY);
     assert_int_equal(shard_map_split_finish(&m, r2), RK_EINVAL);
     assert_int_equal(shard_map_split_abort(&m, 2), 0);
