@@ -631,8 +631,15 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
         goto err_free;
     }
     if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        rk_errf(errmsg, "data dir %s is in use by another process", o->path);
-        rc = RK_EBUSY;
+        if (errno == EWOULDBLOCK) {
+            rk_errf(errmsg, "data dir %s is in use by another process",
+                    o->path);
+            rc = RK_EBUSY;
+        } else {
+            rk_errf(errmsg, "data dir %s: cannot lock LOCK: %s", o->path,
+                    strerror(errno));
+            rc = RK_EIO;
+        }
         goto err_free;
     }
 
