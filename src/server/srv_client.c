@@ -21,6 +21,14 @@
 
 struct cconn;
 
+/* The request's own budget (Request.timeout_ms), bounded. */
+static uint64_t request_timeout(const struct srv_request *rq)
+{
+    if (rq->timeout_ms == 0)
+        return REQUEST_TIMEOUT_MS;
+    return rq->timeout_ms > 60000 ? 60000 : rq->timeout_ms;
+}
+
 /* One request in flight. Owns copies of the bytes it needs. */
 struct creq {
     struct srv_waiter w;
@@ -45,6 +53,7 @@ struct cconn {
 
 struct srv_clients {
     struct srv *srv;
+    uint64_t started_ns;
     uv_tcp_t listener;
     bool listening;
     bool closing;
@@ -143,7 +152,7 @@ static void answer_get(struct srv_clients *cs, struct creq *q)
     struct srv_response r;
     memset(&r, 0, sizeof(r));
     r.request_id = q->request_id;
-    r.op_kind = SRV_RESULT_GET;
+    r.op = q->op;
     struct stor_value v;
     memset(&v, 0, sizeof(v));
     int rv = stor_kv_get(s->stor, q->g->shard, q->key, q->klen, &v);
@@ -187,8 +196,11 @@ static void on_applied(struct srv_waiter *w, int status,
         return;
     }
     struct srv_response r;
+    struct stor_value cur;
     memset(&r, 0, sizeof(r));
+    memset(&cur, 0, sizeof(cur));
     r.request_id = q->request_id;
+    r.op = q->op;
     if (status != 0) {
         r.status = status;
         r.leader_id = q->g->leader;
@@ -196,7 +208,6 @@ static void on_applied(struct srv_waiter *w, int status,
             r.message = "leadership changed before the write committed; "
                         "retry with the same seq";
     } else {
-        r.op_kind = SRV_RESULT_WRITE;
         r.status = res->status;
         r.revision = res->revision;
         r.prev_revision = res->prev_revision;
@@ -205,8 +216,22 @@ static void on_applied(struct srv_waiter *w, int status,
             r.message = "seq older than the session's window";
         if (res->status == RK_ESTALE)
             r.status = RK_EINVAL;
+        if (q->op == SRV_OP_CAS) {
+            /* CasResult describes the key: after the write on a match, as
+             * it is now on a mismatch (read after the apply). */
+            r.found = res->status == 0 || res->revision != 0;
+            if (res->status == RK_ECASMISMATCH &&
+                stor_kv_get(cs->srv->stor, q->g->shard, q->key, q->klen,
+                            &cur) == 0) {
+                r.found = true;
+                r.value = cur.data;
+                r.vlen = cur.len;
+                r.revision = cur.revision;
+            }
+        }
     }
     reply(cs, q->conn, q->op, q->started_us, &r);
+    free(cur.data);
     creq_free(q);
 }
 
@@ -266,7 +291,7 @@ static void do_read(struct srv_clients *cs, struct cconn *cc,
         return;
     }
     q->w.cb = on_read_ready;
-    rv = srv_group_read(g, &q->w, REQUEST_TIMEOUT_MS);
+    rv = srv_group_read(g, &q->w, request_timeout(rq));
     if (rv != 0) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, rv, NULL, g->leader);
         creq_free(q);
@@ -346,7 +371,7 @@ static void do_write(struct srv_clients *cs, struct cconn *cc,
         return;
     }
     q->w.cb = on_applied;
-    rv = srv_group_propose(g, buf, len, &q->w, REQUEST_TIMEOUT_MS);
+    rv = srv_group_propose(g, buf, len, &q->w, request_timeout(rq));
     free(buf);
     if (rv != 0) {
         reply_error(cs, cc, rq->op, rq->request_id, t0,
@@ -360,7 +385,8 @@ static void do_write(struct srv_clients *cs, struct cconn *cc,
 static void answer_scan(struct srv_clients *cs, struct cconn *cc,
                         uint64_t request_id, enum srv_op op, uint64_t t0,
                         uint64_t shard, const uint8_t *prefix, uint32_t plen,
-                        const uint8_t *start, uint32_t slen, uint32_t limit)
+                        const uint8_t *start, uint32_t slen, uint32_t limit,
+                        bool keys_only)
 {
     struct srv *s = cs->srv;
     struct stor_scan sc;
@@ -372,7 +398,7 @@ static void answer_scan(struct srv_clients *cs, struct cconn *cc,
     struct srv_response r;
     memset(&r, 0, sizeof(r));
     r.request_id = request_id;
-    r.op_kind = SRV_RESULT_SCAN;
+    r.op = SRV_OP_SCAN;
     r.status = rv;
     struct srv_kv *items = NULL;
     if (rv == 0 && sc.n > 0) {
@@ -393,6 +419,7 @@ static void answer_scan(struct srv_clients *cs, struct cconn *cc,
         }
     }
     r.more = sc.more;
+    r.keys_only = keys_only;
     reply(cs, cc, op, t0, &r);
     free(items);
     free(sc.items);
@@ -402,6 +429,7 @@ static void answer_scan(struct srv_clients *cs, struct cconn *cc,
 struct scanreq {
     struct creq q;
     uint32_t plen, slen, limit;
+    bool keys_only;
     uint8_t *prefix, *start;
 };
 
@@ -420,7 +448,7 @@ static void on_scan_ready(struct srv_waiter *w, int status,
     if (status == 0)
         answer_scan(cs, q->conn, q->request_id, q->op, q->started_us,
                     q->g->shard, sr->prefix, sr->plen, sr->start, sr->slen,
-                    sr->limit);
+                    sr->limit, sr->keys_only);
     else
         reply_error(cs, q->conn, q->op, q->request_id, q->started_us, status,
                     NULL, q->g->leader);
@@ -460,7 +488,7 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
     if (rq->consistency == SRV_READ_STALE ||
         (rq->consistency == SRV_READ_LEASE && leader && !g->quiesced)) {
         answer_scan(cs, cc, rq->request_id, rq->op, t0, rq->shard, rq->key,
-                    rq->klen, rq->start, rq->slen, rq->limit);
+                    rq->klen, rq->start, rq->slen, rq->limit, rq->keys_only);
         return;
     }
     if (!leader) {
@@ -484,6 +512,7 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
         memcpy(bytes + rq->klen, rq->start, rq->slen);
     sr->slen = rq->slen;
     sr->limit = rq->limit;
+    sr->keys_only = rq->keys_only;
     struct creq *q = &sr->q;
     q->conn = cc;
     q->g = g;
@@ -496,7 +525,7 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
     cc->reqs = q;
     cc->n_reqs++;
     q->w.cb = on_scan_ready;
-    int rv = srv_group_read(g, &q->w, REQUEST_TIMEOUT_MS);
+    int rv = srv_group_read(g, &q->w, request_timeout(rq));
     if (rv != 0)
         q->w.cb(&q->w, rv, NULL); /* replies, unlinks and frees */
 }
@@ -508,9 +537,12 @@ static void do_info(struct srv_clients *cs, struct cconn *cc,
     struct srv_response r;
     memset(&r, 0, sizeof(r));
     r.request_id = rq->request_id;
-    r.op_kind = rq->op == SRV_OP_STATUS ? SRV_RESULT_STATUS
-                                        : SRV_RESULT_SHARD_MAP;
+    r.op = rq->op;
+    r.admin = rq->admin;
     r.node_id = s->cfg->id;
+    r.uptime_ms = (uv_hrtime() - cs->started_ns) / 1000000;
+    r.points = s->ring.points;
+    r.n_points = s->ring.n_points;
     r.cluster_id = s->cluster_id;
     r.n_data_shards = s->n_data_shards;
     r.ring_vnodes = SRV_RING_DEFAULT_VNODES;
@@ -539,17 +571,22 @@ static void do_info(struct srv_clients *cs, struct cconn *cc,
         si->role = g->role;
         for (uint32_t k = 0; k < st.conf.n_voters && k < 16; k++)
             si->replicas[si->n_replicas++] = st.conf.voters[k];
+        for (uint32_t k = 0; k < st.conf.n_learners && k < 16; k++)
+            si->learners[si->n_learners++] = st.conf.learners[k];
     }
     /* Client addresses are copied: srv_node_client_addr reuses a buffer. */
-    char(*addrs)[SRV_HOST_MAX + 16] =
+    char(*addrs)[2][SRV_HOST_MAX + 16] =
         calloc(s->cfg->n_members + 1, sizeof(*addrs));
     if (addrs != NULL) {
         for (uint32_t i = 0; i < s->cfg->n_members; i++) {
             uint64_t id = s->cfg->members[i].id;
-            snprintf(addrs[i], sizeof(addrs[i]), "%s",
+            snprintf(addrs[i][0], sizeof(addrs[i][0]), "%s",
                      srv_node_client_addr(s, id));
+            srv_addr_format(&s->cfg->members[i].peer, addrs[i][1],
+                            sizeof(addrs[i][1]));
             nodes[r.n_nodes].id = id;
-            nodes[r.n_nodes].client_addr = addrs[i];
+            nodes[r.n_nodes].client_addr = addrs[i][0];
+            nodes[r.n_nodes].peer_addr = addrs[i][1];
             r.n_nodes++;
         }
     }
@@ -559,6 +596,53 @@ static void do_info(struct srv_clients *cs, struct cconn *cc,
     free(addrs);
     free(shards);
     free(nodes);
+}
+
+static void do_admin(struct srv_clients *cs, struct cconn *cc,
+                     const struct srv_request *rq, uint64_t t0)
+{
+    struct srv *s = cs->srv;
+    if (rq->admin == SRV_ADMIN_MEMBER_LIST) {
+        do_info(cs, cc, rq, t0);
+        return;
+    }
+    if (rq->admin != SRV_ADMIN_TRANSFER_LEADER) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EINVAL,
+                    "membership changes and splits are not supported by "
+                    "this version of ringkvd", 0);
+        return;
+    }
+    struct srv_group *g = srv_group_get(s, rq->shard);
+    if (g == NULL) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EUNKNOWNSHARD,
+                    "shard not hosted here", 0);
+        return;
+    }
+    raft_id to = rq->to_node;
+    if (to == 0) {
+        /* The most caught-up follower. */
+        struct raft_status st;
+        raft_status(g->raft, &st);
+        raft_index best = 0;
+        for (uint32_t k = 0; k < st.n_match; k++) {
+            if (st.match_ids[k] != s->cfg->id && st.match[k] >= best) {
+                best = st.match[k];
+                to = st.match_ids[k];
+            }
+        }
+    }
+    int rv = g->role != RAFT_LEADER ? RK_ENOTLEADER
+                                    : raft_transfer_leader(g->raft, to);
+    srv_group_wake(g);
+    struct srv_response r;
+    memset(&r, 0, sizeof(r));
+    r.request_id = rq->request_id;
+    r.op = rq->op;
+    r.admin = rq->admin;
+    r.status = rv;
+    r.leader_id = g->leader;
+    r.admin_shard = rq->shard;
+    reply(cs, cc, rq->op, t0, &r);
 }
 
 /* ------------------------------------------------------------- frames */
@@ -573,8 +657,10 @@ static int on_client_frame(struct srv_conn *c, const uint8_t *buf,
     s->metrics.client_bytes_in += len + SRV_FRAME_HEADER;
     struct srv_request rq;
     void *owner = NULL;
-    int rv = srv_proto_request_decode(buf, len, &rq, &owner);
-    if (rv == RK_EPROTO) {
+    char why[RK_ERRMSG_SIZE] = "";
+    int rv = srv_proto_request_decode(buf, len, &rq, &owner, why);
+    if (rv == RK_EPROTO || rv == RK_ETOOLARGE) {
+        srv_proto_request_free(owner);
         reply_error(cs, cc, SRV_OP_OTHER, 0, t0, RK_EINVAL,
                     "malformed request: not a Request message", 0);
         s->metrics.client_conns_closed_bad++;
@@ -582,8 +668,8 @@ static int on_client_frame(struct srv_conn *c, const uint8_t *buf,
         return 0;
     }
     if (rv != 0) {
-        reply_error(cs, cc, SRV_OP_OTHER, rq.request_id, t0, rv,
-                    "request without an operation", 0);
+        reply_error(cs, cc, rq.op, rq.request_id, t0, rv,
+                    why[0] != '\0' ? why : NULL, 0);
         srv_proto_request_free(owner);
         return 0;
     }
@@ -613,8 +699,7 @@ static int on_client_frame(struct srv_conn *c, const uint8_t *buf,
             do_info(cs, cc, &rq, t0);
             break;
         default:
-            reply_error(cs, cc, rq.op, rq.request_id, t0, RK_EINVAL,
-                        "unknown operation", 0);
+            do_admin(cs, cc, &rq, t0);
             break;
         }
     }
@@ -677,6 +762,7 @@ int srv_clients_start(struct srv *s, struct srv_clients **out)
     if (cs == NULL)
         return RK_ENOMEM;
     cs->srv = s;
+    cs->started_ns = uv_hrtime();
     struct sockaddr_storage ss;
     char a[SRV_HOST_MAX + 16];
     srv_addr_format(&s->cfg->listen, a, sizeof(a));

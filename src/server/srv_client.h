@@ -5,7 +5,8 @@
 /*
  * The transport (srv_client.c) and the request semantics work on the
  * decoded forms below; srv_proto.c maps them to and from proto/ringkv.proto's
- * Request and Response, so the wire schema is in one place.
+ * Request and Response (protobuf-c generated code, bounded unpacking), so
+ * the wire schema is in one place.
  *
  * Semantics (DESIGN.md §5-7):
  *  - Requests pipeline: many may be outstanding on one connection; each
@@ -28,6 +29,7 @@
 #include <stdint.h>
 
 #include "srv_metrics.h"
+#include "srv_ring.h"
 
 struct srv;
 struct srv_clients;
@@ -38,16 +40,26 @@ enum srv_consistency {
     SRV_READ_STALE = 2,
 };
 
+/* Operations beyond the KV ones (all counted as SRV_OP_OTHER). */
+enum srv_admin {
+    SRV_ADMIN_NONE = 0,
+    SRV_ADMIN_MEMBER_LIST,
+    SRV_ADMIN_TRANSFER_LEADER,
+    SRV_ADMIN_UNSUPPORTED, /* member add/remove, split: not in this version */
+};
+
 struct srv_request {
     uint64_t request_id;
     uint64_t client_id;
     uint64_t seq;
     uint64_t shard_epoch;
+    uint32_t timeout_ms;   /* 0 = the server's default */
     enum srv_op op;
-    uint8_t consistency; /* enum srv_consistency */
-    const uint8_t *key;
+    uint8_t admin;         /* enum srv_admin when op == SRV_OP_OTHER */
+    uint8_t consistency;   /* enum srv_consistency */
+    const uint8_t *key;    /* get/put/delete/cas key; scan prefix */
     uint32_t klen;
-    const uint8_t *value;
+    const uint8_t *value;  /* put value; cas new value */
     uint32_t vlen;
     /* cas */
     bool cas_by_revision;  /* compare the revision, else the value */
@@ -56,10 +68,13 @@ struct srv_request {
     uint32_t elen;
     bool cas_delete;       /* on match delete instead of writing value */
     /* scan */
-    uint64_t shard;        /* data shard to scan (1..n) */
-    const uint8_t *start;  /* resume key (inclusive), may be NULL */
+    uint64_t shard;        /* data shard to scan (1..n); admin: the shard */
+    const uint8_t *start;  /* first key to return (inclusive), may be NULL */
     uint32_t slen;
     uint32_t limit;
+    bool keys_only;
+    /* transfer leader */
+    uint64_t to_node;
 };
 
 struct srv_kv {
@@ -77,34 +92,29 @@ struct srv_shard_info {
     uint64_t term;
     uint64_t commit;
     uint64_t applied;
-    uint8_t role;
+    uint8_t role; /* enum raft_role; 4 = not hosted */
     uint32_t n_replicas;
     uint64_t replicas[16];
+    uint32_t n_learners;
+    uint64_t learners[16];
 };
 
 struct srv_node_info {
     uint64_t id;
     const char *client_addr;
-};
-
-enum srv_result_kind {
-    SRV_RESULT_NONE = 0,
-    SRV_RESULT_GET,
-    SRV_RESULT_WRITE,
-    SRV_RESULT_SCAN,
-    SRV_RESULT_STATUS,
-    SRV_RESULT_SHARD_MAP,
+    const char *peer_addr;
 };
 
 struct srv_response {
     uint64_t request_id;
-    uint8_t op_kind;           /* enum srv_result_kind: which result */
+    enum srv_op op;            /* selects the result message */
+    uint8_t admin;             /* enum srv_admin for SRV_OP_OTHER */
     int status;                /* 0 or RK_E*; mapped to the wire Status */
     const char *message;       /* optional detail for errors */
     uint64_t epoch;
     uint64_t leader_id;
     const char *leader_hint;   /* leader's client address, "" if unknown */
-    /* get / put / cas / delete */
+    /* get / put / delete / cas */
     bool found;
     const uint8_t *value;
     uint32_t vlen;
@@ -116,25 +126,35 @@ struct srv_response {
     const struct srv_kv *items;
     uint32_t n_items;
     bool more;
-    /* status / shard map */
+    bool keys_only;
+    /* status / shard map / members */
     uint64_t node_id;
     uint64_t cluster_id;
+    uint64_t uptime_ms;
     uint32_t n_data_shards;
     uint32_t ring_vnodes;
     uint64_t ring_seed;
+    const struct srv_ring_point *points;
+    uint32_t n_points;
     const struct srv_shard_info *shards;
     uint32_t n_shards;
     const struct srv_node_info *nodes;
     uint32_t n_nodes;
+    /* admin */
+    uint64_t admin_shard;
+    uint64_t admin_index;
 };
 
 /* ------------------------------------------------------------ srv_proto.c */
 
-/* Decodes one Request frame; pointers in *out point into buf or into
- * *owner, which srv_proto_request_free() releases. RK_EPROTO for bytes that
- * are not a Request, RK_EINVAL for a Request missing its operation. */
+/* Decodes one Request frame; pointers in *out point into *owner, which
+ * srv_proto_request_free() releases (also after an error). RK_EPROTO or
+ * RK_ETOOLARGE for bytes that are not a Request; RK_EINVAL for a Request
+ * that fails the structural checks (no operation, empty key, ...), with
+ * out->request_id set and a reason in errmsg (RK_ERRMSG_SIZE bytes). */
 int srv_proto_request_decode(const uint8_t *buf, size_t len,
-                             struct srv_request *out, void **owner);
+                             struct srv_request *out, void **owner,
+                             char *errmsg);
 void srv_proto_request_free(void *owner);
 /* The wire Status value (proto enum number) of an RK_E* code. */
 int srv_proto_wire_status(int err);

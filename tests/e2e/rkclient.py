@@ -1,7 +1,7 @@
 """A tiny ringkv test client: framed protobuf Request/Response over TCP.
 
-Python 3 standard library only. It speaks the client schema documented at
-the top of src/server/srv_proto.c (field numbers are the contract) and adds
+Python 3 standard library only. It speaks proto/ringkv.proto by field number
+(a hand-written protobuf reader/writer, so no generated code is needed) and adds
 the helpers the end-to-end tests need: a process cluster on loopback ports,
 bounded waits, and leader-following writes.
 """
@@ -97,17 +97,21 @@ def _one(fields, num, default=0):
     return vals[-1] if vals else default
 
 
+ROLES = ["follower", "pre-candidate", "candidate", "leader", "none"]
+
+
 class Response:
     def __init__(self, raw):
         f = parse(raw)
         self.raw = raw
         self.request_id = _one(f, 1)
         code = _one(f, 2)
-        self.status = STATUS[code] if code < len(STATUS) else str(code)
-        self.leader_hint = _one(f, 3, b"").decode()
-        self.epoch = _one(f, 4)
-        self.message = _one(f, 5, b"").decode()
-        self.leader_id = _one(f, 6)
+        self.status = STATUS[code] if code < len(STATUS) else "INTERNAL"
+        self.message = _one(f, 3, b"").decode()
+        hint = parse(_one(f, 4, b""))
+        self.leader_id = _one(hint, 1)
+        self.leader_hint = _one(hint, 2, b"").decode()
+        self.epoch = _one(f, 5)
         self.found = False
         self.value = None
         self.revision = 0
@@ -117,50 +121,88 @@ class Response:
         self.more = False
         self.shards = []
         self.nodes = []
+        self.points = []
         self.n_shards = 0
+        self.result = None
         if 10 in f:
+            self.result = "get"
             g = parse(_one(f, 10, b""))
             self.found = bool(_one(g, 1))
             self.value = _one(g, 2, b"")
             self.revision = _one(g, 3)
         if 11 in f:
+            self.result = "put"
             w = parse(_one(f, 11, b""))
             self.revision = _one(w, 1)
             self.prev_revision = _one(w, 2)
             self.duplicate = bool(_one(w, 3))
         if 12 in f:
-            s = parse(_one(f, 12, b""))
-            for kv in s.get(1, []):
+            self.result = "delete"
+            w = parse(_one(f, 12, b""))
+            self.found = bool(_one(w, 1))
+            self.revision = _one(w, 2)
+            self.prev_revision = _one(w, 3)
+            self.duplicate = bool(_one(w, 4))
+        if 13 in f:
+            self.result = "cas"
+            w = parse(_one(f, 13, b""))
+            self.revision = _one(w, 1)
+            self.found = bool(_one(w, 2))
+            self.value = _one(w, 3, b"")
+            self.duplicate = bool(_one(w, 4))
+        if 14 in f:
+            self.result = "scan"
+            sc = parse(_one(f, 14, b""))
+            for kv in sc.get(1, []):
                 k = parse(kv)
                 self.items.append((_one(k, 1, b""), _one(k, 2, b""),
                                    _one(k, 3)))
-            self.more = bool(_one(s, 2))
-        if 13 in f or 14 in f:
-            s = parse(_one(f, 13 if 13 in f else 14, b""))
-            shard_field = 3 if 13 in f else 6
-            for raw_si in s.get(shard_field, []):
+            self.more = bool(_one(sc, 2))
+        if 15 in f:
+            self.result = "status"
+            st = parse(_one(f, 15, b""))
+            self.n_shards = _one(st, 5)
+            for raw_si in st.get(8, []):
                 si = parse(raw_si)
+                role = _one(si, 6)
                 self.shards.append({
                     "shard": _one(si, 1), "leader": _one(si, 2),
                     "term": _one(si, 3), "commit": _one(si, 4),
                     "applied": _one(si, 5),
-                    "role": _one(si, 6, b"").decode()})
-            if 14 in f:
-                self.n_shards = _one(s, 3)
-                for raw_n in s.get(7, []):
-                    nd = parse(raw_n)
-                    self.nodes.append((_one(nd, 1),
-                                       _one(nd, 2, b"").decode()))
+                    "role": ROLES[role] if role < len(ROLES) else "?"})
+            self.nodes = _nodes(st.get(9, []))
+        if 16 in f:
+            self.result = "shard_map"
+            m = parse(_one(f, 16, b""))
+            for raw_p in m.get(3, []):
+                p = parse(raw_p)
+                self.points.append((_one(p, 1), _one(p, 2)))
+            self.n_shards = sum(1 for raw in m.get(4, [])
+                                if _one(parse(raw), 1) != 0)
+            self.nodes = _nodes(m.get(5, []))
+        if 17 in f:
+            self.result = "members"
+            self.nodes = _nodes(parse(_one(f, 17, b"")).get(1, []))
+        if 18 in f:
+            self.result = "admin"
 
     def __repr__(self):
         return "<Response id=%d %s %s>" % (self.request_id, self.status,
                                            self.message)
 
 
+def _nodes(raws):
+    out = []
+    for raw in raws:
+        nd = parse(raw)
+        out.append((_one(nd, 1), _one(nd, 3, b"").decode()))
+    return out
+
+
 def request(rid, op_field, op_body, client_id=0, seq=0, epoch=0,
-            consistency=0):
+            consistency=0, timeout_ms=0):
     return (f_u64(1, rid) + f_u64(2, client_id) + f_u64(3, seq) +
-            f_u64(4, epoch) + f_u64(5, consistency) +
+            f_u64(4, epoch) + f_u64(5, consistency) + f_u64(6, timeout_ms) +
             f_bytes(op_field, op_body, always=True))
 
 
@@ -176,18 +218,21 @@ def op_delete(key):
     return 12, f_bytes(1, key)
 
 
-def op_cas(key, value, expect_value=None, expect_revision=None):
+def op_cas(key, value, expect_value=None, expect_revision=None,
+           expect_absent=False, delete_on_match=False):
     body = f_bytes(1, key)
-    if expect_revision is not None:
+    if expect_absent:
+        body += _key(4, 0) + _varint(1)
+    elif expect_revision is not None:
         body += _key(3, 0) + _varint(expect_revision)
     else:
         body += f_bytes(2, expect_value or b"", always=True)
-    return 13, body + f_bytes(4, value)
+    return 13, body + f_bytes(5, value) + f_u64(6, int(delete_on_match))
 
 
-def op_scan(shard, prefix=b"", limit=0, start=b""):
-    return 14, (_key(1, 0) + _varint(shard) + f_bytes(2, prefix) +
-                f_bytes(3, start) + f_u64(4, limit))
+def op_scan(shard, prefix=b"", limit=0, start_after=b"", keys_only=False):
+    return 14, (f_bytes(1, prefix) + f_bytes(2, start_after) +
+                f_u64(3, limit) + f_u64(4, shard) + f_u64(5, int(keys_only)))
 
 
 def op_status():
@@ -196,6 +241,14 @@ def op_status():
 
 def op_shard_map():
     return 16, b""
+
+
+def op_member_list():
+    return 17, b""
+
+
+def op_transfer_leader(shard, to_node=0):
+    return 20, _key(1, 0) + _varint(shard) + f_u64(2, to_node)
 
 
 # ------------------------------------------------------------ transport
@@ -216,11 +269,13 @@ class Conn:
     def send_raw(self, data):
         self.sock.sendall(data)
 
-    def send(self, op, client_id=0, seq=0, epoch=0, consistency=0):
+    def send(self, op, client_id=0, seq=0, epoch=0, consistency=0,
+             timeout_ms=0):
         rid = self.next_id
         self.next_id += 1
         field, body = op
-        msg = request(rid, field, body, client_id, seq, epoch, consistency)
+        msg = request(rid, field, body, client_id, seq, epoch, consistency,
+                      timeout_ms)
         self.sock.sendall(struct.pack(">I", len(msg)) + msg)
         return rid
 
@@ -438,7 +493,7 @@ def call_leader(cluster, op, timeout=20.0, **kw):
 
 def _main(argv):
     """rkclient.py [-e HOST:PORT] get K | put K V | del K | cas K OLD NEW |
-    scan SHARD [PREFIX] | status | map"""
+    scan SHARD [PREFIX] | status | map | members"""
     import sys
     endpoint = "127.0.0.1:7001"
     if len(argv) > 2 and argv[1] == "-e":
@@ -455,6 +510,7 @@ def _main(argv):
         "cas": lambda: op_cas(args[0], args[2], expect_value=args[1]),
         "scan": lambda: op_scan(int(args[0]), args[1] if len(args) > 1
                                 else ""),
+        "members": op_member_list,
         "status": op_status,
         "map": op_shard_map,
     }
@@ -485,7 +541,7 @@ def _main(argv):
         for k, v, rev in r.items:
             print("%s = %s (rev %d)" % (k.decode(errors="replace"),
                                         v.decode(errors="replace"), rev))
-    elif cmd in ("status", "map") and r.status == "OK":
+    elif cmd in ("status", "map", "members") and r.status == "OK":
         for sh in r.shards:
             print("shard %(shard)d: %(role)s, leader %(leader)d, term "
                   "%(term)d, commit %(commit)d, applied %(applied)d" % sh)

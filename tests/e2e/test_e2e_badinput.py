@@ -150,7 +150,15 @@ def main():
         r = c.call(rk.op_scan(99, ""))
         check(r.status == "WRONG_SHARD", "unknown shard: %r" % r)
         r = c.call(rk.op_scan(0, ""))
-        check(r.status == "WRONG_SHARD", "meta shard scan: %r" % r)
+        check(r.status == "INVALID_ARGUMENT", "scan without shard: %r" % r)
+        r = c.call(rk.op_cas("k", "v"), client_id=5, seq=1004)
+        check(r.status == "OK" or r.status in ("CAS_MISMATCH", "NOT_LEADER"),
+              "cas with an empty expected value is valid: %r" % r)
+        r = c.call(rk.op_cas("k", "v", expect_revision=0), client_id=5,
+                   seq=1005)
+        check(r.status == "INVALID_ARGUMENT", "cas revision 0: %r" % r)
+        r = c.call((21, b""))
+        check(r.status == "INVALID_ARGUMENT", "split unsupported: %r" % r)
         c.close()
         # A value just under the limit is accepted.
         r = rk.call_leader(cl, rk.op_put("big", b"v" * (1 << 20)),

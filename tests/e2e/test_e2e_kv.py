@@ -86,12 +86,19 @@ def main():
                                          expect_revision=rev),
                            client_id=7, seq=1002)
         check(r.status == "OK", "cas by revision: %r" % r)
-        r = rk.call_leader(cl, rk.op_cas("fresh", "1", expect_revision=0),
+        r = rk.call_leader(cl, rk.op_cas("fresh", "1", expect_absent=True),
                            client_id=7, seq=1003)
         check(r.status == "OK", "cas create-if-absent: %r" % r)
-        r = rk.call_leader(cl, rk.op_cas("fresh", "2", expect_revision=0),
+        r = rk.call_leader(cl, rk.op_cas("fresh", "2", expect_absent=True),
                            client_id=7, seq=1004)
-        check(r.status == "CAS_MISMATCH", "cas absent mismatch: %r" % r)
+        check(r.status == "CAS_MISMATCH" and r.found and r.value == b"1",
+              "cas absent mismatch carries the current value: %r" % r)
+        r = rk.call_leader(cl, rk.op_cas("fresh", "", expect_value="1",
+                                         delete_on_match=True),
+                           client_id=7, seq=1005)
+        check(r.status == "OK", "cas delete on match: %r" % r)
+        r = rk.call_leader(cl, rk.op_get("fresh"))
+        check(r.status == "NOT_FOUND", "cas delete: %r" % r)
 
         # delete
         r = rk.call_leader(cl, rk.op_delete("key-1"), client_id=7, seq=2000)
@@ -107,7 +114,7 @@ def main():
             start = b""
             for _ in range(100):
                 r = rk.call_leader(cl, rk.op_scan(shard, "key-", limit=5,
-                                                  start=start))
+                                                  start_after=start))
                 check(r.status == "OK", "scan: %r" % r)
                 check(len(r.items) <= 5, "scan limit")
                 for k, v, rev in r.items:
@@ -116,7 +123,7 @@ def main():
                     seen.add(k)
                 if not r.more:
                     break
-                start = r.items[-1][0] + b"\x00"
+                start = r.items[-1][0]
         check(seen == set(k.encode() for k in keys) - {b"key-1"},
               "scan found %d keys" % len(seen))
         r = rk.call_leader(cl, rk.op_scan(SHARDS + 1, ""))
@@ -167,7 +174,28 @@ def main():
         m = c.call(rk.op_shard_map())
         c.close()
         check(m.status == "OK" and m.n_shards == SHARDS and
-              len(m.nodes) == 3 and m.epoch == 1, "shard map: %r" % m)
+              len(m.nodes) == 3 and m.epoch == 1 and len(m.points) > 0,
+              "shard map: %r" % m)
+        check(sorted(p[0] for p in m.points) == [p[0] for p in m.points],
+              "ring points sorted")
+        check({p[1] for p in m.points} == set(range(1, SHARDS + 1)),
+              "every data shard owns ring points")
+        c = rk.Conn(cl.client_port(3))
+        r = c.call(rk.op_member_list())
+        c.close()
+        check(r.status == "OK" and len(r.nodes) == 3, "members: %r" % r)
+
+        # Leader transfer of shard 1 to another node.
+        old = cl.wait_leaders(SHARDS + 1)[1]
+        target = [i for i in cl.procs if i != old][0]
+        c = rk.Conn(cl.client_port(old))
+        r = c.call(rk.op_transfer_leader(1, target))
+        c.close()
+        check(r.status == "OK", "transfer leader: %r" % r)
+        deadline = time.time() + 15
+        while cl.leaders().get(1) != target:
+            check(time.time() < deadline, "leadership did not move")
+            time.sleep(0.1)
         # A stale epoch gets WRONG_SHARD with the current one.
         c = rk.Conn(cl.client_port(1))
         r = c.call(rk.op_get("mode"), epoch=42)
