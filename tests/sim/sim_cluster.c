@@ -415,9 +415,9 @@ static void on_disk_done(struct sim *s, int i)
 /*
  * The write of the in-flight batch fails: either the fsync fails and nothing
  * of the batch is durable, or the write is torn and only a prefix of its
- * entries reached the disk (without the hard state, as with a write-ahead
- * log whose tail record was cut). Either way the node fail-stops (DESIGN
- * section 7) and restarts later from what is on disk.
+ * entries reached the disk (with the membership record but without the hard
+ * state, as with a write-ahead log whose tail records were cut). Either way
+ * the node fail-stops (DESIGN section 7) and restarts later from its disk.
  */
 static void disk_fault(struct sim *s, int i)
 {
@@ -434,6 +434,12 @@ static void disk_fault(struct sim *s, int i)
             part.entries = rd->entries;
             part.n_entries = keep;
             part.must_sync = true;
+            /* The membership record is metadata written before the log
+             * (a joiner's bootstrap conf arrives with its first append and
+             * gives the entries their meaning); only the hard state and a
+             * suffix of the entries are torn off. */
+            part.conf = rd->conf;
+            part.conf_changed = rd->conf_changed;
             for (uint32_t k = 0; k < keep; k++) {
                 const struct raft_entry *e = &rd->entries[k];
                 raft_term prev = UINT64_MAX;
@@ -589,8 +595,24 @@ int sim_restart(struct sim *s, int i)
     if (n->up || n->retired || n->id == 0)
         return 0;
     int rc = start_node(s, i, NULL);
-    sim_trace(s, "restart n%llu: %s", (unsigned long long)n->id,
-              rc ? rk_strerror(rc) : "ok");
+    struct sim_durable d;
+    sim_disk_load(n->log, &d);
+    char conf[128];
+    int off = snprintf(conf, sizeof(conf), "voters");
+    for (uint32_t v = 0; v < d.conf.n_voters && off > 0 && off < 100; v++)
+        off += snprintf(conf + off, sizeof(conf) - (size_t)off, " %llu",
+                        (unsigned long long)d.conf.voters[v]);
+    if (off > 0 && off < 100 && d.conf.n_learners)
+        snprintf(conf + off, sizeof(conf) - (size_t)off, " +%u learners",
+                 d.conf.n_learners);
+    sim_trace(s, "restart n%llu: %s (term %llu vote %llu commit %llu, log "
+                 "%llu..%llu, snapshot %llu, disk conf: %s)",
+              (unsigned long long)n->id, rc ? rk_strerror(rc) : "ok",
+              (unsigned long long)d.hs.term, (unsigned long long)d.hs.vote,
+              (unsigned long long)d.hs.commit,
+              (unsigned long long)sim_disk_first(n->log),
+              (unsigned long long)sim_disk_last(n->log),
+              (unsigned long long)d.snap.index, conf);
     if (rc != 0)
         sim_violation(s, "node %llu cannot restart from its durable state: %s",
                       (unsigned long long)n->id, rk_strerror(rc));
