@@ -475,6 +475,115 @@ static void test_install_fuzzed_chunks(void **state)
     stor_batch_free(b);
 }
 
+static void test_add_ready_and_conf(void **state)
+{
+    struct fx *f = *state;
+    tu_create_shard(f->a, 1);
+    tu_create_shard(f->b, 1);
+    assert_int_equal(tu_append_apply(f->a, 1, 1, 40, 2, true), 0);
+    /* Membership changes folded while applying, carried by the snapshot. */
+    uint8_t add5[9] = {RAFT_CC_ADD_LEARNER, 0, 0, 0, 0, 0, 0, 0, 5};
+    uint8_t pro5[9] = {RAFT_CC_PROMOTE, 0, 0, 0, 0, 0, 0, 0, 5};
+    uint8_t rm2[9] = {RAFT_CC_REMOVE, 0, 0, 0, 0, 0, 0, 0, 2};
+    struct raft_entry cc[3] = {
+        {.term = 2, .index = 41, .type = RAFT_ENTRY_CONF, .len = 9,
+         .data = add5},
+        {.term = 2, .index = 42, .type = RAFT_ENTRY_CONF, .len = 9,
+         .data = pro5},
+        {.term = 2, .index = 43, .type = RAFT_ENTRY_CONF, .len = 9,
+         .data = rm2},
+    };
+    struct raft_conf_state last_conf = {.n_voters = 3, .voters = {1, 3, 5}};
+    struct raft_ready rd;
+    memset(&rd, 0, sizeof rd);
+    rd.entries = cc;
+    rd.n_entries = 3;
+    rd.hs = (struct raft_hard_state){.term = 2, .vote = 1, .commit = 43};
+    rd.hs_changed = true;
+    rd.conf = last_conf;
+    rd.conf_changed = true;
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    assert_int_equal(stor_batch_add_ready(b, 1, &rd), 0);
+    assert_int_equal(stor_batch_apply(b, 1, cc, 3, NULL), 0);
+    assert_int_equal(stor_batch_commit(f->a, b), 0);
+    assert_int_equal(stor_batch_shard_status(b, 1), 0);
+    struct stor_shard_state st;
+    assert_int_equal(stor_shard_load(stor_shard_get(f->a, 1), &st), 0);
+    assert_int_equal(st.hs.commit, 43);
+    assert_int_equal(st.conf.n_voters, 3);
+    assert_int_equal(st.applied_conf.n_voters, 3);
+    assert_int_equal(st.applied_conf.n_learners, 0);
+    assert_int_equal(st.applied_conf.voters[0], 1);
+    assert_int_equal(st.applied_conf.voters[1], 3);
+    assert_int_equal(st.applied_conf.voters[2], 5);
+    struct raft_snapshot_meta meta;
+    assert_int_equal(stor_snapshot_meta(stor_shard_get(f->a, 1), &meta), 0);
+    assert_int_equal(meta.index, 43);
+    assert_int_equal(meta.conf.n_voters, 3);
+    assert_int_equal(meta.conf.voters[2], 5);
+
+    /* The follower side through raft_ready: chunks, then the install, then
+     * entries after it, all as the core hands them out. */
+    struct stor_shard *sh = stor_shard_get(f->a, 1);
+    bool last = false;
+    for (uint32_t seq = 0; !last; seq++) {
+        void *data;
+        uint32_t len;
+        assert_int_equal(stor_snapshot_chunk(sh, 43, seq, &data, &len, &last),
+                         0);
+        struct raft_snap_chunk c = {.meta = meta, .seq = seq, .last = last,
+                                    .len = len, .data = data};
+        memset(&rd, 0, sizeof rd);
+        rd.snap_chunk = &c;
+        if (last) {
+            rd.snap_install = true;
+            rd.snap_meta = meta;
+        }
+        stor_batch_reset(b);
+        assert_int_equal(stor_batch_add_ready(b, 1, &rd), 0);
+        assert_int_equal(stor_batch_commit(f->b, b), 0);
+        assert_int_equal(stor_batch_shard_status(b, 1), 0);
+        free(data);
+    }
+    assert_int_equal(stor_shard_load(stor_shard_get(f->b, 1), &st), 0);
+    assert_int_equal(st.applied, 43);
+    assert_int_equal(st.applied_conf.voters[2], 5);
+    assert_int_equal(st.conf.voters[2], 5);
+    assert_same_kv(f->a, f->b, 1);
+    /* A rejected chunk shows in the shard status. */
+    uint8_t junk[40] = {0};
+    struct raft_snap_chunk bad = {.meta = meta, .seq = 0, .len = 40,
+                                  .data = junk};
+    memset(&rd, 0, sizeof rd);
+    rd.snap_chunk = &bad;
+    stor_batch_reset(b);
+    assert_int_equal(stor_batch_add_ready(b, 1, &rd), 0);
+    assert_int_equal(stor_batch_commit(f->b, b), 0);
+    assert_int_equal(stor_batch_shard_status(b, 1), RK_EPROTO);
+    /* Overriding the applied conf directly. */
+    struct raft_conf_state one = {.n_voters = 1, .voters = {9}};
+    stor_batch_reset(b);
+    assert_int_equal(stor_batch_set_applied_conf(b, 1, &one), 0);
+    assert_int_equal(stor_batch_commit(f->b, b), 0);
+    assert_int_equal(stor_shard_load(stor_shard_get(f->b, 1), &st), 0);
+    assert_int_equal(st.applied_conf.n_voters, 1);
+    assert_int_equal(st.applied_conf.voters[0], 9);
+    /* Destroy and re-create in one batch: a clean, empty shard. */
+    stor_batch_reset(b);
+    assert_int_equal(stor_batch_destroy_shard(b, 1), 0);
+    assert_int_equal(stor_batch_create_shard(b, 1, &one), 0);
+    assert_int_equal(stor_batch_commit(f->b, b), 0);
+    assert_int_equal(stor_shard_load(stor_shard_get(f->b, 1), &st), 0);
+    assert_int_equal(st.applied, 0);
+    assert_int_equal(st.last_index, 0);
+    struct stor_scan sc;
+    assert_int_equal(stor_kv_scan(f->b, 1, NULL, 0, NULL, 0, 0, 0, &sc), 0);
+    assert_int_equal(sc.n, 0);
+    stor_exports_expire(f->a);
+    stor_batch_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,6 +596,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_export_dropped_by_map_growth,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_install_fuzzed_chunks, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_add_ready_and_conf, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
