@@ -176,32 +176,56 @@ static void set_caps(struct planner *p)
     }
 }
 
-/* Drops replicas from nodes above their cap: followers before leaders,
- * and from the shards with the most replicas left. */
-static void trim_to_caps(struct planner *p)
+struct trim_cand {
+    uint32_t shard;
+    uint32_t score;
+};
+
+static int cmp_trim(const void *a, const void *b)
 {
+    const struct trim_cand *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return (x->shard > y->shard) - (x->shard < y->shard);
+}
+
+/*
+ * Drops replicas from nodes above their cap: followers before leaders,
+ * then from the shards with the most replicas left, then the replicas that
+ * share most shards with their fellows (which helps scattering). Each
+ * shard appears once per node, so one sort per node gives the order.
+ */
+static int trim_to_caps(struct planner *p)
+{
+    struct trim_cand *c = NULL;
     for (uint32_t e = 0; e < p->n_act; e++) {
-        while (p->load[e] > p->cap[e]) {
-            int64_t best_s = -1;
-            uint32_t best_j = 0, best_score = 0;
-            for (uint32_t s = 0; s < p->n_shards; s++) {
-                for (uint32_t j = 0; j < p->cnt[s]; j++) {
-                    if (p->tgt[SLOT(s, j)] != (int32_t)e)
-                        continue;
-                    bool is_leader =
-                        act_pos(p, p->m->shards[s].leader) == (int32_t)e;
-                    uint32_t score = (is_leader ? 0 : 16) + p->cnt[s];
-                    if (best_s < 0 || score > best_score) {
-                        best_s = s;
-                        best_j = j;
-                        best_score = score;
-                    }
+        if (p->load[e] <= p->cap[e])
+            continue;
+        if (c == NULL && (c = malloc(p->n_shards * sizeof(*c))) == NULL)
+            return RK_ENOMEM;
+        uint32_t n = 0;
+        for (uint32_t s = 0; s < p->n_shards; s++) {
+            if (!hosts(p, s, (int32_t)e))
+                continue;
+            bool leader = act_pos(p, p->m->shards[s].leader) == (int32_t)e;
+            uint32_t pair = pair_cost(p, s, (int32_t)e);
+            c[n++] = (struct trim_cand){
+                s, (leader ? 0 : 1u << 30) + (p->cnt[s] << 24) +
+                       (pair < (1u << 24) ? pair : (1u << 24) - 1)};
+        }
+        qsort(c, n, sizeof(*c), cmp_trim);
+        for (uint32_t k = 0; p->load[e] > p->cap[e]; k++) {
+            RK_ASSERT(k < n);
+            uint32_t s = c[k].shard;
+            for (uint32_t j = 0; j < p->cnt[s]; j++)
+                if (p->tgt[SLOT(s, j)] == (int32_t)e) {
+                    drop_slot(p, s, j);
+                    break;
                 }
-            }
-            RK_ASSERT(best_s >= 0);
-            drop_slot(p, (uint32_t)best_s, best_j);
         }
     }
+    free(c);
+    return 0;
 }
 
 /*
@@ -425,14 +449,20 @@ static int place_leaders(struct planner *p)
      * <= 1.
      */
     for (;;) {
-        uint32_t min = UINT32_MAX;
-        for (uint32_t e = 0; e < n; e++)
+        uint32_t min = UINT32_MAX, max = 0;
+        for (uint32_t e = 0; e < n; e++) {
             if (p->lload[e] < min)
                 min = p->lload[e];
+            if (p->lload[e] > max)
+                max = p->lload[e];
+        }
+        /* The most loaded nodes shed first: a node that sheds more than
+         * its share would only be refilled later, one more transfer. */
         bool shifted = false;
-        for (uint32_t e = 0; e < n && !shifted; e++)
-            if (p->lload[e] >= min + 2)
-                shifted = shift_leaders_from(p, (int32_t)e, &b);
+        for (uint32_t l = max; l >= min + 2 && !shifted; l--)
+            for (uint32_t e = 0; e < n && !shifted; e++)
+                if (p->lload[e] == l)
+                    shifted = shift_leaders_from(p, (int32_t)e, &b);
         if (!shifted)
             break;
     }
@@ -501,8 +531,9 @@ int shard__plan_target(const struct shard_map *m, shard_node_id *voters,
 
     keep_current(&p);
     set_caps(&p);
-    trim_to_caps(&p);
-    rc = fill(&p);
+    rc = trim_to_caps(&p);
+    if (rc == 0)
+        rc = fill(&p);
     if (rc != 0)
         goto out;
     rc = place_leaders(&p);
