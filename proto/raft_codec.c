@@ -403,15 +403,147 @@ static int check_hb(const Ringkv__CoalescedHeartbeats *h, uint32_t *n)
     return 0;
 }
 
+/* ---------------------------------------------------- wire pre-scan */
+
+/*
+ * Before unpacking, a cheap walk over the wire form counts the messages
+ * (PeerBatch field 3) and their entries (RaftMessage field 9). Counts over
+ * the limits are refused before anything is allocated, and the counts size
+ * the memory budget of the unpack exactly for what a well-formed batch
+ * needs, so a batch our encoder produced always fits while garbage (e.g.
+ * thousands of repeated singular fields or unknown fields) runs out of
+ * budget.
+ */
+struct wire {
+    const uint8_t *p;
+    size_t len;
+    size_t pos;
+};
+
+static bool wire_varint(struct wire *w, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned i = 0; i < 10; i++) {
+        if (w->pos == w->len)
+            return false;
+        uint8_t b = w->p[w->pos++];
+        x |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *v = x;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Reads one field: its number, and for length-delimited ones the payload
+ * (else *sub = NULL). False for malformed or unsupported (group) wire. */
+static bool wire_field(struct wire *w, uint64_t *num, struct wire *sub)
+{
+    uint64_t tag, v;
+    if (!wire_varint(w, &tag))
+        return false;
+    *num = tag >> 3;
+    sub->p = NULL;
+    switch (tag & 7) {
+    case 0:
+        return wire_varint(w, &v);
+    case 1:
+        if (w->len - w->pos < 8)
+            return false;
+        w->pos += 8;
+        return true;
+    case 2:
+        if (!wire_varint(w, &v) || v > w->len - w->pos)
+            return false;
+        sub->p = w->p + w->pos;
+        sub->len = (size_t)v;
+        sub->pos = 0;
+        w->pos += (size_t)v;
+        return true;
+    case 5:
+        if (w->len - w->pos < 4)
+            return false;
+        w->pos += 4;
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int scan_batch(const uint8_t *buf, size_t len,
+                      const struct raft_codec_limits *lim, uint64_t *n_msgs,
+                      uint64_t *n_ents)
+{
+    struct wire w = {.p = buf, .len = len, .pos = 0};
+    *n_msgs = *n_ents = 0;
+    while (w.pos < w.len) {
+        uint64_t num;
+        struct wire sub;
+        if (!wire_field(&w, &num, &sub))
+            return RK_EPROTO;
+        if (num != 3 || sub.p == NULL)
+            continue;
+        if (++*n_msgs > lim->max_msgs)
+            return RK_EPROTO;
+        uint64_t ents = 0;
+        while (sub.pos < sub.len) {
+            struct wire e;
+            if (!wire_field(&sub, &num, &e))
+                return RK_EPROTO;
+            if (num == 9 && e.p != NULL && ++ents > lim->max_entries)
+                return RK_EPROTO;
+        }
+        *n_ents += ents;
+    }
+    return 0;
+}
+
+/* Unpacked bytes per message (with one snapshot meta and conf state) and
+ * per entry, array slots included. */
+#define MSG_MEM                                                                \
+    (sizeof(Ringkv__RaftMessage) + sizeof(void *) +                            \
+     sizeof(Ringkv__RaftSnapshotMeta) + sizeof(Ringkv__RaftConfState))
+#define ENTRY_MEM (sizeof(Ringkv__RaftEntry) + sizeof(void *))
+/* Per input byte: copies of bytes fields, packed columns (8 bytes per
+ * 1-byte varint); plus a constant for the batch and its columns. */
+#define BYTE_MEM 8
+#define FIXED_MEM ((size_t)64 << 10)
+
+static size_t add_sat(size_t a, size_t b)
+{
+    return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
+
+static size_t mul_sat(size_t a, uint64_t b)
+{
+    return b != 0 && a > SIZE_MAX / b ? SIZE_MAX : a * (size_t)b;
+}
+
+static size_t batch_budget(size_t len, uint64_t n_msgs, uint64_t n_ents)
+{
+    /* Saturating: absurd limits give a huge budget, never a wrapped one. */
+    size_t b = add_sat(FIXED_MEM, mul_sat(BYTE_MEM, len));
+    b = add_sat(b, mul_sat(MSG_MEM, n_msgs));
+    return add_sat(b, mul_sat(ENTRY_MEM, n_ents));
+}
+
 static int dec_open(const uint8_t *buf, size_t len,
                     const struct raft_codec_limits *lim, struct dec *d)
 {
     memset(d, 0, sizeof(*d));
     if (len > lim->max_batch_bytes)
         return RK_ETOOLARGE;
+    uint64_t wire_msgs, wire_ents;
+    int rc = scan_batch(buf, len, lim, &wire_msgs, &wire_ents);
+    if (rc)
+        return rc;
+    size_t budget = lim->max_decode_mem
+                        ? lim->max_decode_mem
+                        : batch_budget(len, wire_msgs, wire_ents);
     ProtobufCMessage *m;
-    int rc = rk_proto_unpack(&ringkv__peer_batch__descriptor, buf, len,
-                             lim->max_decode_mem, &m);
+    rc = rk_proto_unpack(&ringkv__peer_batch__descriptor, buf, len, budget,
+                         &m);
     if (rc)
         return rc;
     d->pb = (Ringkv__PeerBatch *)m;

@@ -12,11 +12,16 @@
  * messages in their order, then heartbeats, then heartbeat responses (Raft
  * tolerates reordering; within each class the order is kept).
  *
- * Decoding is all-or-nothing: the whole batch is unpacked under a memory
- * budget (rk_proto_unpack) and every field is checked against the limits
- * and the ranges of raft.h before the first message is handed out; any
- * violation gives RK_EPROTO (RK_ETOOLARGE when the bytes exceed the batch
- * limit or the memory budget), never a crash or an unbounded allocation.
+ * Decoding is all-or-nothing. A walk over the wire bytes first counts the
+ * messages and entries (too many: RK_EPROTO, before any allocation); the
+ * batch is then unpacked under a memory budget sized from those counts and
+ * the length (what a well-formed batch of that shape needs: 8 bytes per
+ * input byte + 64 KiB + a fixed cost per message and per entry; at most
+ * ~60 MiB for a 4 MiB batch of the default limits), and every field is
+ * checked against the limits and the ranges of raft.h before the first
+ * message is handed out. Violations give RK_EPROTO (RK_ETOOLARGE when the
+ * bytes exceed the batch limit or the budget), never a crash or an
+ * unbounded allocation.
  * Checked: message and entry types, from/to non-zero, entries only on
  * APPEND and with consecutive indexes after the message's index, entry and
  * chunk sizes, counts of messages and entries, conf-state sizes
@@ -43,7 +48,7 @@ struct raft_codec_limits {
     uint32_t max_entry_bytes; /* payload of one entry */
     uint32_t max_chunk_bytes; /* payload of one snapshot chunk */
     size_t max_batch_bytes;   /* encoded batch (the frame payload) */
-    size_t max_decode_mem;    /* 0: rk_proto_default_budget(len) */
+    size_t max_decode_mem;    /* 0: sized from the counts (see below) */
 };
 
 /* Fills in the RAFT_CODEC_MAX_* defaults. A NULL limits pointer given to

@@ -19,10 +19,12 @@
 #include "ringkv.pb-c.h"
 
 /* Default decode memory budget: RK_PROTO_MEM_FACTOR times the input plus
- * RK_PROTO_MEM_SLACK, capped at RK_PROTO_MEM_CAP. */
-#define RK_PROTO_MEM_FACTOR 32
+ * RK_PROTO_MEM_SLACK, capped at RK_PROTO_MEM_CAP. Well-formed client
+ * messages need far less (a scan result of small items about 8x); peer
+ * batches use a budget sized from counted messages instead (raft_codec.h). */
+#define RK_PROTO_MEM_FACTOR 16
 #define RK_PROTO_MEM_SLACK ((size_t)256 << 10)
-#define RK_PROTO_MEM_CAP ((size_t)128 << 20)
+#define RK_PROTO_MEM_CAP ((size_t)64 << 20)
 
 /* Budget rk_proto_unpack uses for an input of len bytes when given 0. */
 size_t rk_proto_default_budget(size_t len);

@@ -594,7 +594,7 @@ static void test_decode_memory_and_size_bounds(void **state)
 {
     (void)state;
     /* 20000 empty messages: 40 KB on the wire, ~4 MB unpacked. A small
-     * memory budget refuses them before any huge allocation. */
+     * explicit memory budget refuses them. */
     size_t n = 20000;
     uint8_t *buf = malloc(2 * n + 8);
     size_t len = 0;
@@ -612,23 +612,62 @@ static void test_decode_memory_and_size_bounds(void **state)
     struct raft_codec_batch b;
     assert_int_equal(raft_codec_batch_decode_all(buf, len, &lim, &b),
                      RK_ETOOLARGE);
-    /* The default budget (32x + 256 KiB) is sized for real messages, which
-     * are never empty: these 2-byte ones are refused too. */
-    assert_int_equal(raft_codec_batch_decode_all(buf, len, NULL, &b),
-                     RK_ETOOLARGE);
-    /* With room they decode (they are valid PREVOTEs from 1 to 2). */
-    lim.max_decode_mem = 16 << 20;
-    assert_int_equal(raft_codec_batch_decode_all(buf, len, &lim, &b), 0);
+    /* The default budget is sized from the counted messages: they decode
+     * (they are valid PREVOTEs from 1 to 2). */
+    assert_int_equal(raft_codec_batch_decode_all(buf, len, NULL, &b), 0);
     assert_int_equal(b.n_msgs, n);
     assert_int_equal(b.msgs[n - 1].type, RAFT_MSG_PREVOTE);
     assert_true(b.msgs[n - 1].from == 1 && b.msgs[n - 1].to == 2);
     raft_codec_batch_free(&b);
+    /* More messages than the limit: refused by the wire scan. */
+    raft_codec_limits_default(&lim);
     lim.max_msgs = 19999;
     assert_int_equal(raft_codec_batch_decode_all(buf, len, &lim, &b),
                      RK_EPROTO);
+    raft_codec_limits_default(&lim);
     lim.max_batch_bytes = len - 1;
     assert_int_equal(raft_codec_batch_decode_all(buf, len, &lim, &b),
                      RK_ETOOLARGE);
+    raft_codec_limits_default(&lim);
+
+    /* One message repeating its (singular) snap field 20000 times: each
+     * occurrence is unpacked on its own, which the count-sized budget does
+     * not cover. */
+    len = 0;
+    buf[len++] = 0x08; /* from = 1 */
+    buf[len++] = 1;
+    buf[len++] = 0x10; /* to = 2 */
+    buf[len++] = 2;
+    buf[len++] = 0x1a; /* one message of 40000 bytes */
+    buf[len++] = 0xc0;
+    buf[len++] = 0xb8;
+    buf[len++] = 0x02;
+    for (size_t i = 0; i < n; i++) {
+        buf[len++] = 0x72; /* field 14 (snap), empty */
+        buf[len++] = 0;
+    }
+    assert_int_equal(raft_codec_batch_decode_all(buf, len, NULL, &b),
+                     RK_ETOOLARGE);
+
+    /* An entry count over the limit is refused by the wire scan. */
+    lim.max_entries = 3;
+    len = 0;
+    buf[len++] = 0x08;
+    buf[len++] = 1;
+    buf[len++] = 0x10;
+    buf[len++] = 2;
+    buf[len++] = 0x1a;
+    buf[len++] = 8;
+    for (int i = 0; i < 4; i++) {
+        buf[len++] = 0x4a; /* field 9 (entries), empty */
+        buf[len++] = 0;
+    }
+    assert_int_equal(raft_codec_batch_decode_all(buf, len, &lim, &b),
+                     RK_EPROTO);
+    /* A group (wire type 3) is not supported. */
+    static const uint8_t group[] = {0x08, 1, 0x10, 2, 0x1b, 0x1c};
+    assert_int_equal(
+        raft_codec_batch_decode_all(group, sizeof group, NULL, &b), RK_EPROTO);
     free(buf);
 }
 
