@@ -177,8 +177,10 @@ struct raft_msg {
 
     /* SNAPSHOT: chunk `chunk_seq` of the snapshot described by `snap`.
      * SNAPSHOT_RESP: acks chunk_seq (reject = restart from 0; hint_index =
-     * the follower's commit). APPEND with index 0: snap.conf carries the
-     * bootstrap configuration for a joining node (other snap fields 0). */
+     * the follower's commit). APPEND with index 0 or sent while probing:
+     * snap.conf carries the group's bootstrap configuration (index 0) for a
+     * joining node (other snap fields 0); codecs must carry snap.conf on
+     * APPEND whenever snap.conf.n_voters > 0. */
     struct raft_snapshot_meta snap;
     uint32_t chunk_seq;
     bool chunk_last;

@@ -207,6 +207,10 @@ int raft__conf_on_append(struct raft_node *n, const struct raft_entry *ents,
 
 void raft__conf_fold(struct raft_node *n, raft_index applied)
 {
+    /* While the bootstrap conf is unknown, keep every record: learning the
+     * bootstrap conf later replays them all on top of it. */
+    if (n->conf_boot.n_voters == 0 && n->conf_base_index == 0)
+        return;
     uint32_t k = 0;
     while (k < n->n_conf_log && n->conf_log[k].index <= applied) {
         conf_apply(&n->conf_base, &n->conf_log[k].cc);
@@ -313,6 +317,7 @@ void raft__conf_adopt_boot(struct raft_node *n,
     if (n->conf_boot.n_voters > 0 || boot->n_voters == 0 ||
         !raft__conf_valid(boot) || n->conf_base_index != 0)
         return;
+    raft__trace(n, RK_LOG_INFO, "learned the bootstrap configuration");
     n->conf_boot = *boot;
     n->conf_base = *boot;
     n->conf_dirty = true;

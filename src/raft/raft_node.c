@@ -309,6 +309,13 @@ struct raft_progress *raft__pr(struct raft_node *n, raft_id id)
 
 bool raft__promotable(const struct raft_node *n)
 {
+    /* A node holding log entries from index 1 but no idea of the bootstrap
+     * configuration they build on (a joiner whose learned bootstrap conf was
+     * lost, e.g. by a torn write) cannot know the real voters: it may vote
+     * but never campaigns until it learns the base again. */
+    if (n->conf_boot.n_voters == 0 && n->conf_base_index == 0 &&
+        raft__log_last_index(&n->log) > 0)
+        return false;
     if (raft__is_voter(&n->conf, n->id))
         return true;
     /* Thesis §4.2.2: a node whose log removes it, but not yet committedly,

@@ -65,8 +65,10 @@ static bool send_one(struct raft_node *n, struct raft_progress *pr,
     m->commit = l->commit;
     m->entries = ents;
     m->n_entries = cnt;
-    if (prev == 0)
-        m->snap.conf = n->conf_boot; /* for a node joining empty */
+    /* The bootstrap configuration rides along while probing, so that a
+     * joining node (or one that lost it) learns what its log builds on. */
+    if (prev == 0 || pr->state == RAFT_PR_PROBE)
+        m->snap.conf = n->conf_boot;
     raft__pr_sent(pr, cnt ? ents[cnt - 1].index : prev, cnt);
     return true;
 }
@@ -156,7 +158,7 @@ int raft__handle_append(struct raft_node *n, const struct raft_msg *m)
         return 0;
     }
     if (raft__log_match_term(l, m->index, m->log_term)) {
-        if (m->index == 0)
+        if (m->snap.conf.n_voters > 0)
             raft__conf_adopt_boot(n, &m->snap.conf);
         /* Thesis §3.5: consistency check passed; drop conflicting suffix
          * and append what is new. */

@@ -265,6 +265,45 @@ static void test_joiner_learns_bootstrap_conf(void **state)
     h_free(&c);
 }
 
+/* A joiner that lost its learned bootstrap conf (torn write) must not
+ * derive a configuration from its log alone: it does not campaign until a
+ * probing leader hands the bootstrap conf again. */
+static void test_joiner_without_bootstrap_conf_waits(void **state)
+{
+    struct cluster c;
+    h_init_ex(&c, 3, 2, NULL);
+    CLUSTER_ELECT(&c, 1);
+    assert_int_equal(conf(&c, 1, RAFT_CC_ADD_VOTER, 3, NULL), 0);
+    h_stabilize(&c);
+    assert_true(has_voter(&c, 3, 3));
+    /* Lose the bootstrap conf record but keep the log. */
+    struct raft_conf_state empty;
+    memset(&empty, 0, sizeof(empty));
+    raft_memlog_set_conf(c.logs[3], &empty);
+    h_crash(&c, 3);
+    h_restart(&c, 3);
+    struct raft_status st;
+    h_status(&c, 3, &st);
+    assert_int_equal(st.conf.n_voters, 1); /* {3}: replayed from the log */
+    assert_int_equal(raft_campaign(c.nodes[3]), RK_ENOTVOTER);
+    h_isolate(&c, 3);
+    h_tick(&c, 3, 50);
+    assert_int_equal(h_role(&c, 3), RAFT_FOLLOWER);
+    h_heal(&c);
+    h_drop_all(&c);
+    /* The leader probes it (after an unreachable report) and the
+     * bootstrap conf comes back. */
+    raft_report_unreachable(c.nodes[1], 3);
+    h_propose(&c, 1, "x", NULL);
+    h_stabilize(&c);
+    h_status(&c, 3, &st);
+    assert_int_equal(st.conf.n_voters, 3);
+    struct raft_conf_state boot;
+    raft_memlog_conf(c.logs[3], &boot);
+    assert_int_equal(boot.n_voters, 2);
+    h_free(&c);
+}
+
 /* §4.1: after a restart the configuration is rebuilt from the log. */
 static void test_conf_replayed_after_restart(void **state)
 {
@@ -344,6 +383,7 @@ int main(void)
         H_TEST(test_conf_change_validation),
         H_TEST(test_joiner_learns_bootstrap_conf),
         H_TEST(test_conf_replayed_after_restart),
+        H_TEST(test_joiner_without_bootstrap_conf_waits),
         H_TEST(test_unsynced_conf_lost_in_crash),
         H_TEST(test_learner_ignores_timeout_now),
         H_TEST(test_conf_at_index),
