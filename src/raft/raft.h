@@ -366,6 +366,12 @@ int raft_propose_conf(struct raft_node *n, const struct raft_conf_change *cc,
  * RK_EBUSY during a transfer. Reads pending when leadership is lost are
  * dropped silently (the driver times them out). */
 int raft_read_index(struct raft_node *n, uint64_t ctx);
+/* Lease-based read (thesis §6.4.1, opt-in): answered at once in rd.reads
+ * with the commit index, without a heartbeat round. Safe only if clocks
+ * drift less than an election timeout. Leader only (RK_ENOTLEADER);
+ * RK_EINVAL unless check_quorum is on; RK_EBUSY during a transfer or before
+ * the leader's first entry of its term is committed. */
+int raft_read_lease(struct raft_node *n, uint64_t ctx);
 int raft_transfer_leader(struct raft_node *n, raft_id to);
 /* Start an election now (tests, bootstrap of a single node). */
 int raft_campaign(struct raft_node *n);

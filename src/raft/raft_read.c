@@ -74,6 +74,23 @@ int raft_read_index(struct raft_node *n, uint64_t ctx)
     return 0;
 }
 
+int raft_read_lease(struct raft_node *n, uint64_t ctx)
+{
+    if (n->role != RAFT_LEADER)
+        return RK_ENOTLEADER;
+    /* Thesis §6.4.1: the lease rests on check-quorum (a leader that lost
+     * its quorum steps down within an election timeout) and on followers
+     * refusing votes while they hear from it (§4.2.3), i.e. on clocks
+     * that do not drift by more than that bound. */
+    if (!n->cfg.check_quorum)
+        return RK_EINVAL;
+    if (n->transferee)
+        return RK_EBUSY;
+    if (!committed_in_term(n))
+        return RK_EBUSY;
+    return raft__out_read(n, ctx, n->log.commit);
+}
+
 void raft__read_commit_advanced(struct raft_node *n)
 {
     if (n->n_reads == 0 || !committed_in_term(n))

@@ -169,6 +169,38 @@ static void test_read_index_covers_prior_writes(void **state)
     h_free(&c);
 }
 
+/* Lease reads (§6.4.1) need check-quorum and answer without a round. */
+static void test_lease_read(void **state)
+{
+    struct raft_config base = {.election_ticks = 10, .heartbeat_ticks = 1,
+                               .check_quorum = true, .seed = 2};
+    struct cluster c;
+    h_init_ex(&c, 3, 0, &base);
+    raft_campaign(c.nodes[1]);
+    h_ready(&c, 1);
+    h_deliver_to(&c, 2);
+    h_deliver_to(&c, 1);
+    assert_int_equal(h_role(&c, 1), RAFT_LEADER);
+    assert_int_equal(raft_read_lease(c.nodes[1], 3), RK_EBUSY);
+    h_stabilize(&c);
+    assert_int_equal(raft_read_lease(c.nodes[1], 3), 0);
+    h_ready(&c, 1);
+    assert_int_equal(c.n_reads[1], 1);
+    assert_int_equal(c.reads[1][0].index, 1);
+    assert_int_equal(h_count(&c, 1, 0, RAFT_MSG_HEARTBEAT), 0);
+    assert_int_equal(raft_read_lease(c.nodes[2], 3), RK_ENOTLEADER);
+    h_free(&c);
+}
+
+static void test_lease_read_needs_check_quorum(void **state)
+{
+    struct cluster c;
+    h_init(&c, 3);
+    CLUSTER_ELECT(&c, 1);
+    assert_int_equal(raft_read_lease(c.nodes[1], 3), RK_EINVAL);
+    h_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -181,6 +213,8 @@ int main(void)
         H_TEST(test_follower_read_not_leader),
         H_TEST(test_reads_dropped_on_step_down),
         H_TEST(test_read_index_covers_prior_writes),
+        H_TEST(test_lease_read),
+        H_TEST(test_lease_read_needs_check_quorum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
