@@ -216,7 +216,12 @@ static void on_applied(struct srv_waiter *w, int status,
             r.message = "seq older than the session's window";
         if (res->status == RK_ESTALE)
             r.status = RK_EINVAL;
-        if (q->op == SRV_OP_CAS) {
+        if (q->op == SRV_OP_CAS && res->status == RK_ENOTFOUND) {
+            /* Comparing with a key that does not exist is a mismatch. */
+            r.status = RK_ECASMISMATCH;
+            r.found = false;
+            r.revision = 0;
+        } else if (q->op == SRV_OP_CAS) {
             /* CasResult describes the key: after the write on a match, as
              * it is now on a mismatch (read after the apply). */
             r.found = res->status == 0 || res->revision != 0;

@@ -246,6 +246,38 @@ static int cmp_dest(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Sends msgs[0..n) (all to `to`) in as few frames as fit the frame limit:
+ * the whole run if it fits, else each half (a single message too large for
+ * any frame is dropped; Raft retries after the unreachable report). */
+static int send_run(struct srv *s, raft_id to, const struct raft_msg **msgs,
+                    uint32_t n, unsigned depth)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rv = srv_wire_encode(s->cfg->id, to, msgs, n, s->cfg->max_frame_bytes,
+                             &buf, &len);
+    if (rv == RK_ETOOLARGE && n > 1 && depth < 32) {
+        uint32_t h = n / 2;
+        int a = send_run(s, to, msgs, h, depth + 1);
+        int b = send_run(s, to, msgs + h, n - h, depth + 1);
+        return a != 0 ? a : b;
+    }
+    if (rv != 0) {
+        rk_log(RK_LOG_WARN, "cannot encode %u messages to node %" PRIu64
+               ": %s", n, to, rk_strerror(rv));
+        return rv;
+    }
+    uv_buf_t part = uv_buf_init((char *)buf, (unsigned)len);
+    rv = srv_peers_send(&s->peers, to, &part, 1);
+    if (rv == 0) {
+        s->metrics.peer_msgs_out += n;
+        s->metrics.peer_frames_out++;
+        s->metrics.peer_bytes_out += len + SRV_FRAME_HEADER;
+    }
+    free(buf);
+    return rv;
+}
+
 /* Sends everything in the outbox: one frame per destination node. */
 static void outbox_send(struct srv *s, struct outbox *o)
 {
@@ -258,24 +290,7 @@ static void outbox_send(struct srv *s, struct outbox *o)
         raft_id to = o->msgs[i]->to;
         while (j < o->n && o->msgs[j]->to == to)
             j++;
-        uint8_t *buf = NULL;
-        size_t len = 0;
-        int rv = srv_wire_encode(&o->msgs[i], j - i, s->cfg->max_frame_bytes,
-                                 &buf, &len);
-        if (rv == 0) {
-            uv_buf_t part = uv_buf_init((char *)buf, (unsigned)len);
-            rv = srv_peers_send(&s->peers, to, &part, 1);
-            if (rv == 0) {
-                s->metrics.peer_msgs_out += j - i;
-                s->metrics.peer_frames_out++;
-                s->metrics.peer_bytes_out += len + SRV_FRAME_HEADER;
-            }
-            free(buf);
-        } else {
-            rk_log(RK_LOG_WARN, "cannot encode %u messages to node %" PRIu64
-                   ": %s", j - i, to, rk_strerror(rv));
-        }
-        if (rv != 0) {
+        if (send_run(s, to, &o->msgs[i], j - i, 0) != 0) {
             /* Lost: tell every group that sent to it so leaders go back to
              * probing instead of waiting for acks of lost appends. */
             for (uint32_t k = i; k < j; k++) {

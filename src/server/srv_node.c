@@ -217,15 +217,13 @@ static int on_peer_frame(void *data, uint64_t from, const uint8_t *buf,
     struct srv *s = data;
     s->metrics.peer_frames_in++;
     s->metrics.peer_bytes_in += len + SRV_FRAME_HEADER;
-    if (len == 0)
-        return -1;
     note_heard(s, from);
-    if (buf[0] == SRV_WIRE_KEEPALIVE)
-        return len == 1 ? 0 : -1;
-    if (buf[0] != SRV_WIRE_RAFT || s->failstop)
-        return buf[0] == SRV_WIRE_RAFT ? 0 : -1;
-    return srv_wire_decode(buf + 1, len - 1, from, on_peer_msg, s) == 0 ? 0
-                                                                        : -1;
+    if (s->failstop)
+        return 0;
+    /* Undecodable bytes close the connection; refused messages do not. */
+    int rv = srv_wire_decode(buf, len, from, s->cfg->id,
+                             s->cfg->max_frame_bytes, on_peer_msg, s);
+    return rv == 0 ? 0 : -1;
 }
 
 static void on_peer_state(void *data, uint64_t peer, bool up)
@@ -241,16 +239,21 @@ static void on_peer_state(void *data, uint64_t peer, bool up)
 /* Node-level keepalives, and silent peers wake the groups they lead. */
 static void peer_liveness(struct srv *s)
 {
-    static const uint8_t ka = SRV_WIRE_KEEPALIVE;
     uint64_t now = srv_loop_now(&s->loop);
     for (uint32_t i = 0; i < SRV_MAX_NODES; i++) {
         uint64_t id = s->peer_ids[i];
         if (id == 0)
             continue;
-        uv_buf_t b = uv_buf_init((char *)&ka, 1);
-        if (srv_peers_send(&s->peers, id, &b, 1) == 0) {
-            s->metrics.peer_frames_out++;
-            s->metrics.peer_bytes_out += 1 + SRV_FRAME_HEADER;
+        uint8_t *ka = NULL;
+        size_t len = 0;
+        if (srv_wire_encode(s->cfg->id, id, NULL, 0, s->cfg->max_frame_bytes,
+                            &ka, &len) == 0) {
+            uv_buf_t b = uv_buf_init((char *)ka, (unsigned)len);
+            if (srv_peers_send(&s->peers, id, &b, 1) == 0) {
+                s->metrics.peer_frames_out++;
+                s->metrics.peer_bytes_out += len + SRV_FRAME_HEADER;
+            }
+            free(ka);
         }
         if (s->peer_last_heard[i] != 0 &&
             now - s->peer_last_heard[i] > s->cfg->election_ms) {

@@ -5,12 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "raft_codec.h"
 #include "rk_assert.h"
+#include "rk_buf.h"
 #include "rk_log.h"
 
-#define HELLO_MAGIC "RKP1"
-#define HELLO_KIND_HELLO 1
-#define HELLO_KIND_ACK 2
+#define HELLO_KIND_HELLO SRV_PEER_HELLO
+#define HELLO_KIND_ACK SRV_PEER_ACK
 
 struct srv_peer_conn {
     struct srv_conn conn;
@@ -25,62 +26,50 @@ struct srv_peer_conn {
 
 /* ----------------------------------------------------------------- hello */
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
 size_t srv_peer_hello_encode(uint8_t *out, size_t cap, uint8_t kind,
                              uint64_t cluster_id, uint64_t from, uint64_t to,
                              const char *client_addr)
 {
-    size_t alen = strlen(client_addr);
-    if (alen > 255)
-        alen = 255;
-    if (cap < SRV_PEER_HELLO_MIN + alen)
-        return 0;
-    memcpy(out, HELLO_MAGIC, 4);
-    out[4] = kind;
-    out[5] = out[6] = out[7] = 0;
-    put_be64(out + 8, cluster_id);
-    put_be64(out + 16, from);
-    put_be64(out + 24, to);
-    memcpy(out + 32, client_addr, alen);
-    return SRV_PEER_HELLO_MIN + alen;
+    struct raft_codec_hello h;
+    memset(&h, 0, sizeof(h));
+    h.version = RAFT_CODEC_PEER_VERSION;
+    h.cluster_id = cluster_id;
+    h.node_id = from;
+    h.to_node_id = to;
+    h.ack = kind == HELLO_KIND_ACK;
+    snprintf(h.client_addr, sizeof(h.client_addr), "%s", client_addr);
+    struct rk_buf b;
+    rk_buf_init(&b);
+    size_t n = 0;
+    if (raft_codec_hello_append(&h, &b) == 0 && b.len <= cap) {
+        memcpy(out, b.data, b.len);
+        n = b.len;
+    }
+    rk_buf_free(&b);
+    return n;
 }
 
 int srv_peer_hello_decode(const uint8_t *buf, size_t len, uint8_t *kind,
                           uint64_t *cluster_id, uint64_t *from, uint64_t *to,
                           char *client_addr, size_t cap)
 {
-    if (len < SRV_PEER_HELLO_MIN || len > SRV_PEER_HELLO_MIN + 255 ||
-        memcmp(buf, HELLO_MAGIC, 4) != 0 ||
-        (buf[4] != HELLO_KIND_HELLO && buf[4] != HELLO_KIND_ACK))
+    struct raft_codec_hello h;
+    if (raft_codec_hello_decode(buf, len, &h) != 0 ||
+        h.version != RAFT_CODEC_PEER_VERSION)
         return RK_EPROTO;
-    size_t alen = len - SRV_PEER_HELLO_MIN;
+    size_t alen = strlen(h.client_addr);
     for (size_t i = 0; i < alen; i++) {
-        if (buf[32 + i] < 0x21 || buf[32 + i] > 0x7e)
+        unsigned char ch = (unsigned char)h.client_addr[i];
+        if (ch < 0x21 || ch > 0x7e)
             return RK_EPROTO;
     }
     if (alen >= cap)
         return RK_EPROTO;
-    *kind = buf[4];
-    *cluster_id = get_be64(buf + 8);
-    *from = get_be64(buf + 16);
-    *to = get_be64(buf + 24);
-    memcpy(client_addr, buf + 32, alen);
-    client_addr[alen] = '\0';
+    *kind = h.ack ? HELLO_KIND_ACK : HELLO_KIND_HELLO;
+    *cluster_id = h.cluster_id;
+    *from = h.node_id;
+    *to = h.to_node_id;
+    memcpy(client_addr, h.client_addr, alen + 1);
     return 0;
 }
 
@@ -191,11 +180,11 @@ static int on_inbound_frame(struct srv_conn *c, const uint8_t *buf,
     struct srv_peer *p = srv_peers_get(ps, from);
     if (p != NULL && caddr[0] != '\0')
         snprintf(p->client_addr, sizeof(p->client_addr), "%s", caddr);
-    uint8_t ack[SRV_PEER_HELLO_MIN + 256];
+    uint8_t ack[RAFT_CODEC_HELLO_MAX_BYTES];
     size_t n = srv_peer_hello_encode(ack, sizeof(ack), HELLO_KIND_ACK,
                                      ps->cluster_id, ps->self, from,
                                      ps->client_addr);
-    if (srv_conn_write(c, ack, n) != 0) {
+    if (n == 0 || srv_conn_write(c, ack, n) != 0) {
         c->close_reason = "cannot answer hello";
         return -1;
     }
@@ -270,12 +259,12 @@ static void on_connect(uv_connect_t *req, int status)
         srv_conn_close(&pc->conn, "read start failed");
         return;
     }
-    uint8_t hello[SRV_PEER_HELLO_MIN + 256];
+    uint8_t hello[RAFT_CODEC_HELLO_MAX_BYTES];
     size_t n = srv_peer_hello_encode(hello, sizeof(hello), HELLO_KIND_HELLO,
                                      ps->cluster_id, ps->self, p->id,
                                      ps->client_addr);
     p->state = SRV_PEER_HANDSHAKING;
-    if (srv_conn_write(&pc->conn, hello, n) != 0)
+    if (n == 0 || srv_conn_write(&pc->conn, hello, n) != 0)
         srv_conn_close(&pc->conn, "cannot send hello");
 }
 

@@ -8,12 +8,12 @@
  * connection P dialled to it. So there is one connection per peer node in
  * each direction, and no dial race to arbitrate.
  *
- * Handshake: the first frame on a connection is a hello, a fixed 32+n byte
- * record: magic "RKP1" | kind u8 (1 hello, 2 ack) | 3 zero bytes |
- * cluster id u64 | sender id u64 | intended receiver id u64 (all big-endian)
- * | client address (n bytes of text, n <= 255). The dialled node checks
- * cluster id and receiver id and answers with an ack carrying its own; either
- * side closes on a mismatch with a logged reason. A connection is UP once the
+ * Handshake: the first frame on a connection is a PeerHello
+ * (proto/raft.proto, via raft_codec): version, cluster id, sender id, the
+ * receiver id the sender believes it reached, and the sender's client
+ * address. The dialled node checks cluster id and receiver id and answers
+ * with an ack (a PeerHello with ack set) carrying its own; either side
+ * closes on a mismatch with a logged reason. A connection is UP once the
  * ack arrived; until then, and while it is down, sends are dropped (Raft
  * retransmits) and the owner is told the peer is unreachable.
  *
@@ -39,7 +39,8 @@
 #define SRV_PEER_BACKOFF_MAX_MS 5000
 /* Queued but unsent bytes to one peer beyond which sends are dropped. */
 #define SRV_PEER_MAX_QUEUE (64u << 20)
-#define SRV_PEER_HELLO_MIN 32
+#define SRV_PEER_HELLO 1
+#define SRV_PEER_ACK 2
 
 struct srv_peers;
 
@@ -121,7 +122,10 @@ bool srv_peers_is_up(struct srv_peers *ps, uint64_t id);
 /* Closes everything; closed_cb runs once all handles are gone. */
 void srv_peers_close(struct srv_peers *ps, void (*closed_cb)(struct srv_peers *));
 
-/* Encodes/decodes a hello (exposed for tests). */
+/* Encodes a hello (kind SRV_PEER_HELLO or SRV_PEER_ACK) into out; returns
+ * its length, 0 if it does not fit. Decoding refuses garbage, a version
+ * other than ours and an address with control bytes or longer than cap - 1
+ * (RK_EPROTO). Exposed for tests. */
 size_t srv_peer_hello_encode(uint8_t *out, size_t cap, uint8_t kind,
                              uint64_t cluster_id, uint64_t from, uint64_t to,
                              const char *client_addr);

@@ -1,14 +1,14 @@
-/* Peer frames: the kind byte and the batch of Raft messages of many shards. */
+/* Peer frames: PeerBatch (proto/raft.proto) of many shards' Raft messages. */
 #ifndef SRV_WIRE_H
 #define SRV_WIRE_H
 
 /*
- * Every frame after the peer handshake starts with one kind byte:
- *   SRV_WIRE_KEEPALIVE (0): nothing else; node-level liveness, sent every
- *       heartbeat interval so that idle (quiesced) groups notice a silent
- *       peer without per-group heartbeats.
- *   SRV_WIRE_RAFT (1): an encoded PeerBatch (proto/raft.proto) holding the
- *       messages of many shards for one destination node.
+ * After the peer handshake (a PeerHello each way, see srv_peer.h) every
+ * frame is one PeerBatch, encoded by proto/raft_codec: all the messages one
+ * node sends another in one flush, for any number of shards, with plain
+ * heartbeats coalesced into columns (DESIGN.md §3). An empty batch is the
+ * node-level keepalive, sent every heartbeat interval so that idle
+ * (quiesced) groups notice a silent peer without per-group heartbeats.
  */
 
 #include <stddef.h>
@@ -16,18 +16,19 @@
 
 #include "raft.h"
 
-#define SRV_WIRE_KEEPALIVE 0
-#define SRV_WIRE_RAFT 1
-
-/* Encodes n messages (all to one node) as a frame body, kind byte first,
- * into a malloc'd buffer. RK_ETOOLARGE over max_bytes, RK_ENOMEM. */
-int srv_wire_encode(const struct raft_msg *const *msgs, uint32_t n,
+/* Encodes n messages (n may be 0: a keepalive) from `from` to `to` as one
+ * frame payload in a malloc'd buffer. RK_ETOOLARGE over max_bytes (the
+ * caller splits the batch), RK_EINVAL, RK_ENOMEM. */
+int srv_wire_encode(uint64_t from, uint64_t to,
+                    const struct raft_msg *const *msgs, uint32_t n,
                     uint64_t max_bytes, uint8_t **out, size_t *len);
 
-/* Decodes a SRV_WIRE_RAFT frame body (after the kind byte) from node
- * `from` and calls fn for each message (messages claiming another sender
- * are refused). Returns RK_EPROTO for garbage, else 0. */
+/* Decodes a frame received from node `from` by node `self` and calls fn for
+ * each message. A batch claiming another sender or receiver is refused.
+ * RK_EPROTO / RK_ETOOLARGE for garbage (nothing is handed out then), else 0
+ * or fn's nonzero return. */
 int srv_wire_decode(const uint8_t *buf, size_t len, uint64_t from,
+                    uint64_t self, uint64_t max_bytes,
                     int (*fn)(void *arg, const struct raft_msg *m), void *arg);
 
 #endif

@@ -151,9 +151,10 @@ def main():
         check(r.status == "WRONG_SHARD", "unknown shard: %r" % r)
         r = c.call(rk.op_scan(0, ""))
         check(r.status == "INVALID_ARGUMENT", "scan without shard: %r" % r)
-        r = c.call(rk.op_cas("k", "v"), client_id=5, seq=1004)
-        check(r.status == "OK" or r.status in ("CAS_MISMATCH", "NOT_LEADER"),
-              "cas with an empty expected value is valid: %r" % r)
+        r = rk.call_leader(cl, rk.op_cas("nokey", "v", expect_value=""),
+                           client_id=6, seq=1)
+        check(r.status == "CAS_MISMATCH" and not r.found,
+              "cas on a missing key is a mismatch: %r" % r)
         r = c.call(rk.op_cas("k", "v", expect_revision=0), client_id=5,
                    seq=1005)
         check(r.status == "INVALID_ARGUMENT", "cas revision 0: %r" % r)
@@ -162,7 +163,7 @@ def main():
         c.close()
         # A value just under the limit is accepted.
         r = rk.call_leader(cl, rk.op_put("big", b"v" * (1 << 20)),
-                           client_id=5, seq=1003)
+                           client_id=9, seq=1)
         check(r.status == "OK", "1 MiB value: %r" % r)
         r = rk.call_leader(cl, rk.op_get("big"))
         check(r.status == "OK" and len(r.value) == 1 << 20, "1 MiB get")
