@@ -145,6 +145,30 @@ static void record_applied(struct cluster *c, raft_id i,
         memcpy(a->data, e->data, l);
 }
 
+void h_complete(struct cluster *c, raft_id i, const struct raft_ready *rd)
+{
+    if (rd->snap_chunk)
+        c->n_chunks_staged[i]++;
+    if (rd->snap_install)
+        c->n_installs[i]++;
+    assert_int_equal(raft_memlog_persist_ready(c->logs[i], rd), 0);
+    for (uint32_t k = 0; k < rd->n_msgs_after_sync; k++)
+        h_enqueue(c, &rd->msgs_after_sync[k]);
+    if (rd->snap_install)
+        c->app_next[i] = rd->snap_meta.index + 1;
+    if (rd->n_committed) {
+        /* Applied in order, no gaps. */
+        if (c->app_next[i])
+            assert_int_equal(rd->committed[0].index, c->app_next[i]);
+        c->app_next[i] = rd->committed[rd->n_committed - 1].index + 1;
+    }
+    for (uint32_t k = 0; k < rd->n_committed; k++)
+        record_applied(c, i, &rd->committed[k]);
+    for (uint32_t k = 0; k < rd->n_reads && c->n_reads[i] < 64; k++)
+        c->reads[i][c->n_reads[i]++] = rd->reads[k];
+    raft_advance(c->nodes[i], rd);
+}
+
 void h_ready(struct cluster *c, raft_id i)
 {
     if (c->down[i] || c->hold_sync[i])
@@ -154,26 +178,7 @@ void h_ready(struct cluster *c, raft_id i)
         raft_ready(c->nodes[i], &rd);
         for (uint32_t k = 0; k < rd.n_msgs; k++)
             h_enqueue(c, &rd.msgs[k]);
-        if (rd.snap_chunk)
-            c->n_chunks_staged[i]++;
-        if (rd.snap_install)
-            c->n_installs[i]++;
-        assert_int_equal(raft_memlog_persist_ready(c->logs[i], &rd), 0);
-        for (uint32_t k = 0; k < rd.n_msgs_after_sync; k++)
-            h_enqueue(c, &rd.msgs_after_sync[k]);
-        if (rd.snap_install)
-            c->app_next[i] = rd.snap_meta.index + 1;
-        if (rd.n_committed) {
-            /* Applied in order, no gaps. */
-            if (c->app_next[i])
-                assert_int_equal(rd.committed[0].index, c->app_next[i]);
-            c->app_next[i] = rd.committed[rd.n_committed - 1].index + 1;
-        }
-        for (uint32_t k = 0; k < rd.n_committed; k++)
-            record_applied(c, i, &rd.committed[k]);
-        for (uint32_t k = 0; k < rd.n_reads && c->n_reads[i] < 64; k++)
-            c->reads[i][c->n_reads[i]++] = rd.reads[k];
-        raft_advance(c->nodes[i], &rd);
+        h_complete(c, i, &rd);
     }
 }
 

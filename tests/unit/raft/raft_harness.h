@@ -63,6 +63,9 @@ void h_free(struct cluster *c);
  * none is left. */
 void h_ready(struct cluster *c, raft_id i);
 void h_ready_all(struct cluster *c);
+/* Second half of a ready taken by hand (whose rd.msgs were queued):
+ * persist, queue msgs_after_sync, record applied entries, advance. */
+void h_complete(struct cluster *c, raft_id i, const struct raft_ready *rd);
 /* Queues a deep copy of m (for tests that drive a ready by hand). */
 void h_enqueue(struct cluster *c, const struct raft_msg *m);
 /* Delivers queued message k (removing it); returns raft_step's code. */

@@ -291,6 +291,134 @@ static void test_random_schedules_5(void **state)
         run_schedule(seed, 5, seed % 2 == 1);
 }
 
+/* Asynchronous storage (the server's pipelining): each node may hold one
+ * ready whose messages left but whose write is still in flight, while new
+ * messages, ticks and proposals keep arriving. Safety must hold and the
+ * group must converge once writes complete. */
+static void run_async_schedule(uint64_t seed, uint32_t nodes)
+{
+    struct rk_rand r;
+    rk_rand_seed(&r, seed);
+    struct raft_config base = {.election_ticks = 10, .heartbeat_ticks = 1,
+                               .pre_vote = seed % 2 == 0,
+                               .check_quorum = seed % 2 == 0,
+                               .max_inflight_msgs = 8, .max_msg_bytes = 64,
+                               .seed = seed};
+    struct cluster c;
+    h_init_ex(&c, nodes, 0, &base);
+    for (raft_id i = 1; i <= nodes; i++)
+        raft_memlog_set_chunk_size(c.logs[i], 5);
+    struct raft_ready rd[H_MAXN + 1];
+    bool pending[H_MAXN + 1] = {false};
+    struct leaders L = {.n = 0};
+    char buf[32];
+    for (int step = 0; step < 5000; step++) {
+        uint64_t op = rnd(&r, 100);
+        raft_id i = (raft_id)(1 + rnd(&r, nodes));
+        if (op < 30 && c.nq > 0) {
+            uint32_t k = (uint32_t)rnd(&r, c.nq);
+            if (rnd(&r, 100) < 5)
+                h_drop(&c, k);
+            else
+                h_deliver(&c, k);
+        } else if (op < 45) {
+            if (!c.down[i] && !pending[i] && raft_has_ready(c.nodes[i])) {
+                raft_ready(c.nodes[i], &rd[i]);
+                for (uint32_t k = 0; k < rd[i].n_msgs; k++)
+                    h_enqueue(&c, &rd[i].msgs[k]);
+                pending[i] = true;
+            }
+        } else if (op < 60) {
+            if (pending[i]) {
+                pending[i] = false;
+                h_complete(&c, i, &rd[i]);
+            }
+        } else if (op < 72) {
+            if (!c.down[i])
+                raft_tick(c.nodes[i]);
+        } else if (op < 84) {
+            if (!c.down[i] && h_role(&c, i) == RAFT_LEADER) {
+                snprintf(buf, sizeof(buf), "a%llu-%d",
+                         (unsigned long long)seed, step);
+                raft_propose(c.nodes[i], buf, strlen(buf), NULL);
+            }
+        } else if (op < 86) {
+            if (!c.down[i] && h_role(&c, i) == RAFT_LEADER) {
+                struct raft_conf_change cc = {
+                    .type = (uint8_t)rnd(&r, 4),
+                    .node = 1 + rnd(&r, nodes)};
+                raft_propose_conf(c.nodes[i], &cc, NULL);
+            }
+        } else if (op < 88) {
+            if (!c.down[i] && !pending[i]) {
+                struct raft_status st;
+                h_status(&c, i, &st);
+                if (st.applied >= st.first_index)
+                    h_snapshot(&c, i, 1 + rnd(&r, 30));
+            }
+        } else if (op < 90) {
+            if (!c.down[i] && h_role(&c, i) == RAFT_LEADER)
+                raft_read_index(c.nodes[i], (uint64_t)step);
+        } else if (op < 92) {
+            if (c.down[i]) {
+                h_restart(&c, i);
+            } else {
+                uint32_t up = 0;
+                for (raft_id j = 1; j <= nodes; j++)
+                    up += !c.down[j];
+                if (up > nodes / 2 + 1) {
+                    pending[i] = false; /* the write in flight is lost */
+                    h_crash(&c, i);
+                }
+            }
+        } else if (op < 94) {
+            if (rnd(&r, 2))
+                h_heal(&c);
+            else
+                h_isolate(&c, i);
+        }
+        check_election_safety(&c, &L);
+        h_check_applied(&c);
+    }
+    for (raft_id i = 1; i <= nodes; i++) {
+        if (pending[i])
+            h_complete(&c, i, &rd[i]);
+        if (c.down[i])
+            h_restart(&c, i);
+    }
+    h_heal(&c);
+    bool done = false;
+    for (int attempt = 0; attempt < 30 && !done; attempt++) {
+        for (int t = 0; t < 300 && !h_leader(&c); t++) {
+            h_tick_all(&c, 1);
+            h_stabilize(&c);
+        }
+        raft_id lead = h_leader(&c);
+        raft_index idx = 0;
+        if (!lead || raft_propose(c.nodes[lead], "final", 5, &idx) != 0)
+            continue;
+        raft_term term = h_term(&c, lead);
+        for (int t = 0; t < 100 && !done; t++) {
+            h_tick_all(&c, 1);
+            h_stabilize(&c);
+            check_election_safety(&c, &L);
+            raft_id l2 = h_leader(&c);
+            done = l2 && h_commit(&c, l2) >= idx &&
+                   h_log_term(&c, l2, idx) == term;
+        }
+    }
+    assert_true(done);
+    h_check_applied(&c);
+    h_free(&c);
+}
+
+static void test_async_storage_schedules(void **state)
+{
+    uint64_t n = n_seeds(30);
+    for (uint64_t seed = 5000; seed < 5000 + n; seed++)
+        run_async_schedule(seed, seed % 3 == 0 ? 5 : 3);
+}
+
 /* Forged and malformed messages never crash a node; they get codes. */
 static void test_forged_messages_never_crash(void **state)
 {
@@ -365,6 +493,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         H_TEST(test_random_schedules_3),
         H_TEST(test_random_schedules_5),
+        H_TEST(test_async_storage_schedules),
         H_TEST(test_forged_messages_never_crash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
