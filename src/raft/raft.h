@@ -229,6 +229,12 @@ struct raft_tracer {
 
 /* ----------------------------------------------------------------- config */
 
+/* Zero means a default: election_ticks 10, heartbeat_ticks 1 (must stay
+ * below election_ticks, else RK_EINVAL), max_inflight_msgs 256, and no limit
+ * for max_msg_bytes, max_uncommitted_bytes, max_entry_bytes and
+ * max_committed_bytes. raft_node_new() returns RK_EINVAL for a bad config
+ * (id 0, missing log ops, invalid bootstrap conf), RK_ECORRUPT if hs.commit
+ * is past the stored log or the snapshot's conf is invalid, RK_ENOMEM. */
 struct raft_config {
     raft_id id;
     uint64_t shard;           /* copied into every outgoing message */
@@ -358,7 +364,13 @@ int raft_step(struct raft_node *n, const struct raft_msg *m);
  * (may be NULL) to the index the entry will have. */
 int raft_propose(struct raft_node *n, const void *data, size_t len,
                  raft_index *index);
-/* RK_EBUSY while an earlier conf change is not yet committed/applied. */
+/* Single-server change (thesis §4.1), in force on every node as soon as it
+ * is appended. RK_ENOTLEADER; RK_EBUSY while an earlier change is not yet
+ * committed or during a transfer; RK_EEXIST (adding a member again,
+ * promoting a voter), RK_ENOTFOUND (removing/promoting a non-member),
+ * RK_EINVAL (bad type, node 0, removing the last voter), RK_ETOOLARGE
+ * (more than RAFT_MAX_MEMBERS). A leader that removes itself keeps leading
+ * until the change commits, then steps down. */
 int raft_propose_conf(struct raft_node *n, const struct raft_conf_change *cc,
                       raft_index *index);
 /* Linearizable read (thesis §6.4): the result arrives in rd.reads. Leader
@@ -372,8 +384,12 @@ int raft_read_index(struct raft_node *n, uint64_t ctx);
  * RK_EINVAL unless check_quorum is on; RK_EBUSY during a transfer or before
  * the leader's first entry of its term is committed. */
 int raft_read_lease(struct raft_node *n, uint64_t ctx);
+/* Thesis §3.10: catch `to` up, then send it TimeoutNow; proposals get
+ * RK_EBUSY until it wins or an election timeout passes. RK_ENOTLEADER,
+ * RK_ENOTFOUND (not a member), RK_ENOTVOTER (a learner); 0 if `to` is us. */
 int raft_transfer_leader(struct raft_node *n, raft_id to);
-/* Start an election now (tests, bootstrap of a single node). */
+/* Start an election now (tests, bootstrap of a single node); uses pre-vote
+ * when configured. RK_ENOTVOTER if this node may not campaign. */
 int raft_campaign(struct raft_node *n);
 void raft_report_unreachable(struct raft_node *n, raft_id id);
 void raft_report_snapshot(struct raft_node *n, raft_id id, int status);
