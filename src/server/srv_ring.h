@@ -1,21 +1,23 @@
-/* Key -> shard routing: a minimal XXH3-64 consistent-hash ring. */
+/* Key -> shard routing for ringkvd: the shard module's consistent-hash ring. */
 #ifndef SRV_RING_H
 #define SRV_RING_H
 
 /*
- * Kept behind this small interface on purpose: the sharding work (src/shard)
- * will replace it with the epoch-versioned map of DESIGN.md §4. Data shards
- * are numbered 1..n (shard 0 is the meta shard and owns no keys). Each shard
- * owns `vnodes` points: XXH3-64 of the 12-byte string (shard, vnode) in
- * big-endian with seed SRV_RING_SEED. A key belongs to the shard owning the
- * first point at or after XXH3-64(key) (wrapping), so every node that knows
- * the shard count and vnode count routes every key the same way.
+ * Kept behind this small interface on purpose: until the meta shard's state
+ * machine holds the epoch-versioned map of DESIGN.md §4, every node builds
+ * the same ring from the shard count alone: data shards 1..n with `vnodes`
+ * points each in src/shard's SHARD_RING_BALANCED layout (exactly equal
+ * shares, deterministic), keys hashed with shard_key_hash (XXH3-64, Redis
+ * hash tags honoured), so a node and a client holding the map's points
+ * route every key the same way.
  */
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define SRV_RING_SEED 0x72696e676b76ull /* "ringkv" */
+#include "shard.h"
+
+#define SRV_RING_SEED SHARD_RING_SEED
 #define SRV_RING_DEFAULT_VNODES 64
 
 struct srv_ring_point {
@@ -27,7 +29,8 @@ struct srv_ring {
     uint32_t n_shards;
     uint32_t vnodes;
     uint32_t n_points;
-    struct srv_ring_point *points; /* sorted by hash, then shard */
+    struct srv_ring_point *points; /* sorted by hash (the map's points) */
+    struct shard_ring ring;
 };
 
 /* Builds the ring of shards 1..n_shards. RK_EINVAL (n or vnodes is 0, or
