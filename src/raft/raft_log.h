@@ -62,9 +62,9 @@ bool raft__log_match_term(const struct raft_log *l, raft_index i, raft_term t);
 bool raft__log_up_to_date(const struct raft_log *l, raft_index idx,
                           raft_term term);
 
-/* Appends entries (copying payloads) after truncating any suffix from
- * ents[0].index. ents[0].index must be in [uoff-?, last+1]: the caller has
- * checked that it is > commit and <= last + 1. RK_ENOMEM. */
+/* Appends entries (copying payloads into the arena) after truncating any
+ * suffix from ents[0].index. The caller guarantees commit < ents[0].index
+ * <= last + 1 (asserted). RK_ENOMEM leaves the log unchanged. */
 int raft__log_append(struct raft_log *l, const struct raft_entry *ents,
                      uint32_t n);
 /* Appends one new entry at last+1 (leader). */
@@ -83,7 +83,7 @@ void raft__log_stable_to(struct raft_log *l, raft_index i, raft_term t);
 void raft__log_restore(struct raft_log *l, const struct raft_snapshot_meta *m);
 void raft__log_snap_stable(struct raft_log *l,
                            const struct raft_snapshot_meta *m);
-/* Unstable index of i (i in [uoff, uoff+un)). */
+/* Is entry i held in the unstable tail? */
 static inline bool raft__log_in_unstable(const struct raft_log *l,
                                          raft_index i)
 {

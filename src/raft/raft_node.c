@@ -146,7 +146,7 @@ static struct raft_entry *chunk_alloc(struct raft_out *o, uint32_t cnt)
 {
     struct raft_ent_chunk *c = o->chunks;
     if (!c || c->cap - c->used < cnt) {
-        /* Reuse a spare chunk kept after the head if it is big enough. */
+        /* A new head; older chunks stay valid until the batch is released. */
         uint32_t cap = cnt > ENT_CHUNK_MIN ? cnt : ENT_CHUNK_MIN;
         c = malloc(sizeof(*c) + (size_t)cap * sizeof(struct raft_entry));
         if (!c)
