@@ -627,13 +627,22 @@ static int plan_shard(const struct shard_map *m, const struct shard_info *si,
             if (removal_rank(m, si->voters[j]) == rank &&
                 shard__find_id(want, r_eff, si->voters[j]) < 0)
                 rems[n_rems++] = si->voters[j];
-    /* With no voter staying, the leader can only hand over to a promoted
-     * newcomer: it leaves last. */
+    /*
+     * With no voter staying, the leadership needs a caretaker until a
+     * newcomer is promoted: the last live voter to leave (not the leader),
+     * which then leaves last; or, if there is none, the leader itself
+     * (live, since the shard has a live majority).
+     */
     int li = shard__find_id(rems, n_rems, si->leader);
     if (!kept_any && li >= 0) {
-        memmove(&rems[li], &rems[li + 1],
-                (n_rems - (uint32_t)li - 1) * sizeof(*rems));
-        rems[n_rems - 1] = si->leader;
+        int c = li;
+        for (uint32_t j = 0; j < n_rems; j++)
+            if (rems[j] != si->leader && removal_rank(m, rems[j]) > 0)
+                c = (int)j;
+        shard_node_id keep = rems[c];
+        memmove(&rems[c], &rems[c + 1],
+                (n_rems - (uint32_t)c - 1) * sizeof(*rems));
+        rems[n_rems - 1] = keep;
     }
 
     for (uint32_t j = 0; j < si->n_learners && rc == 0; j++)
@@ -663,13 +672,16 @@ static int plan_shard(const struct shard_map *m, const struct shard_info *si,
             continue;
         shard_node_id old = rems[r++];
         if (old == leader) {
-            /* A voter that stays: want_leader if it is one already. */
+            /* A voter that stays (want_leader if it is one already), or
+             * else the caretaker, which leaves last. */
             shard_node_id to = 0;
             for (uint32_t j = 0; j < r_eff && to != want_leader; j++)
                 if (shard__find_id(si->voters, si->n_voters, want[j]) >= 0 ||
                     shard__find_id(adds, promoted, want[j]) >= 0)
                     to = want[j];
-            RK_ASSERT(to != 0);
+            if (to == 0)
+                to = rems[n_rems - 1];
+            RK_ASSERT(to != old);
             rc = push_step(p, SHARD_STEP_TRANSFER_LEADER, si->id, to);
             leader = to;
         }
