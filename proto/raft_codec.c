@@ -11,27 +11,22 @@
 
 /* raft.proto's enums use raft.h's numbers, so conversions are casts. */
 #define SAME(a, b) ((int)(a) == (int)(b))
-_Static_assert(SAME(RINGKV__RAFT_MESSAGE__TYPE__PREVOTE, RAFT_MSG_PREVOTE) &&
-                   SAME(RINGKV__RAFT_MESSAGE__TYPE__PREVOTE_RESP,
-                        RAFT_MSG_PREVOTE_RESP) &&
-                   SAME(RINGKV__RAFT_MESSAGE__TYPE__VOTE, RAFT_MSG_VOTE) &&
-                   SAME(RINGKV__RAFT_MESSAGE__TYPE__VOTE_RESP,
-                        RAFT_MSG_VOTE_RESP) &&
-                   SAME(RINGKV__RAFT_MESSAGE__TYPE__APPEND, RAFT_MSG_APPEND) &&
-                   SAME(RINGKV__RAFT_MESSAGE__TYPE__APPEND_RESP,
-                        RAFT_MSG_APPEND_RESP) &&
-                   SAME(RINGKV__RAFT_MESSAGE__TYPE__HEARTBEAT,
-                        RAFT_MSG_HEARTBEAT) &&
-                   SAME(RINGKV__RAFT_MESSAGE__TYPE__HEARTBEAT_RESP,
-                        RAFT_MSG_HEARTBEAT_RESP) &&
-                   SAME(RINGKV__RAFT_MESSAGE__TYPE__SNAPSHOT,
-                        RAFT_MSG_SNAPSHOT) &&
-                   SAME(RINGKV__RAFT_MESSAGE__TYPE__SNAPSHOT_RESP,
-                        RAFT_MSG_SNAPSHOT_RESP) &&
-                   SAME(RINGKV__RAFT_MESSAGE__TYPE__TIMEOUT_NOW,
-                        RAFT_MSG_TIMEOUT_NOW) &&
-                   RAFT_MSG__COUNT == 11,
-               "raft.proto RaftMessage.Type must match enum raft_msg_type");
+_Static_assert(
+    SAME(RINGKV__RAFT_MESSAGE__TYPE__PREVOTE, RAFT_MSG_PREVOTE) &&
+        SAME(RINGKV__RAFT_MESSAGE__TYPE__PREVOTE_RESP, RAFT_MSG_PREVOTE_RESP) &&
+        SAME(RINGKV__RAFT_MESSAGE__TYPE__VOTE, RAFT_MSG_VOTE) &&
+        SAME(RINGKV__RAFT_MESSAGE__TYPE__VOTE_RESP, RAFT_MSG_VOTE_RESP) &&
+        SAME(RINGKV__RAFT_MESSAGE__TYPE__APPEND, RAFT_MSG_APPEND) &&
+        SAME(RINGKV__RAFT_MESSAGE__TYPE__APPEND_RESP, RAFT_MSG_APPEND_RESP) &&
+        SAME(RINGKV__RAFT_MESSAGE__TYPE__HEARTBEAT, RAFT_MSG_HEARTBEAT) &&
+        SAME(RINGKV__RAFT_MESSAGE__TYPE__HEARTBEAT_RESP,
+             RAFT_MSG_HEARTBEAT_RESP) &&
+        SAME(RINGKV__RAFT_MESSAGE__TYPE__SNAPSHOT, RAFT_MSG_SNAPSHOT) &&
+        SAME(RINGKV__RAFT_MESSAGE__TYPE__SNAPSHOT_RESP,
+             RAFT_MSG_SNAPSHOT_RESP) &&
+        SAME(RINGKV__RAFT_MESSAGE__TYPE__TIMEOUT_NOW, RAFT_MSG_TIMEOUT_NOW) &&
+        RAFT_MSG__COUNT == 11,
+    "raft.proto RaftMessage.Type must match enum raft_msg_type");
 _Static_assert(SAME(RINGKV__RAFT_ENTRY__TYPE__NORMAL, RAFT_ENTRY_NORMAL) &&
                    SAME(RINGKV__RAFT_ENTRY__TYPE__CONF, RAFT_ENTRY_CONF) &&
                    SAME(RINGKV__RAFT_ENTRY__TYPE__NOOP, RAFT_ENTRY_NOOP),
@@ -48,8 +43,9 @@ void raft_codec_limits_default(struct raft_codec_limits *l)
     l->max_decode_mem = 0;
 }
 
-static const struct raft_codec_limits *limits_or_default(
-    const struct raft_codec_limits *lim, struct raft_codec_limits *tmp)
+static const struct raft_codec_limits *
+limits_or_default(const struct raft_codec_limits *lim,
+                  struct raft_codec_limits *tmp)
 {
     if (lim)
         return lim;
@@ -122,7 +118,7 @@ struct enc {
     Ringkv__RaftConfState *confs;
     uint64_t *conf_ids; /* voters then learners, RAFT_MAX_MEMBERS per msg */
     Ringkv__CoalescedHeartbeats hb[2];
-    uint64_t *cols;     /* 4 columns of n_hb[k] values for each hb[k] */
+    uint64_t *cols; /* 4 columns of n_hb[k] values for each hb[k] */
 };
 
 static void enc_free(struct enc *e)
@@ -238,8 +234,8 @@ int raft_codec_batch_append(uint64_t from, uint64_t to,
     e.pe_ptrs = alloc_n(n_ents, sizeof(*e.pe_ptrs), &oom);
     e.snaps = alloc_n(n_full, sizeof(*e.snaps), &oom);
     e.confs = alloc_n(n_full, sizeof(*e.confs), &oom);
-    e.conf_ids = alloc_n((size_t)n_full * RAFT_MAX_MEMBERS, sizeof(uint64_t),
-                         &oom);
+    e.conf_ids =
+        alloc_n((size_t)n_full * RAFT_MAX_MEMBERS, sizeof(uint64_t), &oom);
     e.cols = alloc_n(4 * ((size_t)n_hb[0] + n_hb[1]), sizeof(uint64_t), &oom);
     int rc = RK_ENOMEM;
     if (oom)
@@ -345,8 +341,8 @@ int raft_codec_batch_encode(uint64_t from, uint64_t to,
 struct dec {
     Ringkv__PeerBatch *pb;
     uint32_t n_full, n_hb[2];
-    uint32_t total;         /* messages in all */
-    size_t n_ents;          /* entries in all */
+    uint32_t total; /* messages in all */
+    size_t n_ents;  /* entries in all */
     struct raft_entry *ents;
 };
 
@@ -507,7 +503,7 @@ static int scan_batch(const uint8_t *buf, size_t len,
 #define ENTRY_MEM (sizeof(Ringkv__RaftEntry) + sizeof(void *))
 /* Per input byte: copies of bytes fields, packed columns (8 bytes per
  * 1-byte varint); plus a constant for the batch and its columns. */
-#define BYTE_MEM 8
+#define BYTE_MEM  8
 #define FIXED_MEM ((size_t)64 << 10)
 
 static size_t add_sat(size_t a, size_t b)
@@ -542,8 +538,7 @@ static int dec_open(const uint8_t *buf, size_t len,
                         ? lim->max_decode_mem
                         : batch_budget(len, wire_msgs, wire_ents);
     ProtobufCMessage *m;
-    rc = rk_proto_unpack(&ringkv__peer_batch__descriptor, buf, len, budget,
-                         &m);
+    rc = rk_proto_unpack(&ringkv__peer_batch__descriptor, buf, len, budget, &m);
     if (rc)
         return rc;
     d->pb = (Ringkv__PeerBatch *)m;

@@ -36,8 +36,8 @@
 #include "raft.h"
 #include "rk_buf.h"
 
-#define RAFT_CODEC_MAX_MSGS (1u << 16)
-#define RAFT_CODEC_MAX_ENTRIES (1u << 16)
+#define RAFT_CODEC_MAX_MSGS        (1u << 16)
+#define RAFT_CODEC_MAX_ENTRIES     (1u << 16)
 #define RAFT_CODEC_MAX_ENTRY_BYTES ((uint32_t)4 << 20)
 #define RAFT_CODEC_MAX_CHUNK_BYTES ((uint32_t)4 << 20)
 #define RAFT_CODEC_MAX_BATCH_BYTES ((size_t)4 << 20)
@@ -80,9 +80,8 @@ typedef int (*raft_codec_msg_cb)(void *arg, const struct raft_msg *m);
  * hands each message to cb. 0, RK_EPROTO, RK_ETOOLARGE, RK_ENOMEM, or cb's
  * return. */
 int raft_codec_batch_decode(const uint8_t *buf, size_t len,
-                            const struct raft_codec_limits *lim,
-                            uint64_t *from, uint64_t *to, raft_codec_msg_cb cb,
-                            void *arg);
+                            const struct raft_codec_limits *lim, uint64_t *from,
+                            uint64_t *to, raft_codec_msg_cb cb, void *arg);
 
 /* A decoded batch that owns its messages (entries and chunk data point into
  * memory the batch owns) until raft_codec_batch_free. */
@@ -102,7 +101,7 @@ void raft_codec_batch_free(struct raft_codec_batch *b);
 /* ------------------------------------------------------------- handshake */
 
 #define RAFT_CODEC_PEER_VERSION 1
-#define RAFT_CODEC_ADDR_MAX 255 /* longest address, bytes */
+#define RAFT_CODEC_ADDR_MAX     255 /* longest address, bytes */
 /* A hello is small; anything bigger is garbage. */
 #define RAFT_CODEC_HELLO_MAX_BYTES 1024
 

@@ -87,7 +87,9 @@ int rk_proto_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
                     size_t len, size_t max_mem, ProtobufCMessage **out)
 {
     struct budget b = {
-        .a = {.alloc = budget_alloc, .free = plain_free, .allocator_data = NULL},
+        .a = {.alloc = budget_alloc,
+              .free = plain_free,
+              .allocator_data = NULL},
         .left = max_mem ? max_mem : rk_proto_default_budget(len),
         .exceeded = false,
     };
@@ -181,9 +183,8 @@ int rk_status_to_err(int status)
 
 const char *rk_status_name(int status)
 {
-    const ProtobufCEnumValue *v =
-        protobuf_c_enum_descriptor_get_value(&ringkv__status__descriptor,
-                                             status);
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+        &ringkv__status__descriptor, status);
     return v ? v->name : "INTERNAL";
 }
 

@@ -1,4 +1,5 @@
-/* Helpers over the generated protobuf code: bounded unpacking, Status <-> RK_E*. */
+/* Helpers over the generated protobuf code: bounded unpacking, Status <->
+ * RK_E*. */
 #ifndef RK_PROTO_H
 #define RK_PROTO_H
 
@@ -23,8 +24,8 @@
  * messages need far less (a scan result of small items about 8x); peer
  * batches use a budget sized from counted messages instead (raft_codec.h). */
 #define RK_PROTO_MEM_FACTOR 16
-#define RK_PROTO_MEM_SLACK ((size_t)256 << 10)
-#define RK_PROTO_MEM_CAP ((size_t)64 << 20)
+#define RK_PROTO_MEM_SLACK  ((size_t)256 << 10)
+#define RK_PROTO_MEM_CAP    ((size_t)64 << 20)
 
 /* Budget rk_proto_unpack uses for an input of len bytes when given 0. */
 size_t rk_proto_default_budget(size_t len);

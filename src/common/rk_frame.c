@@ -172,8 +172,7 @@ size_t rk_frame_dec_pending(const struct rk_frame_dec *d)
     return d->hdr_have;
 }
 
-int rk_frame_append(struct rk_buf *b, const void *payload, size_t n,
-                    size_t max)
+int rk_frame_append(struct rk_buf *b, const void *payload, size_t n, size_t max)
 {
     if (n > clamp_max(max))
         return RK_ETOOLARGE;

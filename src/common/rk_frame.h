@@ -40,22 +40,22 @@
 
 #include "rk_buf.h"
 
-#define RK_FRAME_HDR 4
+#define RK_FRAME_HDR         4
 #define RK_FRAME_MAX_DEFAULT ((size_t)4 << 20)
 
 struct rk_frame_dec {
-    size_t max;          /* largest payload accepted */
-    int err;             /* sticky error, 0 while healthy */
+    size_t max; /* largest payload accepted */
+    int err;    /* sticky error, 0 while healthy */
     uint8_t hdr[RK_FRAME_HDR];
-    uint32_t hdr_have;   /* header bytes gathered (0..4) */
-    bool in_payload;     /* header complete, gathering `need` bytes */
-    uint32_t need;       /* payload length of the frame being gathered */
-    struct rk_buf acc;   /* partial payload of a split frame */
-    bool acc_ready;      /* acc holds a complete frame handed out last */
-    const uint8_t *in;   /* the fed slice */
+    uint32_t hdr_have; /* header bytes gathered (0..4) */
+    bool in_payload;   /* header complete, gathering `need` bytes */
+    uint32_t need;     /* payload length of the frame being gathered */
+    struct rk_buf acc; /* partial payload of a split frame */
+    bool acc_ready;    /* acc holds a complete frame handed out last */
+    const uint8_t *in; /* the fed slice */
     size_t in_len;
     size_t in_pos;
-    uint64_t frames;     /* frames delivered so far */
+    uint64_t frames; /* frames delivered so far */
 };
 
 /* max = 0 means RK_FRAME_MAX_DEFAULT; larger than UINT32_MAX is clamped. */

@@ -24,14 +24,14 @@
 #include <stdint.h>
 
 #define RK_HIST_SUB_BITS 6
-#define RK_HIST_SUB (1u << RK_HIST_SUB_BITS)
+#define RK_HIST_SUB      (1u << RK_HIST_SUB_BITS)
 /* Linear buckets [0, SUB) plus SUB buckets for each exponent 6..63. */
 #define RK_HIST_BUCKETS (RK_HIST_SUB * (64 - RK_HIST_SUB_BITS + 1))
 
 struct rk_hist {
     uint64_t count;
-    uint64_t sum;   /* saturates at UINT64_MAX */
-    uint64_t min;   /* UINT64_MAX while empty */
+    uint64_t sum; /* saturates at UINT64_MAX */
+    uint64_t min; /* UINT64_MAX while empty */
     uint64_t max;
     uint64_t buckets[RK_HIST_BUCKETS];
 };

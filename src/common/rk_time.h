@@ -10,8 +10,8 @@
 
 #include <stdint.h>
 
-#define RK_NS_PER_US 1000ULL
-#define RK_NS_PER_MS 1000000ULL
+#define RK_NS_PER_US  1000ULL
+#define RK_NS_PER_MS  1000000ULL
 #define RK_NS_PER_SEC 1000000000ULL
 
 /* CLOCK_MONOTONIC: for durations and deadlines; unrelated to wall time. */

@@ -154,8 +154,8 @@ static void reencode(const struct raft_codec_batch *b, struct rk_buf *out)
     RK_ASSERT(ptrs != NULL);
     for (uint32_t i = 0; i < b->n_msgs; i++)
         ptrs[i] = &b->msgs[i];
-    int rc = raft_codec_batch_append(b->from, b->to, ptrs, b->n_msgs, NULL,
-                                     out);
+    int rc =
+        raft_codec_batch_append(b->from, b->to, ptrs, b->n_msgs, NULL, out);
     /* Anything the decoder accepts, the encoder accepts. */
     RK_ASSERT(rc == 0);
     free(ptrs);
@@ -165,8 +165,8 @@ static int fuzz_batch(const uint8_t *data, size_t size)
 {
     uint32_t seen = 0;
     uint64_t from = 0, to = 0;
-    int rc = raft_codec_batch_decode(data, size, NULL, &from, &to,
-                                     check_msg_cb, &seen);
+    int rc = raft_codec_batch_decode(data, size, NULL, &from, &to, check_msg_cb,
+                                     &seen);
     RK_ASSERT(rc == 0 || rc == RK_EPROTO || rc == RK_ETOOLARGE);
     if (rc)
         return 0;

@@ -104,8 +104,8 @@ static long replay_dir(const char *root, size_t own, long *accepted)
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
-    printf("fuzz_replay: %s: %ld inputs, %ld accepted\n", entries[own].dir,
-           ran, *accepted);
+    printf("fuzz_replay: %s: %ld inputs, %ld accepted\n", entries[own].dir, ran,
+           *accepted);
     return ran;
 }
 

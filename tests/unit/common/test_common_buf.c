@@ -40,7 +40,7 @@ static void test_big_endian_helpers(void **state)
     assert_int_equal(rk_buf_append_u8(&b, 0xab), 0);
     assert_int_equal(rk_buf_append_u32be(&b, 0x01020304u), 0);
     assert_int_equal(rk_buf_append_u64be(&b, 0x1122334455667788ull), 0);
-    static const uint8_t want[] = {0xab, 1, 2, 3, 4, 0x11, 0x22,
+    static const uint8_t want[] = {0xab, 1,    2,    3,    4,    0x11, 0x22,
                                    0x33, 0x44, 0x55, 0x66, 0x77, 0x88};
     assert_int_equal(b.len, sizeof want);
     assert_memory_equal(b.data, want, sizeof want);

@@ -268,8 +268,7 @@ static void test_feed_cb_stops_on_callback_error(void **state)
     struct rk_frame_dec d;
     rk_frame_dec_init(&d, 0);
     int n = 0;
-    assert_int_equal(rk_frame_dec_feed_cb(&d, s.data, s.len, count_cb, &n),
-                     77);
+    assert_int_equal(rk_frame_dec_feed_cb(&d, s.data, s.len, count_cb, &n), 77);
     assert_int_equal(n, 2);
     rk_frame_dec_free(&d);
     rk_buf_free(&s);
@@ -289,7 +288,7 @@ static void test_encoder_limits_and_in_place(void **state)
     assert_int_equal(mark, 7);
     assert_int_equal(rk_buf_append(&b, "hello", 5), 0);
     assert_int_equal(rk_frame_end(&b, mark, 0), 0);
-    static const uint8_t want[] = {0, 0, 0, 3, 'a', 'b', 'c', 0,
+    static const uint8_t want[] = {0, 0, 0, 3,   'a', 'b', 'c', 0,
                                    0, 0, 5, 'h', 'e', 'l', 'l', 'o'};
     assert_int_equal(b.len, sizeof want);
     assert_memory_equal(b.data, want, sizeof want);

@@ -95,8 +95,8 @@ static void random_msg(struct rk_rand *r, struct msgset *s, uint8_t type,
 
 /* A plain heartbeat (response): the coalescible kind. */
 static void plain_hb(struct msgset *s, uint8_t type, uint64_t shard,
-                     uint64_t from, uint64_t to, uint64_t term,
-                     uint64_t commit, uint64_t ctx)
+                     uint64_t from, uint64_t to, uint64_t term, uint64_t commit,
+                     uint64_t ctx)
 {
     uint32_t i = s->n++;
     struct raft_msg *m = &s->msgs[i];
@@ -666,8 +666,8 @@ static void test_decode_memory_and_size_bounds(void **state)
                      RK_EPROTO);
     /* A group (wire type 3) is not supported. */
     static const uint8_t group[] = {0x08, 1, 0x10, 2, 0x1b, 0x1c};
-    assert_int_equal(
-        raft_codec_batch_decode_all(group, sizeof group, NULL, &b), RK_EPROTO);
+    assert_int_equal(raft_codec_batch_decode_all(group, sizeof group, NULL, &b),
+                     RK_EPROTO);
     free(buf);
 }
 
@@ -697,8 +697,8 @@ static void test_garbage_truncated_and_mutated_input(void **state)
         size_t len = (size_t)rk_rand_below(&r, sizeof junk);
         for (size_t k = 0; k < len; k++)
             junk[k] = (uint8_t)rk_rand_next(&r);
-        int rc = raft_codec_batch_decode(junk, len, NULL, NULL, NULL, any_cb,
-                                         NULL);
+        int rc =
+            raft_codec_batch_decode(junk, len, NULL, NULL, NULL, any_cb, NULL);
         assert_true(rc == 0 || rc == RK_EPROTO || rc == RK_ETOOLARGE);
         rejected += rc != 0;
     }
@@ -767,8 +767,7 @@ static void test_hello_round_trip_and_rejects(void **state)
         assert_true(rc == 0 || rc == RK_EPROTO);
     }
     static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0xff};
-    assert_int_equal(raft_codec_hello_decode(junk, sizeof junk, &g),
-                     RK_EPROTO);
+    assert_int_equal(raft_codec_hello_decode(junk, sizeof junk, &g), RK_EPROTO);
     assert_int_equal(raft_codec_hello_decode(junk, 0, &g), RK_EPROTO);
 
     /* Hand-made: an address over the limit, version 0, node 0. */

@@ -43,9 +43,9 @@ static void test_status_numbers_are_stable(void **state)
 {
     (void)state;
     static const char *names[] = {
-        "OK",          "NOT_FOUND",        "NOT_LEADER", "WRONG_SHARD",
-        "CAS_MISMATCH", "TIMEOUT",         "UNAVAILABLE", "INVALID_ARGUMENT",
-        "TOO_LARGE",   "INTERNAL",
+        "OK",           "NOT_FOUND", "NOT_LEADER",  "WRONG_SHARD",
+        "CAS_MISMATCH", "TIMEOUT",   "UNAVAILABLE", "INVALID_ARGUMENT",
+        "TOO_LARGE",    "INTERNAL",
     };
     for (int i = 0; i < 10; i++) {
         const ProtobufCEnumValue *v =
@@ -91,8 +91,8 @@ static void test_request_response_round_trip(void **state)
     assert_int_equal(
         rk_proto_unpack(&ringkv__request__descriptor, buf, len, 0, &m), 0);
     Ringkv__Request *got = (Ringkv__Request *)m;
-    assert_true(got->request_id == 42 && got->client_id == 7 &&
-                got->seq == 3 && got->shard_epoch == 9);
+    assert_true(got->request_id == 42 && got->client_id == 7 && got->seq == 3 &&
+                got->shard_epoch == 9);
     assert_int_equal(got->op_case, RINGKV__REQUEST__OP_CAS);
     assert_int_equal(got->cas->expect_case,
                      RINGKV__CAS_REQUEST__EXPECT_EXPECT_VALUE);
@@ -206,8 +206,8 @@ static void test_unpack_garbage_and_budget(void **state)
     assert_int_equal(rk_proto_unpack(&ringkv__request__descriptor, nested0,
                                      sizeof nested0, 0, &z),
                      RK_EPROTO);
-    static const uint8_t nested_ok[] = {0x52, 0x05, 0x0a, 0x01, 'k', 0x78,
-                                        0x01};
+    static const uint8_t nested_ok[] = {0x52, 0x05, 0x0a, 0x01,
+                                        'k',  0x78, 0x01};
     assert_int_equal(rk_proto_unpack(&ringkv__request__descriptor, nested_ok,
                                      sizeof nested_ok, 0, &z),
                      0);
