@@ -1,4 +1,4 @@
-/* storage-bench: raw write+fdatasync latency vs the store's commit latency and throughput. */
+/* storage-bench: raw fdatasync vs the store commit latency, throughput. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -98,8 +98,8 @@ struct waiter {
     pthread_cond_t cv;
     uint64_t done;
     int err;
-    double *lat;     /* per batch latency, indexed by completion order */
-    double *t_sub;   /* submit time by batch number */
+    double *lat;   /* per batch latency, indexed by completion order */
+    double *t_sub; /* submit time by batch number */
 };
 
 static void on_done(struct stor_batch *b, int status, void *arg)
@@ -118,9 +118,9 @@ static void on_done(struct stor_batch *b, int status, void *arg)
 }
 
 struct run_result {
-    double p50, p99;   /* latency, one batch in flight */
-    double eps;        /* entries/s, two in flight */
-    double raw50;      /* raw write+fdatasync p50 interleaved with it */
+    double p50, p99; /* latency, one batch in flight */
+    double eps;      /* entries/s, two in flight */
+    double raw50;    /* raw write+fdatasync p50 interleaved with it */
 };
 
 /* One raw 256-byte append + fdatasync on fd; returns seconds or -1. */
@@ -153,21 +153,25 @@ static void fill(struct stor_batch *b, uint32_t n, bool apply, uint8_t *cmds,
             static char val[ENTRY_BYTES];
             int kl = snprintf(key, sizeof key, "key%07llu",
                               (unsigned long long)(idx % 1000000));
-            struct stor_cmd c = {.op = STOR_CMD_PUT, .key = key,
-                                 .klen = (uint32_t)kl, .value = val,
+            struct stor_cmd c = {.op = STOR_CMD_PUT,
+                                 .key = key,
+                                 .klen = (uint32_t)kl,
+                                 .value = val,
                                  .vlen = (uint32_t)(ENTRY_BYTES - 18 - 8 - kl)};
             memset(val, 'v', sizeof val);
             stor_cmd_encode(&c, p, ENTRY_BYTES + 64, &len);
         } else {
             memset(p, (int)(idx & 0xff), ENTRY_BYTES);
         }
-        ents[i] = (struct raft_entry){.term = 1, .index = idx,
+        ents[i] = (struct raft_entry){.term = 1,
+                                      .index = idx,
                                       .type = RAFT_ENTRY_NORMAL,
-                                      .len = (uint32_t)len, .data = p};
+                                      .len = (uint32_t)len,
+                                      .data = p};
     }
     stor_batch_append(b, cur_shard, ents, n);
-    struct raft_hard_state hs = {.term = 1, .vote = 1,
-                                 .commit = next_index + n - 1};
+    struct raft_hard_state hs = {
+        .term = 1, .vote = 1, .commit = next_index + n - 1};
     stor_batch_set_hard_state(b, cur_shard, &hs);
     if (apply)
         stor_batch_apply(b, cur_shard, ents, n, NULL);
@@ -296,8 +300,11 @@ int main(int argc, char **argv)
     }
     char sdir[4200];
     snprintf(sdir, sizeof sdir, "%s/store", dir);
-    struct stor_opts o = {.path = sdir, .cluster_id = 1, .node_id = 1,
-                          .create = true, .unsafe_no_sync = no_sync,
+    struct stor_opts o = {.path = sdir,
+                          .cluster_id = 1,
+                          .node_id = 1,
+                          .create = true,
+                          .unsafe_no_sync = no_sync,
                           .map_size = (size_t)1 << 30};
     char err[RK_ERRMSG_SIZE];
     struct stor *s;
@@ -315,8 +322,9 @@ int main(int argc, char **argv)
     stor_batch_free(b);
 
     printf("storage-bench: dir %s, %d-byte entries, %s\n", base, ENTRY_BYTES,
-           no_sync ? "UNSAFE no-sync store" : "full durability (fdatasync "
-                                              "per commit, no NOMETASYNC)");
+           no_sync ? "UNSAFE no-sync store"
+                   : "full durability (fdatasync "
+                     "per commit, no NOMETASYNC)");
     printf("raw pwrite(%d)+fdatasync x%d:  p50 %.3f ms   p99 %.3f ms\n\n",
            ENTRY_BYTES, raw_n, raw50 * 1e3, raw99 * 1e3);
     char rpath[4200];
@@ -327,16 +335,16 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("%-13s %5s %8s %8s %10s %9s %10s %13s %10s\n", "path", "batch",
-           "p50 ms", "p99 ms", "p50/raw50", "raw50 ms", "p50/raw*", "entries/s(x2)",
-           "batches/s");
+           "p50 ms", "p99 ms", "p50/raw50", "raw50 ms", "p50/raw*",
+           "entries/s(x2)", "batches/s");
     static const uint32_t sizes[] = {1, 16, 256};
     for (int apply = 0; apply <= 1; apply++) {
         /* Shard 1 measures the log path, shard 2 log + state machine. */
         cur_shard = (uint64_t)apply + 1;
         next_index = 1;
         for (int i = 0; i < 3; i++) {
-            int batches = sizes[i] == 256 ? (quick ? 60 : 300)
-                                          : (quick ? 150 : 800);
+            int batches =
+                sizes[i] == 256 ? (quick ? 60 : 300) : (quick ? 150 : 800);
             struct run_result r;
             rc = run_size(s, sizes[i], batches, apply, raw_fd, &r);
             if (rc) {
@@ -347,9 +355,9 @@ int main(int argc, char **argv)
                 return 1;
             }
             printf("%-13s %5u %8.3f %8.3f %9.2fx %9.3f %9.2fx %13.0f %10.0f\n",
-                   apply ? "append+apply" : "append+hs", sizes[i],
-                   r.p50 * 1e3, r.p99 * 1e3, r.p50 / raw50, r.raw50 * 1e3,
-                   r.p50 / r.raw50, r.eps, r.eps / sizes[i]);
+                   apply ? "append+apply" : "append+hs", sizes[i], r.p50 * 1e3,
+                   r.p99 * 1e3, r.p50 / raw50, r.raw50 * 1e3, r.p50 / r.raw50,
+                   r.eps, r.eps / sizes[i]);
         }
     }
     close(raw_fd);

@@ -1,4 +1,4 @@
-/* Durable storage of a ringkv node on LMDB: Raft logs, state, KV, sessions, snapshots. */
+/* Durable storage on LMDB: Raft logs, state, KV, sessions, snapshots. */
 #ifndef STOR_H
 #define STOR_H
 
@@ -92,13 +92,13 @@ struct stor_batch;
 /* =============================================================== opening */
 
 struct stor_opts {
-    const char *path;       /* data dir; created (mode 0700) with `create` */
-    uint64_t cluster_id;    /* 0 = accept the stored one (must exist) */
-    uint64_t node_id;       /* 0 = accept the stored one (must exist) */
-    bool create;            /* initialise an empty/missing dir */
-    bool unsafe_no_sync;    /* MDB_NOSYNC: benchmarks only, loses data */
-    size_t map_size;        /* initial map size; 0 = 64 MiB */
-    size_t max_map_size;    /* growth limit; 0 = 1 TiB */
+    const char *path;          /* data dir; created (mode 0700) with `create` */
+    uint64_t cluster_id;       /* 0 = accept the stored one (must exist) */
+    uint64_t node_id;          /* 0 = accept the stored one (must exist) */
+    bool create;               /* initialise an empty/missing dir */
+    bool unsafe_no_sync;       /* MDB_NOSYNC: benchmarks only, loses data */
+    size_t map_size;           /* initial map size; 0 = 64 MiB */
+    size_t max_map_size;       /* growth limit; 0 = 1 TiB */
     uint32_t snap_chunk_bytes; /* 0 = STOR_SNAP_CHUNK_DEFAULT */
     /* Decodes a RAFT_ENTRY_CONF payload (pass raft_conf_change_decode).
      * Applying such an entry folds the change into the shard's applied
@@ -135,13 +135,13 @@ void stor_identity(const struct stor *s, uint64_t *cluster_id,
 int stor_backup(struct stor *s, const char *path);
 
 struct stor_stats {
-    uint64_t map_size;     /* current map size */
-    uint64_t map_used;     /* bytes up to the highest page in use */
+    uint64_t map_size; /* current map size */
+    uint64_t map_used; /* bytes up to the highest page in use */
     uint64_t page_size;
-    uint64_t batches;      /* committed batches */
-    uint64_t grows;        /* map growths */
+    uint64_t batches; /* committed batches */
+    uint64_t grows;   /* map growths */
     uint32_t n_shards;
-    uint32_t n_exports;    /* open snapshot exports */
+    uint32_t n_exports; /* open snapshot exports */
 };
 void stor_stats(struct stor *s, struct stor_stats *out);
 
@@ -150,10 +150,10 @@ void stor_stats(struct stor *s, struct stor_stats *out);
 /* Everything a shard's Raft node needs at start (struct raft_config). */
 struct stor_shard_state {
     struct raft_hard_state hs;
-    struct raft_conf_state conf;    /* as of the last log entry */
-    raft_index first_index;         /* log base index + 1 */
+    struct raft_conf_state conf; /* as of the last log entry */
+    raft_index first_index;      /* log base index + 1 */
     raft_index last_index;
-    raft_index applied;             /* state machine applied index */
+    raft_index applied; /* state machine applied index */
     raft_term applied_term;
     struct raft_conf_state applied_conf; /* configuration at `applied` */
     struct raft_snapshot_meta snap; /* latest installed snapshot (0 = none) */
@@ -231,10 +231,12 @@ enum stor_cmd_op {
 
 /* CAS flags. Default: compare the current value with expect_value (the key
  * must exist). */
-#define STOR_CAS_REVISION 0x1u /* compare the key's mod revision with
-                                  expect_rev; 0 = the key must be absent */
-#define STOR_CAS_DELETE 0x2u   /* on match delete the key instead of
-                                  writing value */
+#define STOR_CAS_REVISION                                                      \
+    0x1u /* compare the key's mod revision with                                \
+            expect_rev; 0 = the key must be absent */
+#define STOR_CAS_DELETE                                                        \
+    0x2u /* on match delete the key instead of                                 \
+            writing value */
 
 struct stor_cmd {
     uint8_t op; /* enum stor_cmd_op */
@@ -282,10 +284,11 @@ struct stor_result {
     uint64_t prev_revision; /* PUT/CAS: the overwritten revision, 0 = new */
     uint8_t flags;          /* STOR_RES_* */
 };
-#define STOR_RES_DUPLICATE 0x1u /* (client, seq) was applied before: this is
-                                   the cached original reply */
-#define STOR_RES_SKIPPED 0x2u   /* index <= applied index: not applied */
-#define STOR_RES_NOCMD 0x4u     /* NOOP/CONF entry: nothing to answer */
+#define STOR_RES_DUPLICATE                                                     \
+    0x1u                      /* (client, seq) was applied before: this is     \
+                                 the cached original reply */
+#define STOR_RES_SKIPPED 0x2u /* index <= applied index: not applied */
+#define STOR_RES_NOCMD   0x4u /* NOOP/CONF entry: nothing to answer */
 
 /* ================================================================= reads */
 

@@ -1,10 +1,10 @@
-/* The binary encoding of KV commands carried in Raft entries (bounds-checked decode). */
+/* Binary encoding of KV commands in Raft entries (bounds-checked). */
 #include <string.h>
 
 #include "stor_int.h"
 
 #define CMD_VERSION 1
-#define CMD_HDR 18 /* version, op, client id, seq */
+#define CMD_HDR     18 /* version, op, client id, seq */
 
 size_t stor_cmd_size(const struct stor_cmd *c)
 {
@@ -14,8 +14,8 @@ size_t stor_cmd_size(const struct stor_cmd *c)
     case STOR_CMD_DEL:
         return CMD_HDR + 4 + (size_t)c->klen;
     case STOR_CMD_CAS:
-        return CMD_HDR + 1 + 4 + (size_t)c->klen + 8 + 4 + (size_t)c->elen +
-               4 + (size_t)c->vlen;
+        return CMD_HDR + 1 + 4 + (size_t)c->klen + 8 + 4 + (size_t)c->elen + 4 +
+               (size_t)c->vlen;
     case STOR_CMD_EXPIRE_SESSIONS:
         return CMD_HDR + 8;
     default:

@@ -1,4 +1,4 @@
-/* The LMDB environment: open/close, data dir identity, shard registry, map growth, backup. */
+/* The LMDB environment: open/close, identity, shards, map growth, backup. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,9 +11,9 @@
 #include "rk_log.h"
 #include "stor_int.h"
 
-#define DEFAULT_MAP_SIZE ((size_t)64 << 20)
+#define DEFAULT_MAP_SIZE     ((size_t)64 << 20)
 #define DEFAULT_MAX_MAP_SIZE ((size_t)1 << 40)
-#define MAX_READERS 510
+#define MAX_READERS          510
 
 /* ------------------------------------------------------------- helpers */
 
@@ -36,9 +36,8 @@ void stor__read_end(struct stor *s, MDB_txn *txn)
     pthread_rwlock_unlock(&s->map_lock);
 }
 
-int stor__del_range(MDB_txn *txn, MDB_dbi dbi, uint64_t shard,
-                    const void *from, size_t from_len, uint64_t max,
-                    uint64_t *n_deleted)
+int stor__del_range(MDB_txn *txn, MDB_dbi dbi, uint64_t shard, const void *from,
+                    size_t from_len, uint64_t max, uint64_t *n_deleted)
 {
     uint8_t kbuf[8 + 512];
     MDB_cursor *cur;
@@ -282,7 +281,8 @@ int stor__maybe_grow(struct stor *s, size_t need, bool force)
     if (!force && used + need <= map / 4 * 3)
         return 0;
     size_t nmap = map;
-    while (nmap < s->max_map_size && (nmap / 4 * 3 < used + need || nmap == map))
+    while (nmap < s->max_map_size &&
+           (nmap / 4 * 3 < used + need || nmap == map))
         nmap = nmap > s->max_map_size / 2 ? s->max_map_size : nmap * 2;
     if (nmap <= map)
         return RK_ENOSPC; /* at the limit: the txn may still fit */
@@ -303,8 +303,9 @@ int stor__maybe_grow(struct stor *s, size_t need, bool force)
     pthread_mutex_lock(&s->mu);
     s->n_grows++;
     pthread_mutex_unlock(&s->mu);
-    rk_log(RK_LOG_INFO, "storage %s: map grown from %zu to %zu MiB (used %zu MiB)",
-           s->path, map >> 20, nmap >> 20, used >> 20);
+    rk_log(RK_LOG_INFO,
+           "storage %s: map grown from %zu to %zu MiB (used %zu MiB)", s->path,
+           map >> 20, nmap >> 20, used >> 20);
     return 0;
 }
 
@@ -471,7 +472,8 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
         struct stor_shard *sh;
         uint64_t id = k.mv_size == 8 ? stor__get64(k.mv_data) : 0;
         if (k.mv_size != 8 || stor__state_decode(v.mv_data, v.mv_size, &st)) {
-            rk_errf(errmsg, "data dir %s is corrupt: bad state record of shard %llu",
+            rk_errf(errmsg,
+                    "data dir %s is corrupt: bad state record of shard %llu",
                     s->path, (unsigned long long)id);
             rc = RK_ECORRUPT;
             break;
@@ -578,8 +580,8 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     pthread_cond_init(&s->q_cv, NULL);
     s->no_sync = o->unsafe_no_sync;
     s->max_map_size = o->max_map_size ? o->max_map_size : DEFAULT_MAX_MAP_SIZE;
-    s->chunk_bytes = o->snap_chunk_bytes ? o->snap_chunk_bytes
-                                         : STOR_SNAP_CHUNK_DEFAULT;
+    s->chunk_bytes =
+        o->snap_chunk_bytes ? o->snap_chunk_bytes : STOR_SNAP_CHUNK_DEFAULT;
     if (s->chunk_bytes < 256)
         s->chunk_bytes = 256;
     s->conf_decode = o->conf_decode;
@@ -609,7 +611,8 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     snprintf(file, sizeof file, "%s/data.mdb", o->path);
     if (stat(file, &stt) != 0) {
         if (!o->create) {
-            rk_errf(errmsg, "data dir %s holds no store (no data.mdb)", o->path);
+            rk_errf(errmsg, "data dir %s holds no store (no data.mdb)",
+                    o->path);
             rc = RK_ENOTFOUND;
             goto err_free;
         }

@@ -1,4 +1,4 @@
-/* Internals of the LMDB store shared by the src/storage files (not an API). */
+/* Internals of the LMDB store shared by the src/storage files. */
 #ifndef STOR_INT_H
 #define STOR_INT_H
 
@@ -101,14 +101,14 @@ struct stor_shard {
     raft_term base_term;
 
     /* Writer-only working copy for the transaction in progress. */
-    uint64_t w_gen;        /* == s->gen when loaded in this txn */
+    uint64_t w_gen; /* == s->gen when loaded in this txn */
     bool w_exists;
     bool w_dirty;
     bool w_deleted;
     struct stor__state w;
     raft_index w_last;
     raft_term w_last_term;
-    bool compact_pending;  /* writer-only: target > base */
+    bool compact_pending;   /* writer-only: target > base */
     bool c_compact_pending; /* committed copy of compact_pending */
 };
 
@@ -143,7 +143,7 @@ struct stor {
     char errmsg[RK_ERRMSG_SIZE];
     uint64_t n_batches;
     uint64_t n_grows;
-    uint64_t gen; /* writer-only: transaction generation */
+    uint64_t gen;          /* writer-only: transaction generation */
     uint32_t compact_next; /* writer-only: round-robin start of compaction */
 
     /* Snapshot exports (guarded by exp_mu; lock order map_lock, exp_mu). */
@@ -189,9 +189,8 @@ static inline void stor__key_log(uint8_t k[16], uint64_t shard, raft_index i)
 /* Deletes every key of `dbi` starting with the 8-byte shard prefix whose
  * remaining bytes are >= from (from NULL = all), at most max keys (0 = no
  * limit). Sets *n_deleted. */
-int stor__del_range(MDB_txn *txn, MDB_dbi dbi, uint64_t shard,
-                    const void *from, size_t from_len, uint64_t max,
-                    uint64_t *n_deleted);
+int stor__del_range(MDB_txn *txn, MDB_dbi dbi, uint64_t shard, const void *from,
+                    size_t from_len, uint64_t max, uint64_t *n_deleted);
 
 /* Finds the last log entry of a shard: *idx 0 if the shard has none. */
 int stor__log_last(MDB_txn *txn, MDB_dbi dbi, uint64_t shard, raft_index *idx,
@@ -220,8 +219,7 @@ static inline size_t stor__bent_size(uint32_t len)
 /* Log writing (stor_log.c). */
 int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
                      const uint8_t *recs, uint32_t n);
-int stor__log_compact_step(struct stor *s, MDB_txn *txn,
-                           struct stor_shard *sh);
+int stor__log_compact_step(struct stor *s, MDB_txn *txn, struct stor_shard *sh);
 
 /* Applying (stor_kv.c): one entry; fills *res. Returns an error only for
  * transaction failures (the result carries command-level statuses). */

@@ -1,11 +1,11 @@
-/* The KV state machine: applying commands with exactly-once sessions, gets and scans. */
+/* The KV state machine: apply with exactly-once sessions, get, scan. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "stor_int.h"
 
 #define SCAN_DEFAULT_BYTES ((size_t)4 << 20)
-#define SLOT_SIZE 29
+#define SLOT_SIZE          29
 
 /* ------------------------------------------------------------ sessions */
 
@@ -174,16 +174,16 @@ static int exec_kv(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
     case STOR_CMD_CAS: {
         bool match;
         if (c->cas_flags & STOR_CAS_REVISION) {
-            match = c->expect_rev == 0 ? !exists
-                                       : exists && omod == c->expect_rev;
+            match =
+                c->expect_rev == 0 ? !exists : exists && omod == c->expect_rev;
         } else if (!exists) {
             res->status = RK_ENOTFOUND;
             return 0;
         } else {
-            match = old.mv_size - STOR__VAL_HDR == c->elen &&
-                    (c->elen == 0 ||
-                     memcmp((uint8_t *)old.mv_data + STOR__VAL_HDR, c->expect,
-                            c->elen) == 0);
+            match =
+                old.mv_size - STOR__VAL_HDR == c->elen &&
+                (c->elen == 0 || memcmp((uint8_t *)old.mv_data + STOR__VAL_HDR,
+                                        c->expect, c->elen) == 0);
         }
         if (!match) {
             res->status = RK_ECASMISMATCH;
@@ -399,7 +399,8 @@ int stor_kv_get(struct stor *s, uint64_t shard, const void *key, size_t klen,
         return rc;
     int mrc = mdb_get(txn, s->dbi_kv, &k, &v);
     if (mrc == 0) {
-        if (v.mv_size < STOR__VAL_HDR || v.mv_size - STOR__VAL_HDR > UINT32_MAX) {
+        if (v.mv_size < STOR__VAL_HDR ||
+            v.mv_size - STOR__VAL_HDR > UINT32_MAX) {
             rc = RK_ECORRUPT;
         } else {
             out->len = (uint32_t)(v.mv_size - STOR__VAL_HDR);

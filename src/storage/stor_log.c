@@ -1,4 +1,4 @@
-/* The Raft log of every shard: raft_log_ops (reads) and appends, truncation, compaction. */
+/* Raft logs: raft_log_ops reads, appends, truncation, compaction. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,8 +88,7 @@ int stor_log_term(struct stor_shard *sh, raft_index i, raft_term *out)
 }
 
 int stor_log_entries(struct stor_shard *sh, raft_index lo, raft_index hi,
-                     size_t max_bytes, struct raft_entry **out,
-                     uint32_t *n_out)
+                     size_t max_bytes, struct raft_entry **out, uint32_t *n_out)
 {
     struct stor *s = sh->s;
     *out = NULL;
@@ -97,7 +96,7 @@ int stor_log_entries(struct stor_shard *sh, raft_index lo, raft_index hi,
     if (lo >= hi)
         return RK_EINVAL;
     pthread_mutex_lock(&s->mu);
-    int rc = !sh->exists           ? RK_EUNKNOWNSHARD
+    int rc = !sh->exists            ? RK_EUNKNOWNSHARD
              : lo <= sh->base_index ? RK_ECOMPACTED
              : hi - 1 > sh->last    ? RK_EUNAVAIL_LOG
                                     : 0;
@@ -308,8 +307,7 @@ int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
     return 0;
 }
 
-int stor__log_compact_step(struct stor *s, MDB_txn *txn,
-                           struct stor_shard *sh)
+int stor__log_compact_step(struct stor *s, MDB_txn *txn, struct stor_shard *sh)
 {
     raft_index target = sh->w.compact_target;
     if (target > sh->w.applied)

@@ -1,4 +1,4 @@
-/* Shard snapshots: chunked export from a pinned read txn, staging and atomic install. */
+/* Snapshots: chunked export from a pinned read txn, staging, install. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,22 +17,22 @@
  *   END   3                                           last record of the last
  */
 
-#define CHUNK_HDR 29
-#define REC_INFO 0
-#define REC_KV 1
-#define REC_SESS 2
-#define REC_END 3
-#define EXPORT_REUSE_MS 10000 /* a new snapshot_meta reuses a younger one */
-#define EXPORT_IDLE_MS 60000  /* dropped this long after its last chunk */
-#define EXPORT_UNUSED_MS 5000 /* dropped if no chunk was asked for by then */
+#define CHUNK_HDR         29
+#define REC_INFO          0
+#define REC_KV            1
+#define REC_SESS          2
+#define REC_END           3
+#define EXPORT_REUSE_MS   10000 /* a new snapshot_meta reuses a younger one */
+#define EXPORT_IDLE_MS    60000 /* dropped this long after its last chunk */
+#define EXPORT_UNUSED_MS  5000  /* dropped if no chunk was asked for by then */
 #define EXPORTS_PER_SHARD 2
-#define EXPORTS_MAX 64
+#define EXPORTS_MAX       64
 
 enum { PH_INFO = 0, PH_KV = 1, PH_SESS = 2, PH_END = 3, PH_DONE = 4 };
 
 struct exp_pos {
     uint8_t phase;
-    uint16_t klen;              /* full LMDB key (with the shard prefix) */
+    uint16_t klen; /* full LMDB key (with the shard prefix) */
     uint8_t key[8 + STOR_MAX_KEY];
 };
 
@@ -46,7 +46,7 @@ struct stor_export {
     uint64_t chunk_ms;      /* last chunk request, 0 = none yet */
     struct exp_pos *starts; /* starts[k]: where chunk k begins */
     uint32_t n_starts;
-    uint32_t n_chunks;      /* total once the last chunk was cut; 0 unknown */
+    uint32_t n_chunks; /* total once the last chunk was cut; 0 unknown */
 };
 
 static uint64_t now_ms(void)
@@ -68,9 +68,8 @@ static void export_free(struct stor *s, struct stor_export *e)
 }
 
 /* Unlinks and frees exports matching pred; exp_mu held. */
-static void exports_drop(struct stor *s, bool (*pred)(struct stor_export *,
-                                                      void *),
-                         void *arg)
+static void exports_drop(struct stor *s,
+                         bool (*pred)(struct stor_export *, void *), void *arg)
 {
     struct stor_export **pp = &s->exports;
     while (*pp) {
@@ -455,8 +454,9 @@ out:
     pthread_rwlock_unlock(&s->map_lock);
     free(b.p);
     if (rc == RK_ECORRUPT)
-        rk_log(RK_LOG_ERROR, "storage %s: shard %llu: corrupt record while "
-                             "exporting a snapshot",
+        rk_log(RK_LOG_ERROR,
+               "storage %s: shard %llu: corrupt record while "
+               "exporting a snapshot",
                s->path, (unsigned long long)sh->id);
     return rc;
 }
@@ -527,9 +527,9 @@ int stor__stage_chunk(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
 /* Walks the records of one chunk; with `write`, stores them. Returns
  * RK_EPROTO for a malformed chunk or a transaction error. */
 static int walk_chunk(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
-                      const uint8_t *p, size_t len, uint32_t seq,
-                      bool is_last, const struct raft_snapshot_meta *meta,
-                      bool write, bool *saw_end)
+                      const uint8_t *p, size_t len, uint32_t seq, bool is_last,
+                      const struct raft_snapshot_meta *meta, bool write,
+                      bool *saw_end)
 {
     struct stor__rd r = {.p = p + CHUNK_HDR, .left = len - CHUNK_HDR};
     uint8_t kb[8 + STOR_MAX_KEY];
@@ -556,10 +556,9 @@ static int walk_chunk(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
             uint16_t klen;
             uint32_t vlen;
             const void *key, *val;
-            if (!stor__rd_u16(&r, &klen) || klen == 0 ||
-                klen > STOR_MAX_KEY || !stor__rd_bytes(&r, klen, &key) ||
-                !stor__rd_u32(&r, &vlen) || vlen < STOR__VAL_HDR ||
-                vlen - STOR__VAL_HDR > STOR_MAX_VALUE ||
+            if (!stor__rd_u16(&r, &klen) || klen == 0 || klen > STOR_MAX_KEY ||
+                !stor__rd_bytes(&r, klen, &key) || !stor__rd_u32(&r, &vlen) ||
+                vlen < STOR__VAL_HDR || vlen - STOR__VAL_HDR > STOR_MAX_VALUE ||
                 !stor__rd_bytes(&r, vlen, &val))
                 return RK_EPROTO;
             if (write) {

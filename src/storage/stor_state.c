@@ -1,4 +1,4 @@
-/* Codecs of the store: bounded reader, CRC-32C, conf and per-shard state records. */
+/* Codecs: bounded reader, CRC-32C, conf and per-shard state records. */
 #include <string.h>
 
 #include "stor_int.h"
@@ -177,7 +177,8 @@ int stor__state_decode(const void *buf, size_t len, struct stor__state *st)
     if (!stor__rd_u8(&r, &ver) || ver != STATE_VERSION)
         return RK_ECORRUPT;
     if (!stor__rd_u64(&r, &st->hs.term) || !stor__rd_u64(&r, &st->hs.vote) ||
-        !stor__rd_u64(&r, &st->hs.commit) || !stor__conf_decode(&r, &st->conf) ||
+        !stor__rd_u64(&r, &st->hs.commit) ||
+        !stor__conf_decode(&r, &st->conf) ||
         !stor__rd_u64(&r, &st->base_index) ||
         !stor__rd_u64(&r, &st->base_term) || !stor__rd_u64(&r, &st->applied) ||
         !stor__rd_u64(&r, &st->applied_term) ||

@@ -1,4 +1,4 @@
-/* Group commit: batches of many shards written in one LMDB txn + one sync on a storage thread. */
+/* Group commit: one LMDB txn + one sync per batch, on a storage thread. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -22,10 +22,10 @@ enum bop_kind {
 struct bop {
     uint8_t kind;
     uint64_t shard;
-    size_t off;   /* payload in the arena */
-    uint32_t n;   /* entries */
+    size_t off; /* payload in the arena */
+    uint32_t n; /* entries */
     uint32_t first_result;
-    int status;   /* per-op status (stage, install) */
+    int status; /* per-op status (stage, install) */
     raft_index index;
 };
 
@@ -178,8 +178,7 @@ static int add_entries(struct stor_batch *b, uint8_t kind, uint64_t shard,
         return RK_EINVAL;
     for (uint32_t i = 0; i < n; i++) {
         if ((ents[i].len && !ents[i].data) ||
-            (i > 0 && ents[i].index != ents[0].index + i) ||
-            ents[i].index == 0)
+            (i > 0 && ents[i].index != ents[0].index + i) || ents[i].index == 0)
             return RK_EINVAL;
         total += stor__bent_size(ents[i].len);
     }
@@ -408,7 +407,8 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
     case BOP_DESTROY:
         if ((rc = stor__del_range(txn, s->dbi_log, sh->id, NULL, 0, 0, NULL)) ||
             (rc = stor__del_range(txn, s->dbi_kv, sh->id, NULL, 0, 0, NULL)) ||
-            (rc = stor__del_range(txn, s->dbi_sess, sh->id, NULL, 0, 0, NULL)) ||
+            (rc =
+                 stor__del_range(txn, s->dbi_sess, sh->id, NULL, 0, 0, NULL)) ||
             (rc = stor__del_range(txn, s->dbi_stage, sh->id, NULL, 0, 0, NULL)))
             return rc;
         {
@@ -589,8 +589,8 @@ int stor__batch_exec(struct stor *s, struct stor_batch *b)
         if (rc != RK_ENOSPC || at_commit)
             break;
         /* The map is full (not the disk): grow it and run the batch again. */
-        int grc = stor__maybe_grow(s, need << (attempt < 8 ? attempt : 8),
-                                   true);
+        int grc =
+            stor__maybe_grow(s, need << (attempt < 8 ? attempt : 8), true);
         if (grc) {
             stor__fail(s, RK_ENOSPC,
                        "the map reached its maximum size (%zu MiB)",

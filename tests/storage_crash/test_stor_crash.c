@@ -1,4 +1,4 @@
-/* Crash test: a child appends/applies/compacts through the storage thread and is SIGKILLed at random. */
+/* Crash test: a writer child SIGKILLed at random, 200 times. */
 #include <errno.h>
 #include <ftw.h>
 #include <poll.h>
@@ -39,9 +39,9 @@
  * largest i <= A with i % 16 == j, at revision i.
  */
 
-#define N_SHARDS 4
-#define N_KEYS 16
-#define MAX_LAG 32
+#define N_SHARDS  4
+#define N_KEYS    16
+#define MAX_LAG   32
 #define MAX_BATCH 8
 
 enum { REC_INTENT = 1, REC_ACK = 2 };
@@ -114,9 +114,13 @@ static size_t make_cmd(uint8_t *buf, size_t cap, uint64_t shard, uint64_t i,
     snprintf(key, sizeof key, "k%llu", (unsigned long long)(i % N_KEYS));
     snprintf(val, sizeof val, "%llu.%llu", (unsigned long long)i,
              (unsigned long long)t);
-    struct stor_cmd c = {.op = STOR_CMD_PUT, .client_id = shard, .seq = i,
-                         .key = key, .klen = (uint32_t)strlen(key),
-                         .value = val, .vlen = (uint32_t)strlen(val)};
+    struct stor_cmd c = {.op = STOR_CMD_PUT,
+                         .client_id = shard,
+                         .seq = i,
+                         .key = key,
+                         .klen = (uint32_t)strlen(key),
+                         .value = val,
+                         .vlen = (uint32_t)strlen(val)};
     size_t len;
     if (stor_cmd_encode(&c, buf, cap, &len))
         _exit(5);
@@ -128,8 +132,11 @@ static void child_main(const char *dir, int fd, uint64_t seed)
     struct child c = {.fd = fd,
                       .mu = PTHREAD_MUTEX_INITIALIZER,
                       .cv = PTHREAD_COND_INITIALIZER};
-    struct stor_opts o = {.path = dir, .cluster_id = 7, .node_id = 3,
-                          .create = true, .map_size = 4 << 20};
+    struct stor_opts o = {.path = dir,
+                          .cluster_id = 7,
+                          .node_id = 3,
+                          .create = true,
+                          .map_size = 4 << 20};
     char err[RK_ERRMSG_SIZE];
     struct rk_rand rng;
     rk_rand_seed(&rng, seed);
@@ -192,8 +199,8 @@ static void child_main(const char *dir, int fd, uint64_t seed)
             uint64_t from = x->last + 1;
             if (x->last > x->applied && rk_rand_below(&rng, 8) == 0) {
                 /* A new leader overwrites an unapplied suffix. */
-                from = x->applied + 1 +
-                       rk_rand_below(&rng, x->last - x->applied);
+                from =
+                    x->applied + 1 + rk_rand_below(&rng, x->last - x->applied);
                 term++;
             }
             uint32_t cnt = 1 + (uint32_t)rk_rand_below(&rng, MAX_BATCH);
@@ -222,11 +229,10 @@ static void child_main(const char *dir, int fd, uint64_t seed)
                 app[na].term = terms[k][i - x->applied - 1];
                 app[na].type = RAFT_ENTRY_NORMAL;
                 app[na].data = payload[k][na];
-                app[na].len = (uint32_t)make_cmd(app[na].data, 64, id, i,
-                                                 app[na].term);
+                app[na].len =
+                    (uint32_t)make_cmd(app[na].data, 64, id, i, app[na].term);
             }
-            struct raft_hard_state hs = {.term = term, .vote = 3,
-                                         .commit = to};
+            struct raft_hard_state hs = {.term = term, .vote = 3, .commit = to};
             if (stor_batch_set_hard_state(b, id, &hs) ||
                 (na && stor_batch_apply(b, id, app, na, NULL)))
                 _exit(7);
@@ -327,8 +333,8 @@ static int check_store(const char *dir, const struct rec *intents,
                 continue;
             }
             char pre[32];
-            int pl = snprintf(pre, sizeof pre, "%llu.",
-                              (unsigned long long)want);
+            int pl =
+                snprintf(pre, sizeof pre, "%llu.", (unsigned long long)want);
             if (rc || v.revision != want || v.len <= (uint32_t)pl ||
                 memcmp(v.data, pre, (size_t)pl) != 0) {
                 snprintf(why, whylen,
@@ -343,11 +349,11 @@ static int check_store(const char *dir, const struct rec *intents,
                 free(v.data);
         }
         uint64_t seq;
-        if (!bad && (stor_session_last_seq(s, (uint64_t)k + 1, (uint64_t)k + 1,
-                                           &seq) ||
-                     seq != ss.applied)) {
-            snprintf(why, whylen, "shard %d session seq %llu != applied",
-                     k + 1, (unsigned long long)seq);
+        if (!bad &&
+            (stor_session_last_seq(s, (uint64_t)k + 1, (uint64_t)k + 1, &seq) ||
+             seq != ss.applied)) {
+            snprintf(why, whylen, "shard %d session seq %llu != applied", k + 1,
+                     (unsigned long long)seq);
             bad = 1;
         }
     }
@@ -442,16 +448,15 @@ static void test_sigkill_storm(void **state)
             if (got < sizeof r)
                 continue;
             got = 0;
-            if (r.type == REC_INTENT && n_int < (sizeof intents /
-                                                 sizeof intents[0])) {
+            if (r.type == REC_INTENT &&
+                n_int < (sizeof intents / sizeof intents[0])) {
                 if (r.n == 0 && !early) {
                     clock_gettime(CLOCK_MONOTONIC, &t);
                     kill_ms = (t.tv_sec - t0.tv_sec) * 1000 +
                               (t.tv_nsec - t0.tv_nsec) / 1000000 + delay;
                 }
                 intents[n_int++] = r;
-            }
-            else if (r.type == REC_ACK) {
+            } else if (r.type == REC_ACK) {
                 have_ack = true;
                 if (r.n > max_ack)
                     max_ack = r.n;
@@ -479,8 +484,7 @@ static void test_sigkill_storm(void **state)
             memcpy(intents[0].sh, prev, sizeof prev);
             n_int = 1;
         } else if (have_prev && memcmp(intents[0].sh, prev, sizeof prev)) {
-            fprintf(stderr, "run %d: child started from another state\n",
-                    run);
+            fprintf(stderr, "run %d: child started from another state\n", run);
             fails++;
             break;
         }

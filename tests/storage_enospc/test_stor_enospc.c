@@ -1,4 +1,4 @@
-/* Disk-full test: the store fills a 3 MiB tmpfs, fails-stop, and keeps what it acknowledged. */
+/* Disk-full test: fill a small tmpfs, fail-stop, keep acked data. */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -83,8 +83,11 @@ static int child(const char *mnt)
     rk_log_set_level(RK_LOG_ERROR);
     char dir[512];
     snprintf(dir, sizeof dir, "%s/d", mnt);
-    struct stor_opts o = {.path = dir, .cluster_id = 9, .node_id = 1,
-                          .create = true, .map_size = 64 << 20};
+    struct stor_opts o = {.path = dir,
+                          .cluster_id = 9,
+                          .node_id = 1,
+                          .create = true,
+                          .map_size = 64 << 20};
     char err[RK_ERRMSG_SIZE];
     struct stor *s;
     CHECK(stor_open(&o, &s, err) == 0);
@@ -115,13 +118,15 @@ static int child(const char *mnt)
         for (int j = 0; j < 16; j++, next++) {
             char key[32];
             snprintf(key, sizeof key, "key%llu", (unsigned long long)next);
-            struct stor_cmd c = {.op = STOR_CMD_PUT, .key = key,
-                                 .klen = (uint32_t)strlen(key), .value = val,
+            struct stor_cmd c = {.op = STOR_CMD_PUT,
+                                 .key = key,
+                                 .klen = (uint32_t)strlen(key),
+                                 .value = val,
                                  .vlen = sizeof val};
             size_t len;
             CHECK(stor_cmd_encode(&c, cmd, sizeof cmd, &len) == 0);
-            struct raft_entry e = {.term = 1, .index = next, .data = cmd,
-                                   .len = (uint32_t)len};
+            struct raft_entry e = {
+                .term = 1, .index = next, .data = cmd, .len = (uint32_t)len};
             CHECK(stor_batch_append(b, 1, &e, 1) == 0);
             CHECK(stor_batch_apply(b, 1, &e, 1, NULL) == 0);
         }

@@ -91,8 +91,8 @@ void tu_create_shard(struct stor *s, uint64_t id)
     stor_batch_free(b);
 }
 
-int tu_append_apply(struct stor *s, uint64_t shard, uint64_t first,
-                    uint32_t n, uint64_t term, bool apply)
+int tu_append_apply(struct stor *s, uint64_t shard, uint64_t first, uint32_t n,
+                    uint64_t term, bool apply)
 {
     struct stor_batch *b;
     struct raft_entry *ents = calloc(n, sizeof(*ents));
@@ -112,8 +112,8 @@ int tu_append_apply(struct stor *s, uint64_t shard, uint64_t first,
                                            (uint32_t)strlen(val));
     }
     int rc = stor_batch_append(b, shard, ents, n);
-    struct raft_hard_state hs = {.term = term, .vote = 1,
-                                 .commit = first + n - 1};
+    struct raft_hard_state hs = {
+        .term = term, .vote = 1, .commit = first + n - 1};
     if (!rc)
         rc = stor_batch_set_hard_state(b, shard, &hs);
     if (!rc && apply)

@@ -1,4 +1,4 @@
-/* Helpers shared by the storage tests: temp dirs, command entries, batch commits. */
+/* Helpers shared by the storage tests: temp dirs, commands, batches. */
 #ifndef STOR_TEST_UTIL_H
 #define STOR_TEST_UTIL_H
 
@@ -28,7 +28,7 @@ void tu_create_shard(struct stor *s, uint64_t id);
 /* Appends and applies entries [first, first+n) of term `term` whose command
  * is PUT key "k<index % 64>" = "v<index>" and PUT "counter" is not used:
  * one command per entry. Returns the batch status. */
-int tu_append_apply(struct stor *s, uint64_t shard, uint64_t first,
-                    uint32_t n, uint64_t term, bool apply);
+int tu_append_apply(struct stor *s, uint64_t shard, uint64_t first, uint32_t n,
+                    uint64_t term, bool apply);
 
 #endif

@@ -1,4 +1,4 @@
-/* Storage unit tests: open/reopen, identity refusal, log truncation and compaction, backup. */
+/* Storage tests: open, identity refusals, truncation, compaction, backup. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,10 +31,8 @@ static int teardown(void **state)
 static struct stor *open_id(const char *dir, uint64_t cluster, uint64_t node,
                             bool create, int *rc, char *err)
 {
-    struct stor_opts o = {.path = dir,
-                          .cluster_id = cluster,
-                          .node_id = node,
-                          .create = create};
+    struct stor_opts o = {
+        .path = dir, .cluster_id = cluster, .node_id = node, .create = create};
     struct stor *s = NULL;
     *rc = stor_open(&o, &s, err);
     return s;
@@ -264,8 +262,7 @@ static void test_compaction_in_steps(void **state)
     tu_create_shard(s, 5);
     struct stor_shard *sh = stor_shard_get(s, 5);
     for (int i = 0; i < 10; i++)
-        assert_int_equal(tu_append_apply(s, 5, 1 + i * 1000, 1000, 1, true),
-                         0);
+        assert_int_equal(tu_append_apply(s, 5, 1 + i * 1000, 1000, 1, true), 0);
     struct stor_batch *b;
     assert_int_equal(stor_batch_new(&b), 0);
     assert_int_equal(stor_batch_compact(b, 5, 9000), 0);
@@ -356,8 +353,10 @@ static void test_map_growth_and_full(void **state)
     struct stor_batch *b;
     assert_int_equal(stor_batch_new(&b), 0);
     for (int i = 0; i < 100; i++) {
-        struct raft_entry e = {.term = 1, .index = (raft_index)i + 1,
-                               .type = RAFT_ENTRY_NORMAL, .len = sizeof blob,
+        struct raft_entry e = {.term = 1,
+                               .index = (raft_index)i + 1,
+                               .type = RAFT_ENTRY_NORMAL,
+                               .len = sizeof blob,
                                .data = blob};
         stor_batch_reset(b);
         assert_int_equal(stor_batch_append(b, 1, &e, 1), 0);
@@ -371,16 +370,16 @@ static void test_map_growth_and_full(void **state)
     stor_close(s);
 
     /* At the maximum size a full map is a fail-stop ENOSPC. */
-    struct stor_opts o = {.path = *state, .create = false,
-                          .max_map_size = 8 << 20};
+    struct stor_opts o = {
+        .path = *state, .create = false, .max_map_size = 8 << 20};
     char err[RK_ERRMSG_SIZE];
     assert_int_equal(stor_open(&o, &s, err), 0);
     sh = stor_shard_get(s, 1);
     int rc = 0;
     raft_index i;
     for (i = 101; i < 400 && rc == 0; i++) {
-        struct raft_entry e = {.term = 1, .index = i, .len = sizeof blob,
-                               .data = blob};
+        struct raft_entry e = {
+            .term = 1, .index = i, .len = sizeof blob, .data = blob};
         stor_batch_reset(b);
         assert_int_equal(stor_batch_append(b, 1, &e, 1), 0);
         rc = stor_batch_commit(s, b);
@@ -413,8 +412,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_identity_refusals, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_truncate_conflicting_suffix,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncate_conflicting_suffix, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_compaction_in_steps, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_backup_restore, setup, teardown),

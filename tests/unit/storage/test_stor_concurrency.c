@@ -1,4 +1,4 @@
-/* Storage unit test: loop-side reads racing the storage thread's writes, compaction and map growth. */
+/* Storage test: reads racing writes, compaction and map growth. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,8 +14,8 @@
 #include "stor_int.h"
 #include "stor_test_util.h"
 
-#define ENTRY 3000
-#define BATCHES 400
+#define ENTRY     3000
+#define BATCHES   400
 #define PER_BATCH 8
 
 struct waiter {
@@ -44,8 +44,10 @@ static size_t payload(uint8_t *buf, size_t cap, raft_index i)
     char key[16];
     memset(val, (int)(i & 0xff), sizeof val);
     snprintf(key, sizeof key, "k%llu", (unsigned long long)(i % 32));
-    struct stor_cmd c = {.op = STOR_CMD_PUT, .key = key,
-                         .klen = (uint32_t)strlen(key), .value = val,
+    struct stor_cmd c = {.op = STOR_CMD_PUT,
+                         .key = key,
+                         .klen = (uint32_t)strlen(key),
+                         .value = val,
                          .vlen = ENTRY};
     size_t len;
     assert_int_equal(stor_cmd_encode(&c, buf, cap, &len), 0);
@@ -92,14 +94,12 @@ static void test_reads_race_writes_and_growth(void **state)
             struct raft_entry ents[PER_BATCH];
             stor_batch_reset(b);
             for (int j = 0; j < PER_BATCH; j++, next++) {
-                ents[j] = (struct raft_entry){.term = 1, .index = next,
-                                              .data = bufs[j]};
-                ents[j].len = (uint32_t)payload(bufs[j], sizeof bufs[j],
-                                                next);
+                ents[j] = (struct raft_entry){
+                    .term = 1, .index = next, .data = bufs[j]};
+                ents[j].len = (uint32_t)payload(bufs[j], sizeof bufs[j], next);
             }
             assert_int_equal(stor_batch_append(b, 1, ents, PER_BATCH), 0);
-            assert_int_equal(stor_batch_apply(b, 1, ents, PER_BATCH, NULL),
-                             0);
+            assert_int_equal(stor_batch_apply(b, 1, ents, PER_BATCH, NULL), 0);
             if (next > 200 && submitted % 10 == 0)
                 assert_int_equal(stor_batch_compact(b, 1, next - 150), 0);
             assert_int_equal(stor_batch_submit(s, b, on_done, &w), 0);

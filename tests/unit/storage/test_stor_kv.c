@@ -1,4 +1,4 @@
-/* Storage unit tests: applying KV commands, CAS, scans, exactly-once sessions, codec, async batches. */
+/* Storage tests: apply, CAS, scans, sessions, command codec, async. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -50,8 +50,10 @@ static struct stor_result run(struct fx *f, const struct stor_cmd *c)
     uint8_t buf[2048];
     size_t len;
     assert_int_equal(stor_cmd_encode(c, buf, sizeof buf, &len), 0);
-    struct raft_entry e = {.term = 1, .index = f->next++,
-                           .type = RAFT_ENTRY_NORMAL, .len = (uint32_t)len,
+    struct raft_entry e = {.term = 1,
+                           .index = f->next++,
+                           .type = RAFT_ENTRY_NORMAL,
+                           .len = (uint32_t)len,
                            .data = buf};
     uint32_t r;
     stor_batch_reset(f->b);
@@ -65,14 +67,17 @@ static struct stor_result run(struct fx *f, const struct stor_cmd *c)
 static struct stor_result put(struct fx *f, uint64_t client, uint64_t seq,
                               const char *k, const char *v)
 {
-    struct stor_cmd c = {.op = STOR_CMD_PUT, .client_id = client, .seq = seq,
-                         .key = k, .klen = (uint32_t)strlen(k), .value = v,
+    struct stor_cmd c = {.op = STOR_CMD_PUT,
+                         .client_id = client,
+                         .seq = seq,
+                         .key = k,
+                         .klen = (uint32_t)strlen(k),
+                         .value = v,
                          .vlen = (uint32_t)strlen(v)};
     return run(f, &c);
 }
 
-static void expect_kv(struct fx *f, const char *k, const char *v,
-                         uint64_t rev)
+static void expect_kv(struct fx *f, const char *k, const char *v, uint64_t rev)
 {
     struct stor_value val;
     if (!v) {
@@ -129,8 +134,12 @@ static void test_put_get_del(void **state)
 static void test_cas(void **state)
 {
     struct fx *f = *state;
-    struct stor_cmd c = {.op = STOR_CMD_CAS, .key = "x", .klen = 1,
-                         .expect = "old", .elen = 3, .value = "new",
+    struct stor_cmd c = {.op = STOR_CMD_CAS,
+                         .key = "x",
+                         .klen = 1,
+                         .expect = "old",
+                         .elen = 3,
+                         .value = "new",
                          .vlen = 3};
     /* Value compare on a missing key. */
     struct stor_result r = run(f, &c);
@@ -254,9 +263,15 @@ static void test_sessions_exactly_once(void **state)
     assert_int_equal(stor_session_last_seq(f->s, 1, 77, &last), 0);
     assert_int_equal(last, 3);
     /* A failed CAS is a reply like any other. */
-    struct stor_cmd c = {.op = STOR_CMD_CAS, .client_id = 77, .seq = 4,
-                         .cas_flags = STOR_CAS_REVISION, .expect_rev = 99,
-                         .key = "k", .klen = 1, .value = "z", .vlen = 1};
+    struct stor_cmd c = {.op = STOR_CMD_CAS,
+                         .client_id = 77,
+                         .seq = 4,
+                         .cas_flags = STOR_CAS_REVISION,
+                         .expect_rev = 99,
+                         .key = "k",
+                         .klen = 1,
+                         .value = "z",
+                         .vlen = 1};
     r = run(f, &c);
     assert_int_equal(r.status, RK_ECASMISMATCH);
     r = run(f, &c);
@@ -300,10 +315,16 @@ static void test_apply_garbage_and_order(void **state)
     uint8_t junk[5] = {9, 9, 9, 9, 9};
     uint8_t conf_add[9] = {RAFT_CC_ADD_LEARNER, 0, 0, 0, 0, 0, 0, 0, 4};
     struct raft_entry ents[4] = {
-        {.term = 2, .index = 1, .type = RAFT_ENTRY_NORMAL, .len = 5,
+        {.term = 2,
+         .index = 1,
+         .type = RAFT_ENTRY_NORMAL,
+         .len = 5,
          .data = junk},
         {.term = 2, .index = 2, .type = RAFT_ENTRY_NOOP},
-        {.term = 2, .index = 3, .type = RAFT_ENTRY_CONF, .len = 9,
+        {.term = 2,
+         .index = 3,
+         .type = RAFT_ENTRY_CONF,
+         .len = 9,
          .data = conf_add},
         {.term = 2, .index = 4, .type = 77},
     };
@@ -344,10 +365,17 @@ static void test_cmd_codec(void **state)
     (void)state;
     uint8_t buf[4096], out[4096];
     size_t len;
-    struct stor_cmd c = {.op = STOR_CMD_CAS, .client_id = 5, .seq = 9,
-                         .cas_flags = STOR_CAS_DELETE, .key = "key",
-                         .klen = 3, .expect_rev = 42, .expect = "ee",
-                         .elen = 2, .value = "vvv", .vlen = 3};
+    struct stor_cmd c = {.op = STOR_CMD_CAS,
+                         .client_id = 5,
+                         .seq = 9,
+                         .cas_flags = STOR_CAS_DELETE,
+                         .key = "key",
+                         .klen = 3,
+                         .expect_rev = 42,
+                         .expect = "ee",
+                         .elen = 2,
+                         .value = "vvv",
+                         .vlen = 3};
     assert_int_equal(stor_cmd_encode(&c, buf, sizeof buf, &len), 0);
     assert_int_equal(len, stor_cmd_size(&c));
     struct stor_cmd d;
@@ -367,10 +395,9 @@ static void test_cmd_codec(void **state)
     assert_int_equal(stor_cmd_decode(buf, len + 1, &d), RK_EPROTO);
     /* Limits. */
     static uint8_t big[STOR_MAX_KEY + 1];
-    struct stor_cmd p = {.op = STOR_CMD_PUT, .key = big,
-                         .klen = STOR_MAX_KEY + 1};
-    assert_int_equal(stor_cmd_encode(&p, out, sizeof out, &len),
-                     RK_ETOOLARGE);
+    struct stor_cmd p = {
+        .op = STOR_CMD_PUT, .key = big, .klen = STOR_MAX_KEY + 1};
+    assert_int_equal(stor_cmd_encode(&p, out, sizeof out, &len), RK_ETOOLARGE);
     p.klen = 0;
     assert_int_equal(stor_cmd_encode(&p, out, sizeof out, &len), RK_EINVAL);
     p.klen = 1;
@@ -393,7 +420,8 @@ static void test_cmd_codec(void **state)
         size_t n = len;
         int flips = 1 + (int)rk_rand_below(&rng, 4);
         for (int k = 0; k < flips; k++)
-            out[rk_rand_below(&rng, n)] ^= (uint8_t)(1 + rk_rand_below(&rng, 255));
+            out[rk_rand_below(&rng, n)] ^=
+                (uint8_t)(1 + rk_rand_below(&rng, 255));
         if (rk_rand_below(&rng, 4) == 0)
             n = rk_rand_below(&rng, n + 1);
         int rc = stor_cmd_decode(out, n, &d);
@@ -447,8 +475,10 @@ static void test_async_double_buffering(void **state)
         pthread_mutex_unlock(&w.mu);
         stor_batch_reset(b);
         for (uint64_t sh = 1; sh <= 2; sh++) {
-            struct raft_entry e = {.term = 1, .index = idx[sh],
-                                   .type = RAFT_ENTRY_NORMAL, .data = cmd};
+            struct raft_entry e = {.term = 1,
+                                   .index = idx[sh],
+                                   .type = RAFT_ENTRY_NORMAL,
+                                   .data = cmd};
             e.len = (uint32_t)tu_put_cmd(cmd, sizeof cmd, 0, 0, "n", "v", 1);
             assert_int_equal(stor_batch_append(b, sh, &e, 1), 0);
             assert_int_equal(stor_batch_apply(b, sh, &e, 1, NULL), 0);

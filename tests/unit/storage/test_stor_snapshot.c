@@ -1,4 +1,4 @@
-/* Storage unit tests: snapshot export while writing, staging, atomic install, many shards. */
+/* Storage tests: snapshot export while writing, staging, install. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -56,8 +56,8 @@ static void session_writes(struct stor *s, uint64_t sh, raft_index first,
         char key[32];
         snprintf(key, sizeof key, "s%llu-%u", (unsigned long long)client, i);
         struct raft_entry e = {.term = 3, .index = first + i, .data = cmd};
-        e.len = (uint32_t)tu_put_cmd(cmd, sizeof cmd, client, i + 1, key,
-                                     key, (uint32_t)strlen(key));
+        e.len = (uint32_t)tu_put_cmd(cmd, sizeof cmd, client, i + 1, key, key,
+                                     (uint32_t)strlen(key));
         assert_int_equal(stor_batch_append(b, sh, &e, 1), 0);
         assert_int_equal(stor_batch_apply(b, sh, &e, 1, NULL), 0);
     }
@@ -80,13 +80,12 @@ static void transfer(struct stor *from, struct stor *to, uint64_t id,
     for (seq = 0; !last; seq++) {
         void *data;
         uint32_t len;
-        assert_int_equal(
-            stor_log_ops.snapshot_chunk(sh, meta.index, seq, &data, &len,
-                                        &last),
-            0);
+        assert_int_equal(stor_log_ops.snapshot_chunk(sh, meta.index, seq, &data,
+                                                     &len, &last),
+                         0);
         assert_true(len <= 700 + 1024);
-        struct raft_snap_chunk c = {.meta = meta, .seq = seq, .last = last,
-                                    .len = len, .data = data};
+        struct raft_snap_chunk c = {
+            .meta = meta, .seq = seq, .last = last, .len = len, .data = data};
         uint32_t op;
         stor_batch_reset(b);
         assert_int_equal(stor_batch_stage_chunk(b, id, &c, &op), 0);
@@ -112,8 +111,7 @@ static void assert_same_kv(struct stor *x, struct stor *y, uint64_t id)
     assert_int_equal(sx.n, sy.n);
     for (uint32_t i = 0; i < sx.n; i++) {
         assert_int_equal(sx.items[i].klen, sy.items[i].klen);
-        assert_memory_equal(sx.items[i].key, sy.items[i].key,
-                            sx.items[i].klen);
+        assert_memory_equal(sx.items[i].key, sy.items[i].key, sx.items[i].klen);
         assert_int_equal(sx.items[i].vlen, sy.items[i].vlen);
         assert_memory_equal(sx.items[i].value, sy.items[i].value,
                             sx.items[i].vlen);
@@ -173,10 +171,9 @@ static void test_roundtrip_many_shards(void **state)
                          0);
         /* And a retried session write is a duplicate there. */
         uint8_t cmd[128];
-        struct raft_entry e = {.term = 4, .index = meta.index + 4,
-                               .data = cmd};
-        e.len = (uint32_t)tu_put_cmd(cmd, sizeof cmd, 100 + id, 5, "zz", "zz",
-                                     2);
+        struct raft_entry e = {.term = 4, .index = meta.index + 4, .data = cmd};
+        e.len =
+            (uint32_t)tu_put_cmd(cmd, sizeof cmd, 100 + id, 5, "zz", "zz", 2);
         struct stor_batch *b;
         uint32_t r;
         assert_int_equal(stor_batch_new(&b), 0);
@@ -227,8 +224,7 @@ static void test_export_is_pinned_while_writing(void **state)
     free(c2b);
     void *d;
     uint32_t l;
-    assert_int_equal(stor_snapshot_chunk(sh, 299, 0, &d, &l, &last),
-                     RK_ESTALE);
+    assert_int_equal(stor_snapshot_chunk(sh, 299, 0, &d, &l, &last), RK_ESTALE);
     assert_int_equal(stor_snapshot_chunk(sh, 300, 100000, &d, &l, &last),
                      RK_EINVAL);
     /* Transfer and compare with what index 300 held: "k<i%64>" = v<i>. */
@@ -286,8 +282,7 @@ static void test_bad_chunks_and_install(void **state)
     assert_int_equal(stor_batch_new(&b), 0);
     /* A flipped byte fails the checksum: not staged, batch still fine. */
     ((uint8_t *)c0)[40] ^= 1;
-    struct raft_snap_chunk c = {.meta = meta, .seq = 0, .len = l0,
-                                .data = c0};
+    struct raft_snap_chunk c = {.meta = meta, .seq = 0, .len = l0, .data = c0};
     assert_int_equal(stor_batch_stage_chunk(b, 1, &c, &op), 0);
     assert_int_equal(tu_append_apply(f->b, 1, 1, 3, 1, true), 0);
     assert_int_equal(stor_batch_commit(f->b, b), 0);
@@ -374,8 +369,8 @@ static void test_export_dropped_by_map_growth(void **state)
     uint64_t grows0 = st.grows;
     raft_index i = 51;
     do {
-        struct raft_entry e = {.term = 1, .index = i++, .len = sizeof blob,
-                               .data = blob};
+        struct raft_entry e = {
+            .term = 1, .index = i++, .len = sizeof blob, .data = blob};
         stor_batch_reset(b);
         assert_int_equal(stor_batch_append(b, 1, &e, 1), 0);
         assert_int_equal(stor_batch_commit(f->a, b), 0);
@@ -440,7 +435,8 @@ static void test_install_fuzzed_chunks(void **state)
         uint32_t ops[65], iop;
         stor_batch_reset(b);
         for (uint32_t k = 0; k < n; k++) {
-            struct raft_snap_chunk c = {.meta = meta, .seq = k,
+            struct raft_snap_chunk c = {.meta = meta,
+                                        .seq = k,
                                         .last = k + 1 == n,
                                         .len = k == victim ? clen : len[k],
                                         .data = k == victim ? copy : chunk[k]};
@@ -453,8 +449,7 @@ static void test_install_fuzzed_chunks(void **state)
         if (st == 0) {
             ok++;
             struct stor_shard_state ss;
-            assert_int_equal(stor_shard_load(stor_shard_get(f->b, 1), &ss),
-                             0);
+            assert_int_equal(stor_shard_load(stor_shard_get(f->b, 1), &ss), 0);
             assert_int_equal(ss.applied, meta.index);
         } else {
             rejected++;
@@ -486,11 +481,20 @@ static void test_add_ready_and_conf(void **state)
     uint8_t pro5[9] = {RAFT_CC_PROMOTE, 0, 0, 0, 0, 0, 0, 0, 5};
     uint8_t rm2[9] = {RAFT_CC_REMOVE, 0, 0, 0, 0, 0, 0, 0, 2};
     struct raft_entry cc[3] = {
-        {.term = 2, .index = 41, .type = RAFT_ENTRY_CONF, .len = 9,
+        {.term = 2,
+         .index = 41,
+         .type = RAFT_ENTRY_CONF,
+         .len = 9,
          .data = add5},
-        {.term = 2, .index = 42, .type = RAFT_ENTRY_CONF, .len = 9,
+        {.term = 2,
+         .index = 42,
+         .type = RAFT_ENTRY_CONF,
+         .len = 9,
          .data = pro5},
-        {.term = 2, .index = 43, .type = RAFT_ENTRY_CONF, .len = 9,
+        {.term = 2,
+         .index = 43,
+         .type = RAFT_ENTRY_CONF,
+         .len = 9,
          .data = rm2},
     };
     struct raft_conf_state last_conf = {.n_voters = 3, .voters = {1, 3, 5}};
@@ -532,8 +536,8 @@ static void test_add_ready_and_conf(void **state)
         uint32_t len;
         assert_int_equal(stor_snapshot_chunk(sh, 43, seq, &data, &len, &last),
                          0);
-        struct raft_snap_chunk c = {.meta = meta, .seq = seq, .last = last,
-                                    .len = len, .data = data};
+        struct raft_snap_chunk c = {
+            .meta = meta, .seq = seq, .last = last, .len = len, .data = data};
         memset(&rd, 0, sizeof rd);
         rd.snap_chunk = &c;
         if (last) {
@@ -553,8 +557,8 @@ static void test_add_ready_and_conf(void **state)
     assert_same_kv(f->a, f->b, 1);
     /* A rejected chunk shows in the shard status. */
     uint8_t junk[40] = {0};
-    struct raft_snap_chunk bad = {.meta = meta, .seq = 0, .len = 40,
-                                  .data = junk};
+    struct raft_snap_chunk bad = {
+        .meta = meta, .seq = 0, .len = 40, .data = junk};
     memset(&rd, 0, sizeof rd);
     rd.snap_chunk = &bad;
     stor_batch_reset(b);
