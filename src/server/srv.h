@@ -82,6 +82,7 @@ struct srv_group {
     uint32_t n_res;
 
     raft_index applied;   /* applied index, as durable in storage */
+    raft_index compacted; /* last compaction target handed to storage */
     raft_term term;       /* last seen term */
     raft_id leader;
     uint8_t role;

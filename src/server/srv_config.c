@@ -68,6 +68,9 @@ static const struct opt opts[] = {
     {"join", OPT_ADDR, F(join), 0, "HOST:PORT",
      "Client address of a member of a running cluster to join instead of "
      "bootstrapping (the node waits to be added as a learner)."},
+    {"snapshot-count", OPT_U32, F(snapshot_count), 0, "N",
+     "Applied log entries a shard keeps before it compacts its log; a "
+     "follower further behind catches up from a snapshot (default 10000)."},
     {"election-ms", OPT_U32, F(election_ms), 0, "MS",
      "Base election timeout; the effective one is random in [e, 2e) "
      "(default 1000)."},
@@ -447,6 +450,7 @@ void srv_config_defaults(struct srv_config *c)
     strcpy(c->data_dir, "data");
     strcpy(c->cluster_name, "ringkv");
     c->shards = 8;
+    c->snapshot_count = 10000;
     c->election_ms = 1000;
     c->heartbeat_ms = 100;
     c->tick_ms = 50;
@@ -641,6 +645,10 @@ int srv_config_validate(struct srv_config *c)
         rk_errf(c->errmsg, "--shards must be in [1, %d]", SRV_MAX_SHARDS);
         return RK_EINVAL;
     }
+    if (c->snapshot_count < 4) {
+        rk_errf(c->errmsg, "--snapshot-count must be at least 4");
+        return RK_EINVAL;
+    }
     if (c->tick_ms == 0 || c->tick_ms > 10000) {
         rk_errf(c->errmsg, "--tick-ms must be in [1, 10000]");
         return RK_EINVAL;
@@ -748,6 +756,7 @@ void srv_config_dump(const struct srv_config *c, FILE *out)
         fprintf(out, "join = %s\n", a);
     }
     fprintf(out, "shards = %u\n", c->shards);
+    fprintf(out, "snapshot-count = %u\n", c->snapshot_count);
     fprintf(out, "election-ms = %u\nheartbeat-ms = %u\ntick-ms = %u\n",
             c->election_ms, c->heartbeat_ms, c->tick_ms);
     fprintf(out, "max-key-bytes = %" PRIu64 "\n", c->max_key_bytes);

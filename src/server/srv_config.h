@@ -55,6 +55,7 @@ struct srv_config {
     struct srv_addr join; /* port 0 = not joining */
 
     uint32_t shards;
+    uint32_t snapshot_count; /* applied entries kept before compacting */
     uint32_t election_ms;
     uint32_t heartbeat_ms;
     uint32_t tick_ms;

@@ -403,6 +403,29 @@ static void flush_free(struct srv_flush *f)
     free(f);
 }
 
+/* Log compaction (etcd's --snapshot-count): once a shard has applied more
+ * than snapshot_count entries past its log start, the log up to
+ * applied - catch_up goes; a follower behind that gets a snapshot of the
+ * state machine (stor_log_ops exports it as it is). The catch-up margin
+ * lets briefly lagging followers still catch up from the log. */
+static int maybe_compact(struct srv_group *g, struct stor_batch *b)
+{
+    uint32_t count = g->srv->cfg->snapshot_count;
+    raft_index catch_up = count / 4;
+    raft_index first = stor_log_first_index(g->ss);
+    if (g->applied < first || g->applied - first + 1 <= count + catch_up)
+        return 0;
+    raft_index upto = g->applied - catch_up;
+    if (upto <= g->compacted)
+        return 0;
+    int rv = stor_batch_compact(b, g->shard, upto);
+    if (rv == 0) {
+        raft_snapshot_taken(g->raft, upto);
+        g->compacted = upto;
+    }
+    return rv;
+}
+
 static void on_batch_done(struct stor_batch *b, int status, void *arg)
 {
     struct srv_flush *f = arg;
@@ -473,6 +496,8 @@ void srv_groups_flush(struct srv *s)
                                   rd->n_committed, &g->res_first);
             g->n_res = rd->n_committed;
         }
+        if (rv == 0)
+            rv = maybe_compact(g, f->batch);
         if (rv != 0)
             break;
         s->metrics.storage_batch_entries += rd->n_entries;
@@ -563,11 +588,44 @@ static void complete_flush(struct srv *s, struct srv_flush *f)
         srv_hist_observe(&s->metrics.sync_latency,
                          uv_hrtime() / 1000 - f->started_us);
     }
+    struct raft_msg *rejects = NULL;
+    uint32_t n_rejects = 0;
     for (uint32_t i = 0; i < f->n_groups; i++) {
         struct srv_group *g = f->groups[i];
         const struct raft_ready *rd = &g->rd;
+        int st = f->batch != NULL && (rd->snap_chunk != NULL ||
+                                      rd->snap_install)
+                     ? stor_batch_shard_status(f->batch, g->shard)
+                     : 0;
+        if (st != 0 && rd->snap_install) {
+            /* The core believes the snapshot is in place: going on would
+             * let the state machine and the log disagree. */
+            free(rejects);
+            free(out.msgs);
+            free(local);
+            for (uint32_t k = 0; k < f->n_groups; k++)
+                f->groups[k]->busy = false;
+            enter_failstop(s, st, "installing a received snapshot failed");
+            return;
+        }
         for (uint32_t k = 0; k < rd->n_msgs_after_sync; k++) {
             const struct raft_msg *m = &rd->msgs_after_sync[k];
+            if (st != 0 && m->type == RAFT_MSG_SNAPSHOT_RESP) {
+                /* The chunk was not staged (bad order or bytes): answer
+                 * with a reject so the leader starts over from chunk 0. */
+                struct raft_msg *p = realloc(rejects, (n_rejects + 1) *
+                                                          sizeof(*rejects));
+                if (p == NULL)
+                    continue;
+                rejects = p;
+                rejects[n_rejects] = *m;
+                rejects[n_rejects].reject = true;
+                rk_log(RK_LOG_WARN, "shard %" PRIu64 ": snapshot chunk %u "
+                       "from node %" PRIu64 " not staged (%s): rejecting it",
+                       g->shard, m->chunk_seq, m->to, rk_strerror(st));
+                n_rejects++;
+                continue;
+            }
             if (m->to == s->cfg->id) {
                 struct raft_msg *p = realloc(local, (n_local + 1) *
                                                         sizeof(*local));
@@ -585,8 +643,11 @@ static void complete_flush(struct srv *s, struct srv_flush *f)
             }
         }
     }
+    for (uint32_t k = 0; k < n_rejects; k++)
+        outbox_add(&out, &rejects[k]);
     outbox_send(s, &out);
     free(out.msgs);
+    free(rejects);
     for (uint32_t i = 0; i < f->n_groups; i++) {
         struct srv_group *g = f->groups[i];
         const struct raft_ready *rd = &g->rd;
@@ -708,8 +769,11 @@ void srv_groups_peer_down(struct srv *s, uint64_t peer)
          * leader must probe the peer again. */
         if (g->leader == peer || g->role == RAFT_LEADER)
             srv_group_wake(g);
-        if (g->role == RAFT_LEADER)
+        if (g->role == RAFT_LEADER) {
             raft_report_unreachable(g->raft, peer);
+            /* A snapshot in flight to it is lost (no-op otherwise). */
+            raft_report_snapshot(g->raft, peer, RAFT_SNAP_FAILED);
+        }
     }
 }
 
