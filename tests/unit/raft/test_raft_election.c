@@ -585,6 +585,71 @@ static void test_stale_leader_learns_new_term(void **state)
     h_free(&c);
 }
 
+/* §3.8 (persistent state): a restarted node remembers its vote and does
+ * not vote twice in one term. */
+static void test_vote_survives_restart(void **state)
+{
+    struct cluster c;
+    h_init(&c, 3);
+    struct raft_msg v = h_msg(1, 2, RAFT_MSG_VOTE, 1);
+    raft_step(c.nodes[2], &v);
+    h_ready(&c, 2);
+    h_drop_all(&c);
+    h_crash(&c, 2);
+    h_restart(&c, 2);
+    struct raft_msg v3 = h_msg(3, 2, RAFT_MSG_VOTE, 1);
+    raft_step(c.nodes[2], &v3);
+    h_ready(&c, 2);
+    int k = h_find(&c, 2, 3, RAFT_MSG_VOTE_RESP);
+    assert_true(k >= 0);
+    assert_true(c.q[k].m.reject);
+    h_free(&c);
+}
+
+/* Paper §5.1: a stale vote request is answered with a rejection carrying
+ * the current term. */
+static void test_stale_vote_answered_with_term(void **state)
+{
+    struct cluster c;
+    h_init(&c, 3);
+    CLUSTER_ELECT(&c, 1);
+    CLUSTER_ELECT(&c, 2);
+    struct raft_msg v = h_msg(3, 1, RAFT_MSG_VOTE, 1);
+    assert_int_equal(raft_step(c.nodes[1], &v), RK_ESTALE);
+    h_ready(&c, 1);
+    int k = h_find(&c, 1, 3, RAFT_MSG_VOTE_RESP);
+    assert_true(k >= 0);
+    assert_true(c.q[k].m.reject);
+    assert_int_equal(c.q[k].m.term, 2);
+    h_free(&c);
+}
+
+/* §4.2.3: a removed server that keeps campaigning does not depose the
+ * leader when pre-vote and check-quorum are on. */
+static void test_removed_server_does_not_disrupt(void **state)
+{
+    struct raft_config base = {.election_ticks = 10, .heartbeat_ticks = 1,
+                               .pre_vote = true, .check_quorum = true,
+                               .seed = 8};
+    struct cluster c;
+    h_init_ex(&c, 4, 0, &base);
+    CLUSTER_ELECT(&c, 1);
+    struct raft_conf_change cc = {RAFT_CC_REMOVE, 4};
+    assert_int_equal(raft_propose_conf(c.nodes[1], &cc, NULL), 0);
+    /* Node 4 never hears of its removal. */
+    h_isolate(&c, 4);
+    h_stabilize(&c);
+    h_heal(&c);
+    raft_term t = h_term(&c, 1);
+    for (int i = 0; i < 100; i++) {
+        h_tick_all(&c, 1);
+        h_stabilize(&c);
+    }
+    assert_int_equal(h_leader(&c), 1);
+    assert_int_equal(h_term(&c, 1), t);
+    h_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -615,6 +680,9 @@ int main(void)
         H_TEST(test_check_quorum_stays_with_quorum),
         H_TEST(test_stickiness_ignores_vote_in_lease),
         H_TEST(test_stale_leader_learns_new_term),
+        H_TEST(test_vote_survives_restart),
+        H_TEST(test_stale_vote_answered_with_term),
+        H_TEST(test_removed_server_does_not_disrupt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

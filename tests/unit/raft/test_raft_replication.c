@@ -534,6 +534,39 @@ static void test_inputs_between_ready_and_advance(void **state)
     h_free(&c);
 }
 
+/* §3.5: duplicated and reordered appends are idempotent. */
+static void test_duplicate_append_idempotent(void **state)
+{
+    struct cluster c;
+    h_init(&c, 3);
+    CLUSTER_ELECT(&c, 1);
+    propose_ok(&c, 1, "a");
+    propose_ok(&c, 1, "b");
+    h_ready(&c, 1);
+    int k = h_find(&c, 1, 2, RAFT_MSG_APPEND);
+    /* Our own copy: the queue frees its entries on delivery. */
+    struct raft_msg copy = c.q[k].m;
+    assert_int_equal(copy.n_entries, 2);
+    struct raft_entry ents[2];
+    char data[2][4];
+    for (int i = 0; i < 2; i++) {
+        ents[i] = copy.entries[i];
+        memcpy(data[i], copy.entries[i].data, ents[i].len);
+        ents[i].data = data[i];
+    }
+    copy.entries = ents;
+    assert_int_equal(raft_step(c.nodes[2], &copy), 0);
+    assert_int_equal(raft_step(c.nodes[2], &copy), 0);
+    h_stabilize(&c);
+    assert_int_equal(raft_step(c.nodes[2], &copy), 0); /* old, late */
+    h_stabilize(&c);
+    assert_int_equal(h_last(&c, 2), 3);
+    assert_int_equal(h_commit(&c, 2), 3);
+    assert_int_equal(c.n_app[2], 3);
+    h_check_applied(&c);
+    h_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -558,6 +591,7 @@ int main(void)
         H_TEST(test_report_unreachable_probes),
         H_TEST(test_committed_once_in_order),
         H_TEST(test_inputs_between_ready_and_advance),
+        H_TEST(test_duplicate_append_idempotent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

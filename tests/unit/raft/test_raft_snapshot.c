@@ -288,6 +288,78 @@ static void test_memlog_snapshot_rules(void **state)
     raft_memlog_free(ml);
 }
 
+/* Raft paper Fig. 13 rule 6: a snapshot whose last entry our log already
+ * holds does not discard the entries after it. */
+static void test_snapshot_matching_log_keeps_suffix(void **state)
+{
+    struct cluster c;
+    h_init(&c, 3);
+    CLUSTER_ELECT(&c, 1);
+    fill(&c, 1, 5); /* indexes 2..6 */
+    h_ready(&c, 1);
+    /* Node 2 gets the entries but not the commit. */
+    h_deliver_to(&c, 2);
+    h_drop_all(&c);
+    assert_int_equal(h_last(&c, 2), 6);
+    assert_int_equal(h_commit(&c, 2), 1);
+    struct raft_msg m = h_msg(1, 2, RAFT_MSG_SNAPSHOT, 1);
+    m.snap.index = 4;
+    m.snap.term = 1;
+    m.snap.conf.n_voters = 3;
+    for (int i = 0; i < 3; i++)
+        m.snap.conf.voters[i] = (raft_id)i + 1;
+    m.chunk_last = true;
+    m.chunk_len = 2;
+    m.chunk_data = "zz";
+    raft_step(c.nodes[2], &m);
+    h_ready(&c, 2);
+    assert_int_equal(c.n_installs[2], 0);
+    assert_int_equal(h_last(&c, 2), 6);
+    assert_int_equal(h_commit(&c, 2), 4);
+    int k = h_find(&c, 2, 1, RAFT_MSG_SNAPSHOT_RESP);
+    assert_true(k >= 0);
+    assert_true(c.q[k].m.reject);
+    assert_int_equal(c.q[k].m.hint_index, 4);
+    h_free(&c);
+}
+
+/* A chunk stream is tied to one leader and term: chunks of a new leader
+ * with the same snapshot start a fresh staging. */
+static void test_staging_restarts_for_new_leader(void **state)
+{
+    struct cluster c;
+    h_init(&c, 3);
+    CLUSTER_ELECT(&c, 1);
+    struct raft_msg m = h_msg(1, 3, RAFT_MSG_SNAPSHOT, 1);
+    m.snap.index = 9;
+    m.snap.term = 1;
+    m.snap.conf.n_voters = 1;
+    m.snap.conf.voters[0] = 1;
+    m.chunk_len = 2;
+    m.chunk_data = "ab";
+    assert_int_equal(raft_step(c.nodes[3], &m), 0); /* leader 1, chunk 0 */
+    h_ready(&c, 3);
+    /* Leader 2 of term 2 sends the same snapshot from chunk 0: staged. */
+    struct raft_msg m2 = m;
+    m2.from = 2;
+    m2.term = 2;
+    assert_int_equal(raft_step(c.nodes[3], &m2), 0);
+    h_ready(&c, 3);
+    assert_int_equal(c.n_chunks_staged[3], 2);
+    /* Its chunk 1 (last) completes the install. */
+    m2.chunk_seq = 1;
+    m2.chunk_last = true;
+    assert_int_equal(raft_step(c.nodes[3], &m2), 0);
+    h_ready(&c, 3);
+    assert_int_equal(c.n_installs[3], 1);
+    const void *d;
+    size_t l;
+    raft_memlog_snapshot(c.logs[3], NULL, &d, &l);
+    assert_int_equal(l, 4);
+    assert_memory_equal(d, "abab", 4);
+    h_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -301,6 +373,8 @@ int main(void)
         H_TEST(test_restart_from_snapshot),
         H_TEST(test_new_learner_via_snapshot_then_promote),
         H_TEST(test_memlog_snapshot_rules),
+        H_TEST(test_snapshot_matching_log_keeps_suffix),
+        H_TEST(test_staging_restarts_for_new_leader),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
