@@ -38,6 +38,8 @@ void sim_opts_default(struct sim_opts *o, uint64_t seed, int nodes)
     o->tick_ms = 10;
     o->snapshot_chunk = 40;
     o->profile = -1;
+    o->pre_vote = true;
+    o->check_quorum = true;
 }
 
 /* ------------------------------------------------------------ scheduling */
@@ -535,8 +537,8 @@ static int start_node(struct sim *s, int i, const struct raft_conf_state *boot)
     cfg.shard = 1;
     cfg.election_ticks = 10;
     cfg.heartbeat_ticks = 2;
-    cfg.pre_vote = true;
-    cfg.check_quorum = true;
+    cfg.pre_vote = s->o.pre_vote;
+    cfg.check_quorum = s->o.check_quorum;
     cfg.max_inflight_msgs = s->o.max_inflight;
     cfg.max_msg_bytes = s->o.max_msg_bytes;
     cfg.max_uncommitted_bytes = 0;

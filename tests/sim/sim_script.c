@@ -21,7 +21,10 @@
  * file instead (review the diff before committing it).
  *
  * Commands (nodes are named by id, 1..):
- *   cluster N [seed=S]      a calm cluster (no random faults, no workload)
+ *   cluster N [seed=S] [prevote=0|1] [checkquorum=0|1]
+ *                           a calm cluster (no random faults, no workload);
+ *                           scenarios elect with `campaign` so that their
+ *                           output does not hang on randomized timeouts
  *   campaign ID             node ID starts an election
  *   elect                   run until a leader is known (10 s max)
  *   run MS                  run MS ms of simulated time, then print status
@@ -115,13 +118,21 @@ static void run_command(struct sim *s, bool *have, char **tok, int ntok,
     if (strcmp(cmd, "cluster") == 0) {
         int n = ntok > 1 ? atoi(tok[1]) : 3;
         uint64_t seed = 1;
-        for (int k = 2; k < ntok; k++)
+        bool pre_vote = true, check_quorum = true;
+        for (int k = 2; k < ntok; k++) {
             if (strncmp(tok[k], "seed=", 5) == 0)
                 seed = strtoull(tok[k] + 5, NULL, 10);
+            else if (strncmp(tok[k], "prevote=", 8) == 0)
+                pre_vote = atoi(tok[k] + 8) != 0;
+            else if (strncmp(tok[k], "checkquorum=", 12) == 0)
+                check_quorum = atoi(tok[k] + 12) != 0;
+        }
         if (*have)
             sim_free(s);
         struct sim_opts opt;
         sim_opts_default(&opt, seed, n);
+        opt.pre_vote = pre_vote;
+        opt.check_quorum = check_quorum;
         opt.crashes = opt.partitions = opt.membership = false;
         opt.transfers = opt.snapshots = false;
         opt.loss = opt.dup = opt.reorder = 0;
