@@ -159,6 +159,9 @@ int srv_run(struct srv *s);
  * srv_init). */
 void srv_fini(struct srv *s);
 
+/* A node hosting `shard` (from the bootstrap placement) to send a client
+ * to when this node does not host it; 0 if none is known. */
+uint64_t srv_shard_hint(struct srv *s, uint64_t shard);
 /* Client address of a node ("host:port"), "" if unknown. */
 const char *srv_node_client_addr(struct srv *s, uint64_t id);
 

@@ -269,7 +269,7 @@ static void do_read(struct srv_clients *cs, struct cconn *cc,
     struct srv_group *g = srv_group_get(s, shard);
     if (g == NULL) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
-                    "shard not hosted here", 0);
+                    "shard not hosted here", srv_shard_hint(s, shard));
         return;
     }
     struct creq *q = creq_new(cc, rq, g, t0);
@@ -323,7 +323,7 @@ static void do_write(struct srv_clients *cs, struct cconn *cc,
     if (g == NULL || !srv_group_is_leader(g)) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
                     g == NULL ? "shard not hosted here" : NULL,
-                    g != NULL ? g->leader : 0);
+                    g != NULL ? g->leader : srv_shard_hint(s, shard));
         return;
     }
     struct stor_cmd cmd;
@@ -486,7 +486,7 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
     struct srv_group *g = srv_group_get(s, rq->shard);
     if (g == NULL) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
-                    "shard not hosted here", 0);
+                    "shard not hosted here", srv_shard_hint(s, rq->shard));
         return;
     }
     bool leader = srv_group_is_leader(g);

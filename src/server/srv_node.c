@@ -168,6 +168,15 @@ static int bootstrap(struct srv *s)
     return 0;
 }
 
+uint64_t srv_shard_hint(struct srv *s, uint64_t shard)
+{
+    if (s->cfg->n_members == 0)
+        return 0;
+    struct raft_conf_state conf;
+    placement(s->cfg, shard, &conf);
+    return conf.n_voters > 0 ? conf.voters[0] : 0;
+}
+
 /* ------------------------------------------------------------ peers */
 
 const char *srv_node_client_addr(struct srv *s, uint64_t id)
