@@ -69,6 +69,7 @@ struct watch {
     bool start_quorum[SHARD_MAX_SHARDS / 256];
     uint32_t r_eff;
     uint32_t steps;
+    uint32_t stop_after; /* interrupt the plan after this many steps */
 };
 
 static void watch_begin(struct watch *w, const struct shard_map *m)
@@ -77,6 +78,7 @@ static void watch_begin(struct watch *w, const struct shard_map *m)
     assert_true(m->n_shards <= SHARD_MAX_SHARDS / 256);
     w->n_shards = m->n_shards;
     w->r_eff = r_eff_of(m);
+    w->stop_after = UINT32_MAX;
     for (uint32_t s = 0; s < m->n_shards; s++) {
         w->ids[s] = m->shards[s].id;
         w->start_voters[s] = m->shards[s].n_voters;
@@ -108,17 +110,24 @@ static int after_step(const struct shard_map *m, const struct shard_step *st,
     }
     (void)st;
     (void)i;
-    return 0;
+    return w->steps == w->stop_after ? 1 : 0;
 }
 
-/* Runs a plan on m with the per-step checks, then checks the end state:
- * balanced, complete, and a fixpoint (planning again does nothing). */
-static void run_plan(struct shard_map *m, struct shard_plan *p,
-                     uint32_t expect_stuck)
+/*
+ * Runs a plan on m with the per-step checks, then checks the end state:
+ * balanced, complete, and a fixpoint (planning again does nothing). With
+ * `cut`, a quarter of the plans stop after a random prefix instead, as
+ * when a new change arrives mid-plan; the next plan starts from there.
+ * Returns whether the plan ran to the end.
+ */
+static bool run_plan(struct shard_map *m, struct shard_plan *p,
+                     uint32_t expect_stuck, struct rk_rand *cut)
 {
     struct watch w;
     watch_begin(&w, m);
     CHECK(shard_plan_compute(m, p) == 0);
+    if (cut != NULL && p->n_steps > 0 && rk_rand_below(cut, 4) == 0)
+        w.stop_after = 1 + (uint32_t)rk_rand_below(cut, p->n_steps);
     CHECK(p->n_stuck == expect_stuck);
     uint32_t adds = 0, promotes = 0;
     for (uint32_t i = 0; i < p->n_steps; i++) {
@@ -130,6 +139,11 @@ static void run_plan(struct shard_map *m, struct shard_plan *p,
     CHECK(p->n_transfers <= 2 * m->n_shards);
     uint32_t done = 0;
     int rc = shard_plan_simulate(m, p, after_step, &w, &done);
+    if (rc == 1 && done == w.stop_after) {
+        if (done < p->n_steps)
+            return false;
+        rc = 0; /* the cut fell after the last step */
+    }
     if (rc != 0)
         print_error("step %u (%s shard %u node %llu): %s\n", done,
                     shard_step_kind_name(p->steps[done].kind),
@@ -138,7 +152,7 @@ static void run_plan(struct shard_map *m, struct shard_plan *p,
     CHECK(rc == 0);
     CHECK(done == p->n_steps);
     if (expect_stuck > 0)
-        return;
+        return true;
 
     struct shard_balance b;
     shard_map_balance(m, &b);
@@ -158,6 +172,7 @@ static void run_plan(struct shard_map *m, struct shard_plan *p,
     CHECK(shard_plan_compute(m, &again) == 0);
     CHECK(again.n_steps == 0);
     shard_plan_free(&again);
+    return true;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -190,7 +205,7 @@ static void test_add_node(void **state)
     struct shard_node n = test_node(4);
     assert_int_equal(shard_map_node_add(&m, &n), 0);
     struct shard_plan p;
-    run_plan(&m, &p, 0);
+    run_plan(&m, &p, 0, NULL);
     /* 13 shards x 3 = 39 replicas: node 4 takes 9 or 10 of them. */
     assert_true(p.n_moves >= 9 && p.n_moves <= 10);
     /* Each move is learner, promote, remove: the leader moves first. */
@@ -215,19 +230,19 @@ static void test_drain_and_remove(void **state)
     snprintf(g_case, sizeof(g_case), "drain node 2 of 5");
     assert_int_equal(test_map(&m, 5, 20, 3, 8), 0);
     assert_int_equal(shard_map_node_set_state(&m, 2, SHARD_NODE_DRAINING), 0);
-    run_plan(&m, &p, 0);
+    run_plan(&m, &p, 0, NULL);
     assert_true(p.n_moves <= (21 * 3 + 4) / 5 + 3);
     shard_plan_free(&p);
 
     snprintf(g_case, sizeof(g_case), "node 4 of 4 dies");
     assert_int_equal(shard_map_node_set_state(&m, 4, SHARD_NODE_REMOVED), 0);
-    run_plan(&m, &p, 0);
+    run_plan(&m, &p, 0, NULL);
     shard_plan_free(&p);
 
     /* Down to R nodes and below: shards shrink to the nodes left. */
     snprintf(g_case, sizeof(g_case), "3 nodes left, one drains");
     assert_int_equal(shard_map_node_set_state(&m, 5, SHARD_NODE_DRAINING), 0);
-    run_plan(&m, &p, 0);
+    run_plan(&m, &p, 0, NULL);
     for (uint32_t s = 0; s < m.n_shards; s++)
         assert_int_equal(m.shards[s].n_voters, 2);
     shard_plan_free(&p);
@@ -237,7 +252,7 @@ static void test_drain_and_remove(void **state)
     assert_int_equal(shard_map_node_set_state(&m, 5, SHARD_NODE_ACTIVE), 0);
     struct shard_node n = test_node(6);
     assert_int_equal(shard_map_node_add(&m, &n), 0);
-    run_plan(&m, &p, 0);
+    run_plan(&m, &p, 0, NULL);
     for (uint32_t s = 0; s < m.n_shards; s++)
         assert_int_equal(m.shards[s].n_voters, 3);
     shard_plan_free(&p);
@@ -264,7 +279,7 @@ static void test_lost_quorum_is_skipped(void **state)
         stuck += !has_quorum(&m, &m.shards[s]);
     assert_true(stuck > 0);
     struct shard_plan p;
-    run_plan(&m, &p, stuck);
+    run_plan(&m, &p, stuck, NULL);
     for (uint32_t i = 0; i < p.n_steps; i++)
         assert_true(has_quorum(&m, shard_map_shard(&m, p.steps[i].shard)));
     shard_plan_free(&p);
@@ -289,7 +304,7 @@ static void test_learners_and_missing_leader(void **state)
     }
     m.shards[2].leader = 0;
     struct shard_plan p;
-    run_plan(&m, &p, 0);
+    run_plan(&m, &p, 0, NULL);
     shard_plan_free(&p);
     shard_map_free(&m);
 }
@@ -301,6 +316,7 @@ static void test_learners_and_missing_leader(void **state)
 struct totals {
     uint64_t cases, plans, steps, moves, bound, transfers, stuck;
     uint64_t least, excess_max; /* moves that could not be avoided */
+    uint64_t cut;               /* plans interrupted part way */
 };
 
 /* Voters a node hosts: all of them must move when it leaves. */
@@ -322,7 +338,8 @@ static shard_node_id pick_active(const struct shard_map *m, struct rk_rand *r)
     return 0;
 }
 
-/* Whether every shard is fully placed on active nodes with no learner. */
+/* Whether every shard has exactly r_eff voters, all on active nodes,
+ * balanced, and no learner (no plan was cut short half-way). */
 static bool settled(const struct shard_map *m)
 {
     struct shard_balance b;
@@ -330,7 +347,8 @@ static bool settled(const struct shard_map *m)
     if (b.misplaced != 0 || b.max_replicas - b.min_replicas > 1)
         return false;
     for (uint32_t s = 0; s < m->n_shards; s++)
-        if (m->shards[s].n_learners != 0)
+        if (m->shards[s].n_learners != 0 ||
+            m->shards[s].n_voters != r_eff_of(m))
             return false;
     return true;
 }
@@ -351,7 +369,7 @@ static void one_case(uint64_t seed, struct totals *t)
     shard_node_id next_id = n + 1;
     t->cases++;
 
-    for (int round = 0; round < 4; round++) {
+    for (int round = 0; round < 6; round++) {
         uint32_t active = count_active(&m);
         uint32_t r_before = r_eff_of(&m);
         bool was_settled = settled(&m);
@@ -412,13 +430,14 @@ static void one_case(uint64_t seed, struct totals *t)
                  (unsigned long long)seed, round, what, m.n_nodes,
                  count_active(&m), m.n_shards, m.replication);
         struct shard_plan p;
-        run_plan(&m, &p, stuck);
+        bool full = run_plan(&m, &p, stuck, &r);
         t->plans++;
+        t->cut += !full;
         t->steps += p.n_steps;
         t->transfers += p.n_transfers;
         t->stuck += stuck;
         /* Moving one of N nodes moves about 1/N of the replicas. */
-        if (bound >= 0 && was_settled && stuck == 0 &&
+        if (full && bound >= 0 && was_settled && stuck == 0 &&
             r_eff_of(&m) == r_before) {
             if (p.n_moves > (uint64_t)bound)
                 print_error("moved %u replicas, bound %lld\n", p.n_moves,
@@ -449,18 +468,22 @@ static void test_property_random_clusters(void **state)
         one_case(strtoull(env, NULL, 10), &t);
         return;
     }
-    for (uint64_t i = 0; i < 500; i++)
+    /* SHARD_CASES=n runs more cases (e.g. a long soak before a commit). */
+    uint64_t cases = 500;
+    if (getenv("SHARD_CASES") != NULL)
+        cases = strtoull(getenv("SHARD_CASES"), NULL, 10);
+    for (uint64_t i = 0; i < cases; i++)
         one_case(base + i, &t);
-    printf("planner property: %llu clusters, %llu plans, %llu steps, "
-           "%llu transfers, %llu stuck shards\n"
+    printf("planner property: %llu clusters, %llu plans (%llu cut short), "
+           "%llu steps, %llu transfers, %llu stuck shards\n"
            "planner property: single-node changes moved %llu replicas; "
            "at least %llu had to move; bound sum(ceil(total/N)+R) = %llu; "
            "worst case %llu above the least\n",
            (unsigned long long)t.cases, (unsigned long long)t.plans,
-           (unsigned long long)t.steps, (unsigned long long)t.transfers,
-           (unsigned long long)t.stuck, (unsigned long long)t.moves,
-           (unsigned long long)t.least, (unsigned long long)t.bound,
-           (unsigned long long)t.excess_max);
+           (unsigned long long)t.cut, (unsigned long long)t.steps,
+           (unsigned long long)t.transfers, (unsigned long long)t.stuck,
+           (unsigned long long)t.moves, (unsigned long long)t.least,
+           (unsigned long long)t.bound, (unsigned long long)t.excess_max);
 }
 
 /* A larger cluster, to show the planner's cost (printed, not asserted). */
