@@ -306,9 +306,10 @@ const char *shard_step_kind_name(uint8_t kind);
  * an ACTIVE node not in the shard; PROMOTE of a learner on an ACTIVE node;
  * REMOVE of a member, and of a voter only when it is not the preferred
  * leader and at least min(R, active nodes) voters remain (a move never
- * drops below the replication factor); TRANSFER_LEADER to a voter. Every
- * step needs a live quorum (a majority of the voters on nodes not REMOVED)
- * before and after. 0, RK_EUNKNOWNSHARD, RK_ENOTFOUND (unknown node),
+ * drops below the replication factor); TRANSFER_LEADER to a voter whose
+ * node is not REMOVED. Every step needs a live quorum (a majority of the
+ * voters on nodes not REMOVED) before and after. 0, RK_EUNKNOWNSHARD,
+ * RK_ENOTFOUND (unknown node), RK_EEXIST (ADD_LEARNER of a member),
  * RK_EINVAL (not allowed in this state), RK_EUNAVAILABLE (quorum),
  * RK_ETOOLARGE (SHARD_MAX_REPLICAS).
  */
@@ -322,9 +323,13 @@ int shard_map_apply_step(struct shard_map *m, const struct shard_step *st);
  * per active node and preferred leaders per active node each differ by at
  * most one, as few replicas as possible change node, and every prefix of
  * the plan passes shard_step_check() (per shard: add learner, promote,
- * then remove; the leader moves before its node leaves). Shards without a
- * live quorum are skipped and counted in n_stuck. p must be zeroed or
- * freed. RK_EUNAVAILABLE (no active node), RK_ENOMEM.
+ * then remove; the leader moves before its node leaves). The meta shard
+ * is placed like any other. Shards without a live quorum are skipped and
+ * counted in n_stuck. Overwrites *p (free an earlier plan first); on error
+ * *p is empty. RK_EUNAVAILABLE (no active node), RK_ENOMEM.
+ *
+ * Cost: O(shards * R * log nodes) plus O(nodes^2) for the co-hosting
+ * counts; about 2 ms for 2001 shards on 41 nodes (-O2).
  */
 int shard_plan_compute(const struct shard_map *m, struct shard_plan *p);
 void shard_plan_free(struct shard_plan *p);

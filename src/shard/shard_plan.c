@@ -133,7 +133,7 @@ static void move_slot(struct planner *p, uint32_t s, int32_t y, int32_t z)
 /* ---------------------------------------------------------------------- */
 
 /* Keeps today's voters that sit on active nodes, at most r_eff per shard
- * (dropping those on the most loaded nodes, never the leader first). */
+ * (dropping those on the most loaded nodes first, the leader last). */
 static void keep_current(struct planner *p)
 {
     for (uint32_t s = 0; s < p->n_shards; s++) {
