@@ -134,6 +134,15 @@ void stor_identity(const struct stor *s, uint64_t *cluster_id,
  * RK_EEXIST, RK_EIO, RK_ENOSPC. */
 int stor_backup(struct stor *s, const char *path);
 
+/* Verifies the whole store in one read txn (offline tools, tests): every
+ * state record decodes; each shard's log is contiguous from first to last
+ * index with non-decreasing terms; KV records are well-formed with
+ * create <= mod revision <= applied index; session records have their size;
+ * no log/kv/session/staging key belongs to a shard without state. Returns 0
+ * or RK_ECORRUPT with errmsg (RK_ERRMSG_SIZE) naming the first problem.
+ * Reads everything: slow on a large store. */
+int stor_check(struct stor *s, char *errmsg);
+
 struct stor_stats {
     uint64_t map_size; /* current map size */
     uint64_t map_used; /* bytes up to the highest page in use */

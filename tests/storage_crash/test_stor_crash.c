@@ -273,6 +273,11 @@ static int check_store(const char *dir, const struct rec *intents,
     }
     struct sst got[N_SHARDS];
     int bad = 0;
+    if (stor_check(s, err) != 0) {
+        snprintf(why, whylen, "stor_check: %s", err);
+        stor_close(s);
+        return -1;
+    }
     for (int k = 0; k < N_SHARDS && !bad; k++) {
         struct stor_shard *sh = stor_shard_get(s, (uint64_t)k + 1);
         struct stor_shard_state ss;

@@ -180,11 +180,17 @@ static void test_identity_refusals(void **state)
             val = {.mv_size = 8, .mv_data = v};
     assert_int_equal(mdb_put(txn, dbi, &k, &val, 0), 0);
     assert_int_equal(mdb_txn_commit(txn), 0);
+    /* LMDB: one handle per environment and process at a time. */
+    mdb_env_close(env);
     s = open_id(dir, 0x2a, 4, false, &rc, err);
     assert_int_equal(rc, RK_EVERSION);
     assert_non_null(strstr(err, "format version 2"));
     /* A corrupt state record. */
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
     stor__put64(v, STOR_FORMAT_VERSION);
     assert_int_equal(mdb_put(txn, dbi, &k, &val, 0), 0);
     assert_int_equal(mdb_dbi_open(txn, "state", 0, &dbi), 0);
@@ -305,6 +311,65 @@ static void test_compaction_in_steps(void **state)
     stor_close(s);
 }
 
+static void test_check_finds_damage(void **state)
+{
+    char err[RK_ERRMSG_SIZE];
+    struct stor *s = tu_open(*state, 0, 0);
+    tu_create_shard(s, 4);
+    assert_int_equal(tu_append_apply(s, 4, 1, 100, 1, true), 0);
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    assert_int_equal(stor_batch_compact(b, 4, 50), 0);
+    assert_int_equal(stor_batch_commit(s, b), 0);
+    stor_batch_free(b);
+    assert_int_equal(stor_check(s, err), 0);
+    stor_close(s);
+    /* Damage: a KV record from the future and a hole in the log. */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi kv, log;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    assert_int_equal(mdb_env_open(env, *state, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "kv", 0, &kv), 0);
+    assert_int_equal(mdb_dbi_open(txn, "log", 0, &log), 0);
+    uint8_t k[10], v[20];
+    stor__put64(k, 4);
+    memcpy(k + 8, "zz", 2);
+    stor__put64(v, 500);
+    stor__put64(v + 8, 500);
+    memcpy(v + 16, "abcd", 4);
+    MDB_val mk = {.mv_size = 10, .mv_data = k},
+            mv = {.mv_size = 20, .mv_data = v};
+    assert_int_equal(mdb_put(txn, kv, &mk, &mv, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    /* LMDB: one handle per environment and process at a time. */
+    mdb_env_close(env);
+    s = tu_open(*state, 0, 0);
+    assert_int_equal(stor_check(s, err), RK_ECORRUPT);
+    assert_non_null(strstr(err, "shard 4"));
+    stor_close(s);
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    assert_int_equal(mdb_env_open(env, *state, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "kv", 0, &kv), 0);
+    assert_int_equal(mdb_dbi_open(txn, "log", 0, &log), 0);
+    assert_int_equal(mdb_del(txn, kv, &mk, NULL), 0);
+    uint8_t lk[16];
+    stor__put64(lk, 4);
+    stor__put64(lk + 8, 70);
+    MDB_val ml = {.mv_size = 16, .mv_data = lk};
+    assert_int_equal(mdb_del(txn, log, &ml, NULL), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    s = tu_open(*state, 0, 0);
+    assert_int_equal(stor_check(s, err), RK_ECORRUPT);
+    assert_non_null(strstr(err, "entry 71 follows 69"));
+    stor_close(s);
+}
+
 static void test_backup_restore(void **state)
 {
     struct stor *s = tu_open(*state, 0, 0);
@@ -415,6 +480,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncate_conflicting_suffix, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_compaction_in_steps, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_check_finds_damage, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_backup_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_growth_and_full, setup,

@@ -36,6 +36,11 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
+    char err[RK_ERRMSG_SIZE];
+    int rc = stor_check(f->s, err);
+    if (rc)
+        fprintf(stderr, "stor_check: %s\n", err);
+    assert_int_equal(rc, 0);
     stor_batch_free(f->b);
     stor_close(f->s);
     tu_rmrf(f->dir);

@@ -1,0 +1,226 @@
+/* Offline consistency check of a whole store (stor_check). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stor_int.h"
+
+struct shard_info {
+    uint64_t id;
+    struct stor__state st;
+};
+
+struct ctx {
+    struct stor *s;
+    MDB_txn *txn;
+    struct shard_info *sh;
+    uint32_t n;
+    char *err;
+};
+
+static struct shard_info *find(struct ctx *c, uint64_t id)
+{
+    uint32_t lo = 0, hi = c->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (c->sh[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < c->n && c->sh[lo].id == id ? &c->sh[lo] : NULL;
+}
+
+static int load_states(struct ctx *c)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint32_t cap = 0;
+    int rc = mdb_cursor_open(c->txn, c->s->dbi_state, &cur);
+    if (rc)
+        return stor__from_mdb(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (c->n == cap) {
+            cap = cap ? cap * 2 : 64;
+            struct shard_info *np = realloc(c->sh, cap * sizeof(*np));
+            if (!np) {
+                mdb_cursor_close(cur);
+                return RK_ENOMEM;
+            }
+            c->sh = np;
+        }
+        struct shard_info *si = &c->sh[c->n];
+        si->id = k.mv_size == 8 ? stor__get64(k.mv_data) : 0;
+        if (k.mv_size != 8 ||
+            stor__state_decode(v.mv_data, v.mv_size, &si->st)) {
+            rk_errf(c->err, "state record of shard %llu does not decode",
+                    (unsigned long long)si->id);
+            mdb_cursor_close(cur);
+            return RK_ECORRUPT;
+        }
+        c->n++;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : stor__from_mdb(rc);
+}
+
+/* Walks one database; check(c, shard info, key rest, value) per record. */
+static int walk(struct ctx *c, MDB_dbi dbi, const char *name,
+                int (*check)(struct ctx *, struct shard_info *, const uint8_t *,
+                             size_t, const MDB_val *, void *),
+                void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(c->txn, dbi, &cur);
+    if (rc)
+        return stor__from_mdb(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 8) {
+            rk_errf(c->err, "%s: key of %zu bytes (no shard prefix)", name,
+                    k.mv_size);
+            rc = -1;
+            break;
+        }
+        uint64_t id = stor__get64(k.mv_data);
+        struct shard_info *si = find(c, id);
+        if (!si) {
+            rk_errf(c->err, "%s: data of shard %llu, which does not exist",
+                    name, (unsigned long long)id);
+            rc = -1;
+            break;
+        }
+        if (check(c, si, (const uint8_t *)k.mv_data + 8, k.mv_size - 8, &v,
+                  arg)) {
+            rc = -1;
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc == -1)
+        return RK_ECORRUPT;
+    return rc == MDB_NOTFOUND ? 0 : stor__from_mdb(rc);
+}
+
+struct log_walk {
+    uint64_t shard;
+    raft_index prev;
+    raft_term prev_term;
+};
+
+static int check_log(struct ctx *c, struct shard_info *si, const uint8_t *k,
+                     size_t klen, const MDB_val *v, void *arg)
+{
+    struct log_walk *w = arg;
+    unsigned long long id = (unsigned long long)si->id;
+    if (klen != 8 || v->mv_size < 9) {
+        rk_errf(c->err, "log of shard %llu: malformed record", id);
+        return -1;
+    }
+    raft_index i = stor__get64(k);
+    raft_term t = stor__get64(v->mv_data);
+    if (w->shard != si->id) {
+        w->shard = si->id;
+        w->prev = si->st.base_index;
+        w->prev_term = si->st.base_term;
+    }
+    if (i != w->prev + 1) {
+        rk_errf(c->err, "log of shard %llu: entry %llu follows %llu", id,
+                (unsigned long long)i, (unsigned long long)w->prev);
+        return -1;
+    }
+    if (t < w->prev_term) {
+        rk_errf(c->err, "log of shard %llu: term falls at entry %llu", id,
+                (unsigned long long)i);
+        return -1;
+    }
+    w->prev = i;
+    w->prev_term = t;
+    return 0;
+}
+
+static int check_kv(struct ctx *c, struct shard_info *si, const uint8_t *k,
+                    size_t klen, const MDB_val *v, void *arg)
+{
+    (void)k;
+    (void)arg;
+    unsigned long long id = (unsigned long long)si->id;
+    if (klen == 0 || klen > STOR_MAX_KEY || v->mv_size < STOR__VAL_HDR) {
+        rk_errf(c->err, "kv of shard %llu: malformed record", id);
+        return -1;
+    }
+    uint64_t create = stor__get64(v->mv_data);
+    uint64_t mod = stor__get64((const uint8_t *)v->mv_data + 8);
+    if (create > mod || mod > si->st.applied || create == 0) {
+        rk_errf(c->err, "kv of shard %llu: revisions %llu/%llu vs applied %llu",
+                id, (unsigned long long)create, (unsigned long long)mod,
+                (unsigned long long)si->st.applied);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_sess(struct ctx *c, struct shard_info *si, const uint8_t *k,
+                      size_t klen, const MDB_val *v, void *arg)
+{
+    (void)k;
+    (void)arg;
+    if (klen != 8 || v->mv_size != STOR__SESS_SIZE) {
+        rk_errf(c->err, "sessions of shard %llu: malformed record",
+                (unsigned long long)si->id);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_stage(struct ctx *c, struct shard_info *si, const uint8_t *k,
+                       size_t klen, const MDB_val *v, void *arg)
+{
+    (void)v;
+    (void)arg;
+    if (klen != 4 || stor__get32(k) >= si->st.stage_next) {
+        rk_errf(c->err, "staging of shard %llu: unexpected chunk",
+                (unsigned long long)si->id);
+        return -1;
+    }
+    return 0;
+}
+
+int stor_check(struct stor *s, char *errmsg)
+{
+    char scratch[RK_ERRMSG_SIZE];
+    struct ctx c = {.s = s, .err = errmsg ? errmsg : scratch};
+    c.err[0] = '\0';
+    int rc = stor__read_begin(s, &c.txn);
+    if (rc) {
+        rk_errf(c.err, "cannot begin a read transaction");
+        return rc;
+    }
+    struct log_walk lw = {.shard = UINT64_MAX};
+    if ((rc = load_states(&c)) == 0 &&
+        (rc = walk(&c, s->dbi_log, "log", check_log, &lw)) == 0 &&
+        (rc = walk(&c, s->dbi_kv, "kv", check_kv, NULL)) == 0 &&
+        (rc = walk(&c, s->dbi_sess, "sessions", check_sess, NULL)) == 0)
+        rc = walk(&c, s->dbi_stage, "stage", check_stage, NULL);
+    /* Each shard's applied index must be covered by the log or the base. */
+    for (uint32_t i = 0; rc == 0 && i < c.n; i++) {
+        const struct stor__state *st = &c.sh[i].st;
+        if (st->applied < st->base_index || st->compact_target > st->applied) {
+            rk_errf(c.err,
+                    "shard %llu: applied %llu, log base %llu, compaction "
+                    "target %llu",
+                    (unsigned long long)c.sh[i].id,
+                    (unsigned long long)st->applied,
+                    (unsigned long long)st->base_index,
+                    (unsigned long long)st->compact_target);
+            rc = RK_ECORRUPT;
+        }
+    }
+    stor__read_end(s, c.txn);
+    free(c.sh);
+    if (rc && !c.err[0])
+        rk_errf(c.err, "%s", rk_strerror(rc));
+    return rc;
+}
