@@ -40,7 +40,6 @@ enum sim_ev_kind {
     SIM_EV_DISK_DONE,   /* node's in-flight write batch is durable */
     SIM_EV_CRASH,       /* node loses everything not synced */
     SIM_EV_RESTART,     /* node comes back from its durable state */
-    SIM_EV_PARTITION,   /* cut links (arg: a bitmask of one side) */
     SIM_EV_HEAL,        /* restore every link */
     SIM_EV_CLIENT,      /* client `node` issues its next operation */
     SIM_EV_CLIENT_TIMEOUT, /* client gives up (outcome unknown) */

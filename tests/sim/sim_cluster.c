@@ -12,8 +12,8 @@
 #define SIM_SNAP_PAD 96 /* filler so that snapshots span several chunks */
 
 static const char *const ev_names[SIM_EV__COUNT] = {
-    "deliver", "tick", "disk-done", "crash", "restart", "partition",
-    "heal", "client", "client-timeout", "nemesis",
+    "deliver", "tick", "disk-done", "crash", "restart", "heal", "client",
+    "client-timeout", "nemesis",
 };
 
 void sim_opts_default(struct sim_opts *o, uint64_t seed, int nodes)
@@ -943,7 +943,7 @@ static bool nemesis_churn(struct sim *s, int l)
     uint64_t r = rk_rand_below(&s->rng, 100);
     int max_down = s->o.nodes > 3 ? (s->o.nodes - 1) / 2 : 1;
     if (r < 55 && s->o.crashes && count_down(s) < max_down) {
-        sim_crash(s, l);
+        schedule(s, 0, SIM_EV_CRASH, l, 0, NULL);
         schedule(s, rand_range(s, 5, 400), SIM_EV_RESTART, l, 0, NULL);
         return true;
     }
@@ -991,7 +991,7 @@ static void on_nemesis(struct sim *s)
         if (chance(s, 0.4) && l >= 0)
             i = l;
         if (s->nodes[i].up && count_down(s) < 2) {
-            sim_crash(s, i);
+            schedule(s, 0, SIM_EV_CRASH, i, 0, NULL);
             schedule(s, rand_range(s, 20, 1500), SIM_EV_RESTART, i, 0, NULL);
         }
     } else if (r < 40 && s->o.partitions) {
@@ -1268,12 +1268,9 @@ bool sim_step(struct sim *s)
         sim_crash(s, e.node);
         break;
     case SIM_EV_RESTART:
-        if (e.gen == n->gen)
-            sim_restart(s, e.node);
+        sim_restart(s, e.node); /* a no-op when up or retired */
         if (n->up)
             handle_ready(s, e.node);
-        break;
-    case SIM_EV_PARTITION:
         break;
     case SIM_EV_HEAL:
         sim_trace(s, "heal");
