@@ -246,6 +246,10 @@ static void check_uniform(uint8_t layout, double slack)
         share += shard_ring_share(&r, (shard_id)s);
     }
     assert_true(share > 0.999999 && share < 1.000001);
+    /* Balanced shares leave only multinomial noise: chi-square with 7
+     * degrees of freedom stays under 24.32 (p = 0.001). */
+    if (layout == SHARD_RING_BALANCED)
+        assert_true(chi2 < 24.32);
     printf("ring %s S=%d V=%d keys=%d: chi2=%.1f (df=%d) counts=",
            layout == SHARD_RING_BALANCED ? "balanced" : "hashed", S, V, KEYS,
            chi2, S - 1);
