@@ -317,7 +317,17 @@ struct totals {
     uint64_t cases, plans, steps, moves, bound, transfers, stuck;
     uint64_t least, excess_max; /* moves that could not be avoided */
     uint64_t cut;               /* plans interrupted part way */
+    uint64_t transfers_single, leaders_least, transfer_excess_max;
 };
+
+/* Preferred leaders on a node: all of them must move when it leaves. */
+static uint32_t leaders_on(const struct shard_map *m, shard_node_id id)
+{
+    uint32_t n = 0;
+    for (uint32_t s = 0; s < m->n_shards; s++)
+        n += m->shards[s].leader == id;
+    return n;
+}
 
 /* Voters a node hosts: all of them must move when it leaves. */
 static uint32_t voters_on(const struct shard_map *m, shard_node_id id)
@@ -375,18 +385,21 @@ static void one_case(uint64_t seed, struct totals *t)
         bool was_settled = settled(&m);
         uint32_t total = (m.n_shards) * r_before;
         uint32_t ev = (uint32_t)rk_rand_below(&r, 6);
-        int64_t bound = -1; /* the ceil(total / N) + R movement bound */
-        uint32_t least = 0; /* replicas that must move at the very least */
+        int64_t bound = -1;      /* the ceil(total / N) + R movement bound */
+        uint32_t least = 0;      /* replicas that must move at the very least */
+        uint32_t lead_least = 0; /* leaders that must move at least */
         const char *what = "";
         if (ev == 0 || active == 1) {
             struct shard_node nd = test_node(next_id++);
             CHECK(shard_map_node_add(&m, &nd) == 0);
             bound = (total + active) / (active + 1) + r_before;
             least = total / (active + 1);
+            lead_least = m.n_shards / (active + 1);
             what = "add node";
         } else if (ev == 1 || ev == 2) {
             shard_node_id victim = pick_active(&m, &r);
             least = voters_on(&m, victim);
+            lead_least = leaders_on(&m, victim);
             CHECK(shard_map_node_set_state(&m, victim,
                                            ev == 1 ? SHARD_NODE_DRAINING
                                                    : SHARD_NODE_REMOVED) == 0);
@@ -447,6 +460,15 @@ static void one_case(uint64_t seed, struct totals *t)
             t->moves += p.n_moves;
             t->bound += (uint64_t)bound;
             t->least += least;
+            /* Leaders: at least those that must move (a newcomer's share,
+             * or the leavers' own); the excess (chains of shifts when the
+             * voters of an orphaned shard all lead already, and leaders
+             * that hand over before their replica moves) is printed. */
+            CHECK(p.n_transfers >= lead_least);
+            t->transfers_single += p.n_transfers;
+            t->leaders_least += lead_least;
+            if (p.n_transfers - lead_least > t->transfer_excess_max)
+                t->transfer_excess_max = p.n_transfers - lead_least;
             if (p.n_moves - least > t->excess_max)
                 t->excess_max = p.n_moves - least;
         }
@@ -478,12 +500,17 @@ static void test_property_random_clusters(void **state)
            "%llu steps, %llu transfers, %llu stuck shards\n"
            "planner property: single-node changes moved %llu replicas; "
            "at least %llu had to move; bound sum(ceil(total/N)+R) = %llu; "
-           "worst case %llu above the least\n",
+           "worst case %llu above the least\n"
+           "planner property: their leader transfers %llu; at least %llu "
+           "had to move; worst case %llu above the least\n",
            (unsigned long long)t.cases, (unsigned long long)t.plans,
            (unsigned long long)t.cut, (unsigned long long)t.steps,
            (unsigned long long)t.transfers, (unsigned long long)t.stuck,
            (unsigned long long)t.moves, (unsigned long long)t.least,
-           (unsigned long long)t.bound, (unsigned long long)t.excess_max);
+           (unsigned long long)t.bound, (unsigned long long)t.excess_max,
+           (unsigned long long)t.transfers_single,
+           (unsigned long long)t.leaders_least,
+           (unsigned long long)t.transfer_excess_max);
 }
 
 /* A larger cluster, to show the planner's cost (printed, not asserted). */
