@@ -1,0 +1,80 @@
+/* The simulated network: per-link cuts, delay, loss, duplication and reordering. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rk_assert.h"
+#include "sim.h"
+#include "sim_disk.h"
+#include "sim_internal.h"
+
+/* ----------------------------------------------------------- network */
+
+void sim__trace_msg(struct sim *s, const char *what, const struct raft_msg *m)
+{
+    sim_trace(s, "%s %s %llu->%llu t%llu i%llu lt%llu c%llu n%u%s", what,
+              raft_msg_type_name(m->type), (unsigned long long)m->from,
+              (unsigned long long)m->to, (unsigned long long)m->term,
+              (unsigned long long)m->index, (unsigned long long)m->log_term,
+              (unsigned long long)m->commit, m->n_entries,
+              m->reject ? " reject" : "");
+}
+
+static void check_msg_entries(struct sim *s, const struct raft_msg *m)
+{
+    if (m->type != RAFT_MSG_APPEND)
+        return;
+    raft_term prev = m->log_term;
+    for (uint32_t i = 0; i < m->n_entries; i++) {
+        const struct raft_entry *e = &m->entries[i];
+        if (e->index != m->index + 1 + i) {
+            sim_violation(s, "append from %llu: entry %u has index %llu, "
+                             "expected %llu",
+                          (unsigned long long)m->from, i,
+                          (unsigned long long)e->index,
+                          (unsigned long long)(m->index + 1 + i));
+            return;
+        }
+        sim_check_entry(s, m->from, e->index, e->term, sim_entry_hash(e),
+                        e->index == 1 ? 0 : prev);
+        prev = e->term;
+    }
+}
+
+void sim__send_msg(struct sim *s, int from, const struct raft_msg *m)
+{
+    s->n_msgs++;
+    check_msg_entries(s, m);
+    int to = sim__slot_of(s, m->to);
+    bool lost = !s->net_calm && sim__chance(s, s->o.loss);
+    if (to < 0 || to == from || lost) {
+        s->n_dropped++;
+        sim__trace_msg(s, "drop", m);
+        if (m->type == RAFT_MSG_SNAPSHOT && s->nodes[from].up)
+            raft_report_snapshot(s->nodes[from].raft, m->to, RAFT_SNAP_FAILED);
+        return;
+    }
+    int copies = (!s->net_calm && sim__chance(s, s->o.dup)) ? 2 : 1;
+    for (int c = 0; c < copies; c++) {
+        uint64_t d = sim__rand_range(s, s->o.delay_min_ms, s->o.delay_max_ms);
+        if (!s->net_calm && sim__chance(s, s->o.reorder))
+            d += sim__rand_range(s, 0, 6 * (uint64_t)s->o.delay_max_ms);
+        struct raft_msg *copy = sim_msg_clone(m);
+        RK_ASSERT(copy != NULL);
+        sim__schedule(s, d, SIM_EV_DELIVER, to, 0, copy);
+    }
+}
+
+void sim_cut(struct sim *s, int a, int b, bool both_ways)
+{
+    s->cut[a][b] = true;
+    if (both_ways)
+        s->cut[b][a] = true;
+}
+
+void sim_heal(struct sim *s)
+{
+    memset(s->cut, 0, sizeof(s->cut));
+}
+
+/* A slot the client believes leads: some up node's idea of the leader. */
