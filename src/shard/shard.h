@@ -229,6 +229,14 @@ const struct shard_info *shard_map_shard(const struct shard_map *m,
                                          shard_id id);
 
 /*
+ * The shards node `id` hosts (as voter or learner), in id order: the Raft
+ * groups that node must run. Writes up to `cap` ids to out (which may be
+ * NULL when cap is 0) and returns how many there are in all.
+ */
+uint32_t shard_map_node_shards(const struct shard_map *m, shard_node_id id,
+                               shard_id *out, uint32_t cap);
+
+/*
  * The shard that serves hash h / a key now: the ring owner, except inside
  * the arcs of a split in flight, which the donor serves until
  * shard_map_split_finish(). SHARD_ID_NONE if the ring is empty.

@@ -317,6 +317,22 @@ int shard_map_validate(const struct shard_map *m)
     return 0;
 }
 
+uint32_t shard_map_node_shards(const struct shard_map *m, shard_node_id id,
+                               shard_id *out, uint32_t cap)
+{
+    uint32_t n = 0;
+    for (uint32_t s = 0; s < m->n_shards; s++) {
+        const struct shard_info *si = &m->shards[s];
+        if (shard__find_id(si->voters, si->n_voters, id) < 0 &&
+            shard__find_id(si->learners, si->n_learners, id) < 0)
+            continue;
+        if (n < cap)
+            out[n] = si->id;
+        n++;
+    }
+    return n;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Routing                                                                */
 /* ---------------------------------------------------------------------- */

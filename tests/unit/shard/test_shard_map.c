@@ -46,6 +46,23 @@ static void test_create(void **state)
     assert_true(b.max_leaders - b.min_leaders <= 1);
     assert_int_equal(b.misplaced, 0);
     assert_null(shard_map_shard(&m, 17));
+    /* 17 shards x 3 replicas over 5 nodes: 10 or 11 each, in id order. */
+    uint32_t hosted = 0;
+    for (shard_node_id id = 1; id <= 5; id++) {
+        shard_id ids[32];
+        uint32_t k = shard_map_node_shards(&m, id, ids, 32);
+        assert_true(k == 10 || k == 11);
+        assert_int_equal(shard_map_node_shards(&m, id, NULL, 0), k);
+        for (uint32_t i = 0; i < k; i++) {
+            const struct shard_info *si = shard_map_shard(&m, ids[i]);
+            assert_true(shard__find_id_test(si->voters, si->n_voters, id) >= 0);
+            if (i > 0)
+                assert_true(ids[i - 1] < ids[i]);
+        }
+        hosted += k;
+    }
+    assert_int_equal(hosted, 17 * 3);
+    assert_int_equal(shard_map_node_shards(&m, 99, NULL, 0), 0);
     assert_non_null(shard_map_node(&m, 5));
     assert_null(shard_map_node(&m, 6));
     shard_map_free(&m);
