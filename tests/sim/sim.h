@@ -98,6 +98,9 @@ struct sim_opts {
     /* Checker self-test: read-index reads are served by any replica from
      * its local state (not linearizable; the history check must object). */
     bool stale_reads;
+    /* Checker self-test: the driver sends msgs_after_sync before the sync
+     * (votes and acks not yet durable); the checks must object. */
+    bool early_acks;
     /* Core configuration (0: drawn from the seed by sim_init). */
     size_t max_msg_bytes;
     uint32_t max_inflight;

@@ -89,6 +89,11 @@ raft_index sim_disk_last(struct raft_memlog *d)
     return raft_memlog_last_index(d);
 }
 
+raft_index sim_disk_synced(struct raft_memlog *d)
+{
+    return raft_memlog_synced_index(d);
+}
+
 int sim_disk_term(struct raft_memlog *d, raft_index i, raft_term *t)
 {
     return raft_memlog_ops.term(d, i, t);

@@ -48,6 +48,8 @@ const void *sim_disk_snapshot_image(struct raft_memlog *d, size_t *len);
 
 raft_index sim_disk_first(struct raft_memlog *d);
 raft_index sim_disk_last(struct raft_memlog *d);
+/* Last index of the synced (durable) log prefix. */
+raft_index sim_disk_synced(struct raft_memlog *d);
 /* 0 and *t, or RK_ECOMPACTED / RK_EUNAVAIL_LOG. */
 int sim_disk_term(struct raft_memlog *d, raft_index i, raft_term *t);
 /* Entry i (malloc'd block via *blk, free it) or an error. */

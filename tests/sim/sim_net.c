@@ -41,10 +41,44 @@ static void check_msg_entries(struct sim *s, const struct raft_msg *m)
     }
 }
 
+/* Votes and append acks leave only once the state they promise is durable
+ * (DESIGN section 2; thesis section 3.8): otherwise a crash could make the
+ * node vote twice in a term or forget entries a leader counted. */
+static void check_durable_before_ack(struct sim *s, int from,
+                                     const struct raft_msg *m)
+{
+    struct sim_node *n = &s->nodes[from];
+    if (m->reject)
+        return;
+    if (m->type == RAFT_MSG_VOTE_RESP) {
+        struct sim_durable d;
+        sim_disk_load(n->log, &d);
+        if (d.hs.term != m->term || d.hs.vote != m->to)
+            sim_violation(s, "vote before durable: n%llu grants n%llu term "
+                             "%llu but its disk holds term %llu vote %llu",
+                          (unsigned long long)n->id, (unsigned long long)m->to,
+                          (unsigned long long)m->term,
+                          (unsigned long long)d.hs.term,
+                          (unsigned long long)d.hs.vote);
+    } else if (m->type == RAFT_MSG_APPEND_RESP) {
+        struct sim_durable d;
+        sim_disk_load(n->log, &d);
+        raft_index synced = sim_disk_synced(n->log);
+        if (m->index > synced && m->index > d.snap.index)
+            sim_violation(s, "ack before durable: n%llu acks index %llu to "
+                             "n%llu but only %llu is synced",
+                          (unsigned long long)n->id,
+                          (unsigned long long)m->index,
+                          (unsigned long long)m->to,
+                          (unsigned long long)synced);
+    }
+}
+
 void sim__send_msg(struct sim *s, int from, const struct raft_msg *m)
 {
     s->n_msgs++;
     check_msg_entries(s, m);
+    check_durable_before_ack(s, from, m);
     int to = sim__slot_of(s, m->to);
     bool lost = !s->net_calm && sim__chance(s, s->o.loss);
     if (to < 0 || to == from || lost) {

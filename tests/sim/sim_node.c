@@ -103,7 +103,7 @@ static void finish_ready(struct sim *s, int i)
     struct sim_node *n = &s->nodes[i];
     struct raft_ready *rd = &n->rd;
 
-    for (uint32_t k = 0; k < rd->n_msgs_after_sync; k++)
+    for (uint32_t k = 0; k < rd->n_msgs_after_sync && !s->o.early_acks; k++)
         sim__send_msg(s, i, &rd->msgs_after_sync[k]);
 
     int retire_slot = -1;
@@ -290,6 +290,9 @@ void sim__handle_ready(struct sim *s, int i)
                       rd->snap_install ? " install" : "");
         for (uint32_t k = 0; k < rd->n_msgs; k++)
             sim__send_msg(s, i, &rd->msgs[k]);
+        if (s->o.early_acks) /* deliberately wrong, see sim_opts */
+            for (uint32_t k = 0; k < rd->n_msgs_after_sync; k++)
+                sim__send_msg(s, i, &rd->msgs_after_sync[k]);
         n->busy = true;
         bool disk = rd->must_sync || rd->n_entries || rd->snap_chunk ||
                     rd->snap_install || rd->hs_changed || rd->conf_changed;

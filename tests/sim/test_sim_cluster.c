@@ -213,6 +213,22 @@ static void test_history_check_catches_stale_reads(void **state)
     assert_true(found > 0);
 }
 
+/* A driver that lets votes and acks out before the sync must be caught. */
+static void test_checker_catches_acks_before_sync(void **state)
+{
+    (void)state;
+    struct sim_opts o;
+    sim_opts_default(&o, 1, 3);
+    o.max_events = 5000;
+    o.early_acks = true;
+    struct sim s;
+    assert_int_equal(sim_init(&s, &o), 0);
+    sim_run(&s);
+    assert_true(s.failed);
+    assert_non_null(strstr(s.fail_what, "before durable"));
+    sim_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -224,6 +240,7 @@ int main(void)
         cmocka_unit_test(test_checker_detects_injected_divergence),
         cmocka_unit_test(test_faulty_seeds_hold_invariants),
         cmocka_unit_test(test_history_check_catches_stale_reads),
+        cmocka_unit_test(test_checker_catches_acks_before_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
