@@ -435,7 +435,7 @@ class Cluster:
         return {sh: ls.pop() for sh, ls in views.items()
                 if len(ls) == 1 and 0 not in ls}
 
-    def wait_leaders(self, n_shards, timeout=30.0, nodes=None, exclude=()):
+    def wait_leaders(self, n_shards, timeout=60.0, nodes=None, exclude=()):
         """Waits until every shard has one leader agreed by `nodes` (default:
         every running node), among the running nodes minus `exclude`."""
         deadline = time.time() + timeout
@@ -450,7 +450,7 @@ class Cluster:
                              (timeout, self.leaders(nodes)))
 
 
-def call_leader(cluster, op, timeout=20.0, **kw):
+def call_leader(cluster, op, timeout=30.0, **kw):
     """Sends op to the node the NOT_LEADER hints point at, retrying on
     UNAVAILABLE/TIMEOUT/NOT_LEADER (same client_id/seq, so a write is
     applied once) until `timeout`."""

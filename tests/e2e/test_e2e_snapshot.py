@@ -68,7 +68,8 @@ def main():
         # Node 3 misses ~150 writes per shard: far more than the 20 + 5
         # entries the others keep, so their logs no longer reach back.
         cl.kill(3)
-        cl.wait_leaders(SHARDS + 1, exclude=[3])
+        print("node 3 killed; leaders now", cl.wait_leaders(SHARDS + 1,
+                                                          exclude=[3]))
         keys = ["b%d" % i for i in range(300)]
         for n, k in enumerate(keys):
             r = rk.call_leader(cl, rk.op_put(k, "2" + k), client_id=2,
@@ -76,6 +77,7 @@ def main():
             check(r.status == "OK", "put: %r" % r)
 
         cl.start(3)
+        print("node 3 restarted")
         wait_local(cl, 3, keys, "2")
         wait_local(cl, 3, first, "1")
         log3 = cl.log(3)
