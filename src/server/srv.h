@@ -162,6 +162,9 @@ void srv_fini(struct srv *s);
 /* A node hosting `shard` (from the bootstrap placement) to send a client
  * to when this node does not host it; 0 if none is known. */
 uint64_t srv_shard_hint(struct srv *s, uint64_t shard);
+/* True if node `id` is this node, or its peer connection is up and it was
+ * heard from within an election timeout. */
+bool srv_node_alive(struct srv *s, uint64_t id);
 /* Client address of a node ("host:port"), "" if unknown. */
 const char *srv_node_client_addr(struct srv *s, uint64_t id);
 

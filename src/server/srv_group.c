@@ -715,8 +715,11 @@ static bool group_idle(struct srv_group *g)
     raft_status(g->raft, &st);
     if (st.leader == 0 || st.commit != g->applied)
         return false;
+    /* A follower whose leader's node is down or silent keeps ticking so
+     * that its election timer fires; quiescing it would leave the group
+     * without a leader for good. */
     if (st.role == RAFT_FOLLOWER)
-        return true;
+        return srv_node_alive(g->srv, st.leader);
     if (st.role != RAFT_LEADER || st.commit != st.last_index)
         return false;
     for (uint32_t k = 0; k < st.n_match; k++) {

@@ -196,6 +196,21 @@ const char *srv_node_client_addr(struct srv *s, uint64_t id)
     return p != NULL ? p->client_addr : "";
 }
 
+bool srv_node_alive(struct srv *s, uint64_t id)
+{
+    if (id == s->cfg->id)
+        return true;
+    if (!s->peers_started || !srv_peers_is_up(&s->peers, id))
+        return false;
+    uint64_t now = srv_loop_now(&s->loop);
+    for (uint32_t i = 0; i < SRV_MAX_NODES; i++) {
+        if (s->peer_ids[i] == id)
+            return s->peer_last_heard[i] != 0 &&
+                   now - s->peer_last_heard[i] <= s->cfg->election_ms;
+    }
+    return false;
+}
+
 static int on_peer_msg(void *arg, const struct raft_msg *m)
 {
     struct srv *s = arg;
