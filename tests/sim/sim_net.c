@@ -53,7 +53,10 @@ static void check_durable_before_ack(struct sim *s, int from,
     if (m->type == RAFT_MSG_VOTE_RESP) {
         struct sim_durable d;
         sim_disk_load(n->log, &d);
-        if (d.hs.term != m->term || d.hs.vote != m->to)
+        /* A later durable term covers it too: the node can never vote in
+         * m->term again. */
+        if (d.hs.term < m->term ||
+            (d.hs.term == m->term && d.hs.vote != m->to))
             sim_violation(s, "vote before durable: n%llu grants n%llu term "
                              "%llu but its disk holds term %llu vote %llu",
                           (unsigned long long)n->id, (unsigned long long)m->to,
