@@ -83,6 +83,7 @@ struct srv_group {
 
     raft_index applied;   /* applied index, as durable in storage */
     raft_index compacted; /* last compaction target handed to storage */
+    raft_index next_expire; /* applied index of the next session expiry */
     raft_term term;       /* last seen term */
     raft_id leader;
     uint8_t role;

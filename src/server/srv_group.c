@@ -426,6 +426,34 @@ static int maybe_compact(struct srv_group *g, struct stor_batch *b)
     return rv;
 }
 
+/* Client sessions (exactly-once windows) are dropped deterministically,
+ * through the log: every snapshot_count applied entries the leader proposes
+ * EXPIRE_SESSIONS for sessions whose last write is more than
+ * 4 * snapshot_count entries old. This bounds the sessions table however
+ * many client ids come and go; a client retrying a write older than that
+ * is no longer deduplicated (the Raft thesis §6.3 trade-off). */
+static void maybe_expire_sessions(struct srv_group *g)
+{
+    uint64_t count = g->srv->cfg->snapshot_count;
+    if (g->role != RAFT_LEADER || g->shard == 0 || g->applied < 4 * count ||
+        g->applied < g->next_expire)
+        return;
+    g->next_expire = g->applied + count;
+    struct stor_cmd cmd;
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.op = STOR_CMD_EXPIRE_SESSIONS;
+    cmd.before_index = g->applied - 4 * count;
+    uint8_t buf[64];
+    size_t len = 0;
+    if (stor_cmd_size(&cmd) > sizeof(buf) ||
+        stor_cmd_encode(&cmd, buf, sizeof(buf), &len) != 0)
+        return;
+    int rv = raft_propose(g->raft, buf, len, NULL);
+    if (rv != 0)
+        rk_log(RK_LOG_DEBUG, "shard %" PRIu64 ": session expiry not "
+               "proposed: %s", g->shard, rk_strerror(rv));
+}
+
 static void on_batch_done(struct stor_batch *b, int status, void *arg)
 {
     struct srv_flush *f = arg;
@@ -659,6 +687,7 @@ static void complete_flush(struct srv *s, struct srv_flush *f)
         raft_advance(g->raft, rd);
         g->busy = false;
         serve_reads(g);
+        maybe_expire_sessions(g);
     }
     for (uint32_t i = 0; i < n_local; i++) {
         struct srv_group *g = srv_group_get(s, local[i].shard);

@@ -84,6 +84,19 @@ def main():
         check("installing snapshot" in log3 or "installed" in log3,
               "node 3 caught up without a snapshot (compaction inactive?)")
 
+        # Sessions idle for more than 4 x --snapshot-count entries expire
+        # through the log (bounded memory): client 1's first write, retried
+        # now, is no longer recognised as a duplicate. A recent session
+        # (client 2) still deduplicates.
+        r = rk.call_leader(cl, rk.op_put(first[0], "again"), client_id=1,
+                           seq=1)
+        check(r.status == "OK" and not r.duplicate,
+              "expired session still deduplicates: %r" % r)
+        r = rk.call_leader(cl, rk.op_put(keys[-1], "again"), client_id=2,
+                           seq=len(keys))
+        check(r.status == "OK" and r.duplicate,
+              "recent session lost: %r" % r)
+
         # Later writes reach it through the log again.
         more = ["c%d" % i for i in range(20)]
         for n, k in enumerate(more):
