@@ -95,6 +95,7 @@ struct sim_opts {
     uint32_t snapshot_chunk;   /* bytes per snapshot chunk (memlog) */
     int profile;          /* enum sim_profile; -1: drawn from the seed */
     bool pre_vote, check_quorum; /* core settings (default on) */
+    bool lease_reads;     /* some reads use raft_read_lease (default on) */
     /* Checker self-test: read-index reads are served by any replica from
      * its local state (not linearizable; the history check must object). */
     bool stale_reads;

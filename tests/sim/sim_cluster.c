@@ -39,6 +39,7 @@ void sim_opts_default(struct sim_opts *o, uint64_t seed, int nodes)
     o->profile = -1;
     o->pre_vote = true;
     o->check_quorum = true;
+    o->lease_reads = true;
 }
 
 /* ------------------------------------------------------------ scheduling */

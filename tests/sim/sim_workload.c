@@ -106,13 +106,15 @@ void sim__on_client(struct sim *s, int c)
     int key = (int)rk_rand_below(&s->rng, SIM_CLIENT_KEYS);
     uint8_t kind;
     int64_t a1 = 0, a2 = 0;
-    bool via_log = true;
+    bool via_log = true, lease = false;
     if (r < 40) {
         kind = SIM_OP_WRITE;
         a1 = s->next_value++;
     } else if (r < 70) {
         kind = SIM_OP_READ;
         via_log = sim__chance(s, 0.5);
+        lease = !via_log && s->o.lease_reads && s->o.check_quorum &&
+                sim__chance(s, 0.3);
     } else {
         kind = SIM_OP_CAS;
         /* Mostly the latest value seen for the key, so that many succeed. */
@@ -149,6 +151,8 @@ void sim__on_client(struct sim *s, int c)
                   (unsigned long long)n->id, (long long)n->kv[key]);
         sim__client_done(s, c, SIM_ST_OK, n->kv[key]);
         return;
+    } else if (lease) {
+        rc = raft_read_lease(n->raft, s->ops[op].id);
     } else {
         rc = raft_read_index(n->raft, s->ops[op].id);
     }
@@ -156,7 +160,8 @@ void sim__on_client(struct sim *s, int c)
               c, (unsigned long long)s->ops[op].id,
               kind == SIM_OP_WRITE ? "write" : kind == SIM_OP_READ ? "read" : "cas",
               key, (long long)a1, (long long)a2, (unsigned long long)n->id,
-              via_log ? "" : " read-index", rc ? rk_err_name(rc) : "ok",
+              via_log ? "" : lease ? " read-lease" : " read-index",
+              rc ? rk_err_name(rc) : "ok",
               (unsigned long long)cl->index);
     if (rc != 0) {
         sim__client_done(s, c, SIM_ST_FAIL, 0);
