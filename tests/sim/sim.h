@@ -1,4 +1,5 @@
-/* Deterministic multi-node Raft cluster simulator: one seed drives everything. */
+/* Deterministic multi-node Raft cluster simulator: one seed drives everything.
+ */
 #ifndef SIM_H
 #define SIM_H
 
@@ -22,28 +23,29 @@
 #include "raft.h"
 #include "rk_rand.h"
 
-#define SIM_MAX_NODES 12   /* initial nodes (<= 7) plus nodes added later */
-#define SIM_KEYS 4         /* registers of the state machine */
-#define SIM_CLIENT_KEYS 3  /* the clients' registers; the last key is the
-                              simulator's own (liveness probes), outside
-                              the checked history */
-#define SIM_PROBE_KEY 3
-#define SIM_CLIENTS 4      /* concurrent simulated clients */
-#define SIM_TRACE_RING 48  /* events kept for a failure report */
+#define SIM_MAX_NODES 12 /* initial nodes (<= 7) plus nodes added later */
+#define SIM_KEYS      4  /* registers of the state machine */
+#define SIM_CLIENT_KEYS                                                        \
+    3 /* the clients' registers; the last key is the                           \
+         simulator's own (liveness probes), outside                            \
+         the checked history */
+#define SIM_PROBE_KEY  3
+#define SIM_CLIENTS    4  /* concurrent simulated clients */
+#define SIM_TRACE_RING 48 /* events kept for a failure report */
 #define SIM_TRACE_LINE 160
 
 /* ------------------------------------------------------------ event heap */
 
 enum sim_ev_kind {
-    SIM_EV_DELIVER = 0, /* a message arrives at node */
-    SIM_EV_TICK,        /* one logical tick of node */
-    SIM_EV_DISK_DONE,   /* node's in-flight write batch is durable */
-    SIM_EV_CRASH,       /* node loses everything not synced */
-    SIM_EV_RESTART,     /* node comes back from its durable state */
-    SIM_EV_HEAL,        /* restore every link */
-    SIM_EV_CLIENT,      /* client `node` issues its next operation */
+    SIM_EV_DELIVER = 0,    /* a message arrives at node */
+    SIM_EV_TICK,           /* one logical tick of node */
+    SIM_EV_DISK_DONE,      /* node's in-flight write batch is durable */
+    SIM_EV_CRASH,          /* node loses everything not synced */
+    SIM_EV_RESTART,        /* node comes back from its durable state */
+    SIM_EV_HEAL,           /* restore every link */
+    SIM_EV_CLIENT,         /* client `node` issues its next operation */
     SIM_EV_CLIENT_TIMEOUT, /* client gives up (outcome unknown) */
-    SIM_EV_NEMESIS,     /* pick and schedule the next random fault */
+    SIM_EV_NEMESIS,        /* pick and schedule the next random fault */
     SIM_EV__COUNT
 };
 
@@ -78,24 +80,24 @@ struct raft_msg *sim_msg_clone(const struct raft_msg *m);
 
 struct sim_opts {
     uint64_t seed;
-    int nodes;            /* initial voters: 1..7 */
-    uint64_t max_events;  /* events of the fault phase */
-    bool verbose;         /* print every event */
+    int nodes;           /* initial voters: 1..7 */
+    uint64_t max_events; /* events of the fault phase */
+    bool verbose;        /* print every event */
     /* Network. */
     uint32_t delay_min_ms, delay_max_ms;
-    double loss;          /* probability a message is dropped */
-    double dup;           /* probability a message is delivered twice */
-    double reorder;       /* probability of an extra random delay */
+    double loss;    /* probability a message is dropped */
+    double dup;     /* probability a message is delivered twice */
+    double reorder; /* probability of an extra random delay */
     /* Disk. */
     uint32_t disk_min_ms, disk_max_ms;
     /* Faults (per nemesis step probabilities are fixed; these enable). */
     bool crashes, partitions, membership, transfers, snapshots;
     uint32_t nemesis_every_ms; /* mean gap between faults */
     uint32_t tick_ms;
-    uint32_t snapshot_chunk;   /* bytes per snapshot chunk (memlog) */
-    int profile;          /* enum sim_profile; -1: drawn from the seed */
+    uint32_t snapshot_chunk;     /* bytes per snapshot chunk (memlog) */
+    int profile;                 /* enum sim_profile; -1: drawn from the seed */
     bool pre_vote, check_quorum; /* core settings (default on) */
-    bool lease_reads;     /* some reads use raft_read_lease (default on) */
+    bool lease_reads; /* some reads use raft_read_lease (default on) */
     /* Checker self-test: read-index reads are served by any replica from
      * its local state (not linearizable; the history check must object). */
     bool stale_reads;
@@ -113,19 +115,22 @@ void sim_opts_default(struct sim_opts *o, uint64_t seed, int nodes);
 
 enum sim_op_kind { SIM_OP_WRITE = 0, SIM_OP_READ = 1, SIM_OP_CAS = 2 };
 enum sim_op_status {
-    SIM_ST_PENDING = 0, SIM_ST_OK = 1, SIM_ST_FAIL = 2, SIM_ST_INFO = 3,
+    SIM_ST_PENDING = 0,
+    SIM_ST_OK = 1,
+    SIM_ST_FAIL = 2,
+    SIM_ST_INFO = 3,
 };
 
 struct sim_op {
-    uint64_t id;      /* unique, also the command's id in the log */
-    int process;      /* Jepsen process: a new one after every info */
+    uint64_t id; /* unique, also the command's id in the log */
+    int process; /* Jepsen process: a new one after every info */
     int client;
-    uint8_t kind;     /* enum sim_op_kind */
+    uint8_t kind; /* enum sim_op_kind */
     int key;
-    int64_t arg1;     /* write: value; cas: expected */
-    int64_t arg2;     /* cas: new value */
-    int64_t result;   /* read: value read */
-    uint8_t status;   /* enum sim_op_status */
+    int64_t arg1;   /* write: value; cas: expected */
+    int64_t arg2;   /* cas: new value */
+    int64_t result; /* read: value read */
+    uint8_t status; /* enum sim_op_status */
     uint64_t invoke_ms, complete_ms;
     uint64_t invoke_pos, complete_pos; /* order of events in the history */
 };
@@ -153,7 +158,10 @@ struct sim_node {
     raft_term applied_term;
 
     /* Pending ReadIndex results: ctx (op id) waiting for applied >= index. */
-    struct { uint64_t ctx; raft_index index; } reads[16];
+    struct {
+        uint64_t ctx;
+        raft_index index;
+    } reads[16];
     uint32_t n_reads;
 
     /* Highest commit index this incarnation reported (monotone). */
@@ -180,9 +188,9 @@ struct sim_lm {
 
 struct sim_client {
     bool busy;
-    uint64_t op;        /* index into s->ops of the pending op */
-    int node;           /* slot it sent the op to */
-    raft_index index;   /* log index the write got (0 for read-index) */
+    uint64_t op;      /* index into s->ops of the pending op */
+    int node;         /* slot it sent the op to */
+    raft_index index; /* log index the write got (0 for read-index) */
     raft_term term;
     int process;
 };
@@ -196,28 +204,28 @@ enum sim_profile {
 
 struct sim {
     struct sim_opts o;
-    int profile;      /* enum sim_profile, drawn from the seed */
+    int profile;        /* enum sim_profile, drawn from the seed */
     bool boot_snapshot; /* initial logs start with a snapshot at index 1 */
     struct rk_rand rng;
-    uint64_t now;   /* ms */
+    uint64_t now; /* ms */
     uint64_t seq;
-    uint64_t events;  /* events run so far */
+    uint64_t events; /* events run so far */
     struct sim_heap heap;
 
-    int n_slots;      /* slots in use (initial + added) */
+    int n_slots; /* slots in use (initial + added) */
     struct sim_node nodes[SIM_MAX_NODES];
     bool cut[SIM_MAX_NODES][SIM_MAX_NODES]; /* cut[a][b]: a -> b dropped */
-    bool net_calm;    /* after the fault phase: no loss, no new faults */
-    int commit_hook;  /* a leader whose commit just advanced, or -1 */
+    bool net_calm;   /* after the fault phase: no loss, no new faults */
+    int commit_hook; /* a leader whose commit just advanced, or -1 */
 
     /* Safety bookkeeping. */
     raft_id *term_leader; /* term -> leader id (0 none), grown on demand */
     size_t n_term_leader;
     struct sim_applied *applied; /* index -> committed entry (1-based) */
     size_t applied_cap;
-    raft_index applied_max;      /* highest index applied anywhere */
-    raft_index commit_max;       /* highest commit index reported */
-    struct sim_lm *lm;           /* open-addressing (index, term) registry */
+    raft_index applied_max; /* highest index applied anywhere */
+    raft_index commit_max;  /* highest commit index reported */
+    struct sim_lm *lm;      /* open-addressing (index, term) registry */
     size_t lm_cap, lm_len;
 
     /* Leader-completeness obligations: per node, the term it leads and the
@@ -267,8 +275,7 @@ bool sim_step_until(struct sim *s, sim_pred_cb pred, void *arg,
 /* Slot of the leader once one is elected and known by a quorum, or -1. */
 int sim_until_leader(struct sim *s, uint64_t max_ms);
 /* Waits until node slot `i` applied `index`; false on timeout. */
-bool sim_until_applied(struct sim *s, int i, raft_index index,
-                       uint64_t max_ms);
+bool sim_until_applied(struct sim *s, int i, raft_index index, uint64_t max_ms);
 
 /* The whole scenario of one seed: fault phase, heal, liveness, history. */
 int sim_run(struct sim *s);
@@ -338,9 +345,9 @@ void sim_hist_complete(struct sim *s, uint64_t op, uint8_t status,
 
 #define SIM_CMD_SIZE 34
 struct sim_cmd {
-    uint8_t kind;   /* enum sim_op_kind (reads-through-log are SIM_OP_READ) */
+    uint8_t kind; /* enum sim_op_kind (reads-through-log are SIM_OP_READ) */
     uint8_t key;
-    uint64_t op;    /* op id (0 for internal writes) */
+    uint64_t op; /* op id (0 for internal writes) */
     int64_t a1, a2;
 };
 void sim_cmd_encode(const struct sim_cmd *c, uint8_t out[SIM_CMD_SIZE]);

@@ -1,4 +1,5 @@
-/* Safety invariants of the simulator: election safety, log matching, leader completeness, SM safety. */
+/* Safety invariants of the simulator: election safety, log matching, leader
+ * completeness, SM safety. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,9 +38,9 @@ uint64_t sim_state_hash(const int64_t kv[SIM_KEYS])
 void sim_trace(struct sim *s, const char *fmt, ...)
 {
     char *line = s->trace[s->trace_n % SIM_TRACE_RING];
-    int off = snprintf(line, SIM_TRACE_LINE, "[%llu ms #%llu] ",
-                       (unsigned long long)s->now,
-                       (unsigned long long)s->events);
+    int off =
+        snprintf(line, SIM_TRACE_LINE, "[%llu ms #%llu] ",
+                 (unsigned long long)s->now, (unsigned long long)s->events);
     if (off < 0 || off >= SIM_TRACE_LINE)
         off = 0;
     va_list ap;
@@ -55,8 +56,8 @@ void sim_trace(struct sim *s, const char *fmt, ...)
 void sim_print_trace(const struct sim *s, void *fp, int max_lines)
 {
     FILE *f = fp;
-    uint64_t n = s->trace_n < (uint64_t)max_lines ? s->trace_n
-                                                  : (uint64_t)max_lines;
+    uint64_t n =
+        s->trace_n < (uint64_t)max_lines ? s->trace_n : (uint64_t)max_lines;
     if (n > SIM_TRACE_RING)
         n = SIM_TRACE_RING;
     for (uint64_t i = s->trace_n - n; i < s->trace_n; i++)
@@ -131,7 +132,8 @@ void sim_check_apply(struct sim *s, raft_id id, raft_index index,
                       (unsigned long long)term, (unsigned long long)index,
                       (unsigned long long)a->term);
     else if (state_hash != 0 && a->state_hash != state_hash)
-        sim_violation(s, "state-machine safety: node %llu state diverged at %llu",
+        sim_violation(s,
+                      "state-machine safety: node %llu state diverged at %llu",
                       (unsigned long long)id, (unsigned long long)index);
 }
 

@@ -1,4 +1,5 @@
-/* The simulated cluster: nodes, network, disk, faults, client workload and the event loop. */
+/* The simulated cluster: nodes, network, disk, faults, client workload and the
+ * event loop. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +12,8 @@
 #define SIM_MAX_STEPS_PER_MS 100000u /* bound of sim_step_until per ms */
 
 static const char *const ev_names[SIM_EV__COUNT] = {
-    "deliver", "tick", "disk-done", "crash", "restart", "heal", "client",
-    "client-timeout", "nemesis",
+    "deliver", "tick",   "disk-done",      "crash",   "restart",
+    "heal",    "client", "client-timeout", "nemesis",
 };
 
 void sim_opts_default(struct sim_opts *o, uint64_t seed, int nodes)
@@ -45,7 +46,7 @@ void sim_opts_default(struct sim_opts *o, uint64_t seed, int nodes)
 /* ------------------------------------------------------------ scheduling */
 
 void sim__schedule(struct sim *s, uint64_t delay, uint8_t kind, int node,
-                     uint64_t arg, struct raft_msg *msg)
+                   uint64_t arg, struct raft_msg *msg)
 {
     struct sim_event e = {
         .time = s->now + delay,
@@ -140,16 +141,19 @@ int sim_init(struct sim *s, const struct sim_opts *o)
         int rc = sim__start_node(s, i, &boot);
         if (rc != 0)
             return rc;
-        sim__schedule(s, sim__rand_range(s, 0, o->tick_ms), SIM_EV_TICK, i, 0, NULL);
+        sim__schedule(s, sim__rand_range(s, 0, o->tick_ms), SIM_EV_TICK, i, 0,
+                      NULL);
     }
     for (int c = 0; c < SIM_CLIENTS; c++) {
         s->clients[c].process = s->next_process++;
-        sim__schedule(s, sim__rand_range(s, 50, 300), SIM_EV_CLIENT, c, 0, NULL);
+        sim__schedule(s, sim__rand_range(s, 50, 300), SIM_EV_CLIENT, c, 0,
+                      NULL);
     }
     sim__schedule(s, sim__rand_range(s, 100, 2 * (uint64_t)o->nemesis_every_ms),
-             SIM_EV_NEMESIS, -1, 0, NULL);
-    sim_trace(s, "seed %llu nodes %d max_msg_bytes %zu inflight %u profile %d "
-                 "boot_snapshot %d",
+                  SIM_EV_NEMESIS, -1, 0, NULL);
+    sim_trace(s,
+              "seed %llu nodes %d max_msg_bytes %zu inflight %u profile %d "
+              "boot_snapshot %d",
               (unsigned long long)o->seed, o->nodes, s->o.max_msg_bytes,
               s->o.max_inflight, s->profile, (int)s->boot_snapshot);
     return 0;
@@ -193,8 +197,9 @@ bool sim_check_safety(struct sim *s)
             if (n->last_role != RAFT_LEADER || n->last_term != st.term) {
                 /* Just elected: its log must reach every committed index. */
                 if (st.last_index < s->commit_max)
-                    sim_violation(s, "leader completeness: n%llu leads term "
-                                     "%llu with last index %llu < committed %llu",
+                    sim_violation(s,
+                                  "leader completeness: n%llu leads term "
+                                  "%llu with last index %llu < committed %llu",
                                   (unsigned long long)n->id,
                                   (unsigned long long)st.term,
                                   (unsigned long long)st.last_index,
@@ -233,9 +238,9 @@ bool sim_check_safety(struct sim *s)
                 held = true;
         }
         if (!held)
-            sim_violation(s, "committed entry %llu (t%llu) is on no node's disk",
-                          (unsigned long long)k,
-                          (unsigned long long)s->applied[k].term);
+            sim_violation(
+                s, "committed entry %llu (t%llu) is on no node's disk",
+                (unsigned long long)k, (unsigned long long)s->applied[k].term);
     }
     return !s->failed;
 }
@@ -250,8 +255,8 @@ bool sim_step(struct sim *s)
     RK_ASSERT(e.time >= s->now);
     s->now = e.time;
     s->events++;
-    struct sim_node *n = e.node >= 0 && e.node < SIM_MAX_NODES ? &s->nodes[e.node]
-                                                            : NULL;
+    struct sim_node *n =
+        e.node >= 0 && e.node < SIM_MAX_NODES ? &s->nodes[e.node] : NULL;
     switch (e.kind) {
     case SIM_EV_DELIVER: {
         int from = sim__slot_of(s, e.msg->from);
@@ -435,7 +440,8 @@ int sim_run(struct sim *s)
         int l = sim_until_leader(s, deadline - s->now);
         if (l < 0)
             break;
-        raft_index idx = sim_propose_write(s, l, SIM_PROBE_KEY, s->next_value++);
+        raft_index idx =
+            sim_propose_write(s, l, SIM_PROBE_KEY, s->next_value++);
         if (idx == 0) {
             /* Busy (say a transfer is running): let 50 ms pass. */
             sim_step_until(s, never, NULL, 50);

@@ -18,14 +18,16 @@ void sim_disk_free(struct raft_memlog *d)
     raft_memlog_free(d);
 }
 
-void sim_disk_set_conf(struct raft_memlog *d, const struct raft_conf_state *conf)
+void sim_disk_set_conf(struct raft_memlog *d,
+                       const struct raft_conf_state *conf)
 {
     raft_memlog_set_conf(d, conf);
     raft_memlog_sync(d);
 }
 
-int sim_disk_bootstrap(struct raft_memlog *d, const struct raft_conf_state *conf,
-                       const void *image, size_t len)
+int sim_disk_bootstrap(struct raft_memlog *d,
+                       const struct raft_conf_state *conf, const void *image,
+                       size_t len)
 {
     struct raft_entry first = {.term = 1, .index = 1, .type = RAFT_ENTRY_NOOP};
     struct raft_hard_state hs = {.term = 1, .vote = 0, .commit = 1};

@@ -1,4 +1,5 @@
-/* The simulator's view of one node's durable storage (a raft_memlog underneath). */
+/* The simulator's view of one node's durable storage (a raft_memlog
+ * underneath). */
 #ifndef SIM_DISK_H
 #define SIM_DISK_H
 
@@ -28,9 +29,11 @@ void sim_disk_free(struct raft_memlog *d);
  * entries onto an empty configuration. 0 or RK_E*.
  */
 /* Durably records the bootstrap configuration alone (empty log). */
-void sim_disk_set_conf(struct raft_memlog *d, const struct raft_conf_state *conf);
-int sim_disk_bootstrap(struct raft_memlog *d, const struct raft_conf_state *conf,
-                       const void *image, size_t len);
+void sim_disk_set_conf(struct raft_memlog *d,
+                       const struct raft_conf_state *conf);
+int sim_disk_bootstrap(struct raft_memlog *d,
+                       const struct raft_conf_state *conf, const void *image,
+                       size_t len);
 const struct raft_log_ops *sim_disk_ops(void);
 
 /* Writes one ready batch (snapshot chunk, snapshot install, entries after
@@ -41,8 +44,9 @@ int sim_disk_persist(struct raft_memlog *d, const struct raft_ready *rd);
 void sim_disk_crash(struct raft_memlog *d);
 void sim_disk_load(struct raft_memlog *d, struct sim_durable *out);
 /* Stores a state-machine snapshot at meta->index and compacts the log. */
-int sim_disk_snapshot(struct raft_memlog *d, const struct raft_snapshot_meta *meta,
-                      const void *image, size_t len);
+int sim_disk_snapshot(struct raft_memlog *d,
+                      const struct raft_snapshot_meta *meta, const void *image,
+                      size_t len);
 /* The latest snapshot image (borrowed) or NULL. */
 const void *sim_disk_snapshot_image(struct raft_memlog *d, size_t *len);
 
@@ -53,6 +57,7 @@ raft_index sim_disk_synced(struct raft_memlog *d);
 /* 0 and *t, or RK_ECOMPACTED / RK_EUNAVAIL_LOG. */
 int sim_disk_term(struct raft_memlog *d, raft_index i, raft_term *t);
 /* Entry i (malloc'd block via *blk, free it) or an error. */
-int sim_disk_entry(struct raft_memlog *d, raft_index i, struct raft_entry **blk);
+int sim_disk_entry(struct raft_memlog *d, raft_index i,
+                   struct raft_entry **blk);
 
 #endif

@@ -1,4 +1,5 @@
-/* The simulator's event heap (ordered by time, then scheduling order) and message copies. */
+/* The simulator's event heap (ordered by time, then scheduling order) and
+ * message copies. */
 #include <stdlib.h>
 #include <string.h>
 

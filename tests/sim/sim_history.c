@@ -1,4 +1,5 @@
-/* The simulated clients' history and its linearizability check (rk_lincheck). */
+/* The simulated clients' history and its linearizability check (rk_lincheck).
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,8 +81,9 @@ static int cmp_event(const void *a, const void *b)
 
 static enum lc_fn fn_of(uint8_t kind)
 {
-    return kind == SIM_OP_WRITE ? LC_WRITE : kind == SIM_OP_READ ? LC_READ
-                                                                 : LC_CAS;
+    return kind == SIM_OP_WRITE  ? LC_WRITE
+           : kind == SIM_OP_READ ? LC_READ
+                                 : LC_CAS;
 }
 
 /* Builds the lincheck history: events in the order they happened. */
@@ -160,8 +162,9 @@ bool sim_check_history(struct sim *s)
         sim_violation(s, "history: checker error %s: %s", rk_err_name(rc), err);
         ok = false;
     } else if (res.verdict == LC_INVALID) {
-        sim_violation(s, "linearizability: history of key %lld is not "
-                         "linearizable (%zu ops)",
+        sim_violation(s,
+                      "linearizability: history of key %lld is not "
+                      "linearizable (%zu ops)",
                       (long long)res.bad_key, res.n_ops);
         if (s->o.verbose)
             lc_result_print(h, &res, stdout);

@@ -1,4 +1,5 @@
-/* Module-private pieces shared by the simulator's files (not for tests or tools). */
+/* Module-private pieces shared by the simulator's files (not for tests or
+ * tools). */
 #ifndef SIM_INTERNAL_H
 #define SIM_INTERNAL_H
 
@@ -8,7 +9,7 @@
 #include "sim.h"
 
 #define SIM_CLIENT_TIMEOUT_MS 1500
-#define SIM_SNAP_PAD 96 /* filler so that snapshots span several chunks */
+#define SIM_SNAP_PAD          96 /* filler so that snapshots span several chunks */
 /* Snapshot image: magic, applied index, registers, filler. */
 #define SIM_IMAGE_SIZE (8 + 8 + 8 * SIM_KEYS + SIM_SNAP_PAD)
 

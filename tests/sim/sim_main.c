@@ -86,11 +86,14 @@ static void run_seed(uint64_t seed, int nodes, uint64_t events, bool verbose,
                (unsigned long long)s.fail_event, s.fail_what);
         if (!verbose)
             sim_print_trace(&s, stdout, 16);
-        printf("  replay: SIM_SEED=%llu raft-sim --nodes %d --events %llu%s%s -v\n",
+        printf("  replay: SIM_SEED=%llu raft-sim --nodes %d --events %llu%s%s "
+               "-v\n",
                (unsigned long long)seed, nodes, (unsigned long long)events,
                g_profile >= 0 ? " --profile " : "",
-               g_profile == 0 ? "mixed" : g_profile == 1 ? "fast"
-                                        : g_profile == 2 ? "churn" : "");
+               g_profile == 0   ? "mixed"
+               : g_profile == 1 ? "fast"
+               : g_profile == 2 ? "churn"
+                                : "");
     } else if (verbose) {
         printf("ok seed=%llu nodes=%d events=%llu time=%llums ops=%zu "
                "commits=%llu msgs=%llu dropped=%llu crashes=%llu "
@@ -116,7 +119,8 @@ static int run_regress(const char *path, uint64_t events, bool verbose,
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        fprintf(stderr, "raft-sim: cannot open %s: %s\n", path, strerror(errno));
+        fprintf(stderr, "raft-sim: cannot open %s: %s\n", path,
+                strerror(errno));
         return -1;
     }
     char line[256];
@@ -130,8 +134,9 @@ static int run_regress(const char *path, uint64_t events, bool verbose,
         int nodes;
         int got = sscanf(p, "%llu %d %llu", &seed, &nodes, &ev);
         if (got < 2 || nodes < 1 || nodes > 7) {
-            fprintf(stderr, "raft-sim: %s:%d: expected \"seed nodes [events]\"\n",
-                    path, lineno);
+            fprintf(stderr,
+                    "raft-sim: %s:%d: expected \"seed nodes [events]\"\n", path,
+                    lineno);
             fclose(f);
             return -1;
         }
@@ -222,8 +227,8 @@ int main(int argc, char **argv)
                (unsigned long long)t.commits, (unsigned long long)t.msgs,
                (unsigned long long)t.dropped, (unsigned long long)t.crashes,
                (unsigned long long)t.partitions, (unsigned long long)t.conf,
-               (unsigned long long)t.transfers,
-               (unsigned long long)t.snapshots, (unsigned long long)t.installs,
+               (unsigned long long)t.transfers, (unsigned long long)t.snapshots,
+               (unsigned long long)t.installs,
                (unsigned long long)t.disk_faults);
         for (int k = 0; k < 3; k++)
             printf("coverage: %-5s ok=%llu fail=%llu info=%llu pending=%llu\n",

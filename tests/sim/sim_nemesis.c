@@ -1,4 +1,5 @@
-/* The nemesis: random faults by profile (crashes, partitions, membership, transfers, snapshots, knobs). */
+/* The nemesis: random faults by profile (crashes, partitions, membership,
+ * transfers, snapshots, knobs). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,19 +48,22 @@ static void nemesis_membership(struct sim *s, int l)
     raft_status(s->nodes[l].raft, &st);
     uint64_t r = rk_rand_below(&s->rng, 4);
     if (r == 0 && st.conf.n_learners > 0) {
-        raft_id who = st.conf.learners[rk_rand_below(&s->rng, st.conf.n_learners)];
+        raft_id who =
+            st.conf.learners[rk_rand_below(&s->rng, st.conf.n_learners)];
         sim_conf_change(s, l, RAFT_CC_PROMOTE, who);
     } else if (r == 1 && st.conf.n_voters > 3) {
         raft_id who = st.conf.voters[rk_rand_below(&s->rng, st.conf.n_voters)];
         sim_conf_change(s, l, RAFT_CC_REMOVE, who);
     } else if (r == 2 && st.conf.n_learners > 0) {
-        raft_id who = st.conf.learners[rk_rand_below(&s->rng, st.conf.n_learners)];
+        raft_id who =
+            st.conf.learners[rk_rand_below(&s->rng, st.conf.n_learners)];
         sim_conf_change(s, l, RAFT_CC_REMOVE, who);
     } else if (st.conf.n_voters + st.conf.n_learners < 8 &&
                s->n_slots < SIM_MAX_NODES) {
         /* A brand-new node id: the slot starts once the change is in. */
         raft_id id = (raft_id)s->n_slots + 1;
-        uint8_t type = sim__chance(s, 0.5) ? RAFT_CC_ADD_LEARNER : RAFT_CC_ADD_VOTER;
+        uint8_t type =
+            sim__chance(s, 0.5) ? RAFT_CC_ADD_LEARNER : RAFT_CC_ADD_VOTER;
         if (sim_conf_change(s, l, type, id) == 0)
             sim_add_slot(s);
     }
@@ -76,7 +80,8 @@ static bool nemesis_churn(struct sim *s, int l)
     int max_down = s->o.nodes > 3 ? (s->o.nodes - 1) / 2 : 1;
     if (r < 55 && s->o.crashes && sim__count_down(s) < max_down) {
         sim__schedule(s, 0, SIM_EV_CRASH, l, 0, NULL);
-        sim__schedule(s, sim__rand_range(s, 5, 400), SIM_EV_RESTART, l, 0, NULL);
+        sim__schedule(s, sim__rand_range(s, 5, 400), SIM_EV_RESTART, l, 0,
+                      NULL);
         return true;
     }
     if (r < 90 && s->o.partitions) {
@@ -113,8 +118,9 @@ void sim__on_nemesis(struct sim *s)
     int l = sim__find_leader(s);
     if (s->profile == SIM_PROFILE_CHURN && sim__chance(s, 0.85) &&
         nemesis_churn(s, l)) {
-        sim__schedule(s, sim__rand_range(s, 10, 2 * (uint64_t)s->o.nemesis_every_ms),
-                 SIM_EV_NEMESIS, -1, 0, NULL);
+        sim__schedule(
+            s, sim__rand_range(s, 10, 2 * (uint64_t)s->o.nemesis_every_ms),
+            SIM_EV_NEMESIS, -1, 0, NULL);
         return;
     }
     uint64_t r = rk_rand_below(&s->rng, 100);
@@ -124,7 +130,8 @@ void sim__on_nemesis(struct sim *s)
             i = l;
         if (s->nodes[i].up && sim__count_down(s) < 2) {
             sim__schedule(s, 0, SIM_EV_CRASH, i, 0, NULL);
-            sim__schedule(s, sim__rand_range(s, 20, 1500), SIM_EV_RESTART, i, 0, NULL);
+            sim__schedule(s, sim__rand_range(s, 20, 1500), SIM_EV_RESTART, i, 0,
+                          NULL);
         }
     } else if (r < 40 && s->o.partitions) {
         uint64_t kind = rk_rand_below(&s->rng, 3);
@@ -153,7 +160,8 @@ void sim__on_nemesis(struct sim *s)
             }
         }
         s->n_partitions++;
-        sim__schedule(s, sim__rand_range(s, 50, 2500), SIM_EV_HEAL, -1, 0, NULL);
+        sim__schedule(s, sim__rand_range(s, 50, 2500), SIM_EV_HEAL, -1, 0,
+                      NULL);
     } else if (r < 52 && s->o.membership && l >= 0) {
         nemesis_membership(s, l);
     } else if (r < 62 && s->o.transfers && l >= 0) {
@@ -173,7 +181,8 @@ void sim__on_nemesis(struct sim *s)
     } else if (r < 90) {
         s->o.loss = sim__chance(s, 0.5) ? 0.0 : 0.1 * rk_rand_double(&s->rng);
         s->o.dup = sim__chance(s, 0.5) ? 0.0 : 0.05;
-        s->o.reorder = sim__chance(s, 0.5) ? 0.0 : 0.2 * rk_rand_double(&s->rng);
+        s->o.reorder =
+            sim__chance(s, 0.5) ? 0.0 : 0.2 * rk_rand_double(&s->rng);
         s->o.delay_max_ms = (uint32_t)sim__rand_range(s, 2, 40);
         s->o.disk_max_ms = (uint32_t)sim__rand_range(s, 1, 30);
         sim_trace(s, "knobs loss=%.3f dup=%.2f reorder=%.3f delay<=%u disk<=%u",
@@ -181,5 +190,5 @@ void sim__on_nemesis(struct sim *s)
                   s->o.disk_max_ms);
     }
     sim__schedule(s, sim__rand_range(s, 1, 2 * (uint64_t)s->o.nemesis_every_ms),
-             SIM_EV_NEMESIS, -1, 0, NULL);
+                  SIM_EV_NEMESIS, -1, 0, NULL);
 }

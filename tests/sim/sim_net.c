@@ -1,4 +1,5 @@
-/* The simulated network: per-link cuts, delay, loss, duplication and reordering. */
+/* The simulated network: per-link cuts, delay, loss, duplication and
+ * reordering. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +29,9 @@ static void check_msg_entries(struct sim *s, const struct raft_msg *m)
     for (uint32_t i = 0; i < m->n_entries; i++) {
         const struct raft_entry *e = &m->entries[i];
         if (e->index != m->index + 1 + i) {
-            sim_violation(s, "append from %llu: entry %u has index %llu, "
-                             "expected %llu",
+            sim_violation(s,
+                          "append from %llu: entry %u has index %llu, "
+                          "expected %llu",
                           (unsigned long long)m->from, i,
                           (unsigned long long)e->index,
                           (unsigned long long)(m->index + 1 + i));
@@ -55,10 +57,10 @@ static void check_durable_before_ack(struct sim *s, int from,
         sim_disk_load(n->log, &d);
         /* A later durable term covers it too: the node can never vote in
          * m->term again. */
-        if (d.hs.term < m->term ||
-            (d.hs.term == m->term && d.hs.vote != m->to))
-            sim_violation(s, "vote before durable: n%llu grants n%llu term "
-                             "%llu but its disk holds term %llu vote %llu",
+        if (d.hs.term < m->term || (d.hs.term == m->term && d.hs.vote != m->to))
+            sim_violation(s,
+                          "vote before durable: n%llu grants n%llu term "
+                          "%llu but its disk holds term %llu vote %llu",
                           (unsigned long long)n->id, (unsigned long long)m->to,
                           (unsigned long long)m->term,
                           (unsigned long long)d.hs.term,
@@ -68,12 +70,12 @@ static void check_durable_before_ack(struct sim *s, int from,
         sim_disk_load(n->log, &d);
         raft_index synced = sim_disk_synced(n->log);
         if (m->index > synced && m->index > d.snap.index)
-            sim_violation(s, "ack before durable: n%llu acks index %llu to "
-                             "n%llu but only %llu is synced",
-                          (unsigned long long)n->id,
-                          (unsigned long long)m->index,
-                          (unsigned long long)m->to,
-                          (unsigned long long)synced);
+            sim_violation(
+                s,
+                "ack before durable: n%llu acks index %llu to "
+                "n%llu but only %llu is synced",
+                (unsigned long long)n->id, (unsigned long long)m->index,
+                (unsigned long long)m->to, (unsigned long long)synced);
     }
 }
 

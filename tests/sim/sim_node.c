@@ -1,4 +1,5 @@
-/* One simulated node: the ready pipeline, disk, state machine, crashes, snapshots, membership. */
+/* One simulated node: the ready pipeline, disk, state machine, crashes,
+ * snapshots, membership. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,7 @@ void sim__image_encode(const struct sim_node *n, uint8_t *out)
 }
 
 int sim__image_decode(const void *buf, size_t len, raft_index *index,
-                        int64_t kv[SIM_KEYS])
+                      int64_t kv[SIM_KEYS])
 {
     uint64_t magic;
     if (len != SIM_IMAGE_SIZE)
@@ -133,12 +134,12 @@ static void check_leader_log(struct sim *s, int i, raft_index first_own)
     struct sim_node *n = &s->nodes[i];
     raft_index need = s->lc_commit[i];
     if (first_own <= need) {
-        sim_violation(s, "leader completeness: leader %llu of term %llu "
-                         "writes at %llu over committed index %llu",
+        sim_violation(s,
+                      "leader completeness: leader %llu of term %llu "
+                      "writes at %llu over committed index %llu",
                       (unsigned long long)n->id,
                       (unsigned long long)s->lc_term[i],
-                      (unsigned long long)first_own,
-                      (unsigned long long)need);
+                      (unsigned long long)first_own, (unsigned long long)need);
         return;
     }
     raft_index lo = sim_disk_first(n->log);
@@ -147,12 +148,12 @@ static void check_leader_log(struct sim *s, int i, raft_index first_own)
             continue;
         raft_term t;
         if (sim_disk_term(n->log, k, &t) != 0 || t != s->applied[k].term) {
-            sim_violation(s, "leader completeness: leader %llu of term %llu "
-                             "lacks committed entry %llu (t%llu)",
-                          (unsigned long long)n->id,
-                          (unsigned long long)s->lc_term[i],
-                          (unsigned long long)k,
-                          (unsigned long long)s->applied[k].term);
+            sim_violation(
+                s,
+                "leader completeness: leader %llu of term %llu "
+                "lacks committed entry %llu (t%llu)",
+                (unsigned long long)n->id, (unsigned long long)s->lc_term[i],
+                (unsigned long long)k, (unsigned long long)s->applied[k].term);
             return;
         }
     }
@@ -188,8 +189,9 @@ void sim__on_disk_done(struct sim *s, int i)
         if (image == NULL ||
             sim__image_decode(image, image_len, &idx, n->kv) != 0 ||
             idx != rd->snap_meta.index) {
-            sim_violation(s, "node %llu installed snapshot %llu with a "
-                             "corrupt or mismatched image",
+            sim_violation(s,
+                          "node %llu installed snapshot %llu with a "
+                          "corrupt or mismatched image",
                           (unsigned long long)n->id,
                           (unsigned long long)rd->snap_meta.index);
             return;
@@ -200,9 +202,10 @@ void sim__on_disk_done(struct sim *s, int i)
         if (idx <= s->applied_max && s->applied[idx].term != 0 &&
             (s->applied[idx].term != rd->snap_meta.term ||
              s->applied[idx].state_hash != sim_state_hash(n->kv)))
-            sim_violation(s, "state-machine safety: node %llu installed a "
-                             "snapshot at %llu that differs from the applied "
-                             "state",
+            sim_violation(s,
+                          "state-machine safety: node %llu installed a "
+                          "snapshot at %llu that differs from the applied "
+                          "state",
                           (unsigned long long)n->id, (unsigned long long)idx);
     }
     if (s->lc_term[i] != 0 && rd->n_entries > 0) {
@@ -257,12 +260,13 @@ void sim__disk_fault(struct sim *s, int i)
                     prev = 0;
                 else if (sim_disk_term(n->log, e->index - 1, &prev) != 0)
                     prev = UINT64_MAX;
-                sim_check_entry(s, n->id, e->index, e->term,
-                                sim_entry_hash(e), prev);
+                sim_check_entry(s, n->id, e->index, e->term, sim_entry_hash(e),
+                                prev);
             }
             int rc = sim_disk_persist(n->log, &part);
             if (rc != 0)
-                sim_violation(s, "node %llu: torn write of %u entries failed: %s",
+                sim_violation(s,
+                              "node %llu: torn write of %u entries failed: %s",
                               (unsigned long long)n->id, keep, rk_strerror(rc));
         }
     }
@@ -282,15 +286,15 @@ void sim__handle_ready(struct sim *s, int i)
             return;
         struct raft_ready *rd = &n->rd;
         raft_ready(n->raft, rd);
-        sim_trace(s, "ready n%llu hs(t%llu v%llu c%llu) ents=%u "
-                         "msgs=%u+%u commit=%u reads=%u%s%s",
-                      (unsigned long long)n->id,
-                      (unsigned long long)rd->hs.term,
-                      (unsigned long long)rd->hs.vote,
-                      (unsigned long long)rd->hs.commit, rd->n_entries,
-                      rd->n_msgs, rd->n_msgs_after_sync, rd->n_committed,
-                      rd->n_reads, rd->snap_chunk ? " chunk" : "",
-                      rd->snap_install ? " install" : "");
+        sim_trace(s,
+                  "ready n%llu hs(t%llu v%llu c%llu) ents=%u "
+                  "msgs=%u+%u commit=%u reads=%u%s%s",
+                  (unsigned long long)n->id, (unsigned long long)rd->hs.term,
+                  (unsigned long long)rd->hs.vote,
+                  (unsigned long long)rd->hs.commit, rd->n_entries, rd->n_msgs,
+                  rd->n_msgs_after_sync, rd->n_committed, rd->n_reads,
+                  rd->snap_chunk ? " chunk" : "",
+                  rd->snap_install ? " install" : "");
         for (uint32_t k = 0; k < rd->n_msgs; k++)
             sim__send_msg(s, i, &rd->msgs[k]);
         if (s->o.early_acks) /* deliberately wrong, see sim_opts */
@@ -300,8 +304,9 @@ void sim__handle_ready(struct sim *s, int i)
         bool disk = rd->must_sync || rd->n_entries || rd->snap_chunk ||
                     rd->snap_install || rd->hs_changed || rd->conf_changed;
         if (disk) {
-            sim__schedule(s, sim__rand_range(s, s->o.disk_min_ms, s->o.disk_max_ms),
-                     SIM_EV_DISK_DONE, i, 0, NULL);
+            sim__schedule(
+                s, sim__rand_range(s, s->o.disk_min_ms, s->o.disk_max_ms),
+                SIM_EV_DISK_DONE, i, 0, NULL);
             return;
         }
         finish_ready(s, i);
@@ -334,7 +339,8 @@ int sim__start_node(struct sim *s, int i, const struct raft_conf_state *boot)
     const void *img = sim_disk_snapshot_image(n->log, &len);
     if (img != NULL) {
         raft_index idx;
-        if (sim__image_decode(img, len, &idx, n->kv) != 0 || idx != d.snap.index)
+        if (sim__image_decode(img, len, &idx, n->kv) != 0 ||
+            idx != d.snap.index)
             return RK_ECORRUPT;
         n->applied = idx;
         n->applied_term = d.snap.term;
@@ -416,8 +422,9 @@ int sim_restart(struct sim *s, int i)
     if (off > 0 && off < 100 && d.conf.n_learners)
         snprintf(conf + off, sizeof(conf) - (size_t)off, " +%u learners",
                  d.conf.n_learners);
-    sim_trace(s, "restart n%llu: %s (term %llu vote %llu commit %llu, log "
-                 "%llu..%llu, snapshot %llu, disk conf: %s)",
+    sim_trace(s,
+              "restart n%llu: %s (term %llu vote %llu commit %llu, log "
+              "%llu..%llu, snapshot %llu, disk conf: %s)",
               (unsigned long long)n->id, rc ? rk_strerror(rc) : "ok",
               (unsigned long long)d.hs.term, (unsigned long long)d.hs.vote,
               (unsigned long long)d.hs.commit,
@@ -452,10 +459,12 @@ int sim_add_slot(struct sim *s)
     struct raft_conf_state empty;
     memset(&empty, 0, sizeof(empty));
     if (sim__start_node(s, i, &empty) != 0) {
-        sim_violation(s, "node %llu cannot start empty", (unsigned long long)n->id);
+        sim_violation(s, "node %llu cannot start empty",
+                      (unsigned long long)n->id);
         return -1;
     }
-    sim__schedule(s, sim__rand_range(s, 0, s->o.tick_ms), SIM_EV_TICK, i, 0, NULL);
+    sim__schedule(s, sim__rand_range(s, 0, s->o.tick_ms), SIM_EV_TICK, i, 0,
+                  NULL);
     return i;
 }
 
@@ -537,7 +546,8 @@ raft_index sim_propose_write(struct sim *s, int i, int key, int64_t value)
 {
     if (!s->nodes[i].up)
         return 0;
-    struct sim_cmd cmd = {.kind = SIM_OP_WRITE, .key = (uint8_t)key, .a1 = value};
+    struct sim_cmd cmd = {
+        .kind = SIM_OP_WRITE, .key = (uint8_t)key, .a1 = value};
     raft_index idx;
     if (propose_cmd(s, i, &cmd, &idx) != 0)
         return 0;

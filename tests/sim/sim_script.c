@@ -1,4 +1,5 @@
-/* raft-sim-script: scripted cluster scenarios with golden output (etcd datadriven style). */
+/* raft-sim-script: scripted cluster scenarios with golden output (etcd
+ * datadriven style). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,7 +42,7 @@
  *   check                   safety verdict and client history check
  */
 
-#define OUT_MAX 8192
+#define OUT_MAX      8192
 #define LINE_MAX_LEN 512
 
 struct out {
@@ -61,7 +62,8 @@ static void outf(struct out *o, const char *fmt, ...)
     int n = vsnprintf(o->buf + o->len, OUT_MAX - o->len, fmt, ap);
     va_end(ap);
     if (n > 0)
-        o->len += (size_t)n < OUT_MAX - o->len ? (size_t)n : OUT_MAX - 1 - o->len;
+        o->len +=
+            (size_t)n < OUT_MAX - o->len ? (size_t)n : OUT_MAX - 1 - o->len;
 }
 
 static const char *rc_str(int rc)
@@ -225,8 +227,9 @@ static void run_command(struct sim *s, bool *have, char **tok, int ntok,
         outf(o, "ok\n");
     } else if (strcmp(cmd, "transfer") == 0 && ntok == 3) {
         int i = node_arg(s, tok[1]);
-        outf(o, "%s\n", i < 0 ? "error: bad node"
-                              : rc_str(sim_transfer(s, i, strtoull(tok[2], NULL, 10))));
+        outf(o, "%s\n",
+             i < 0 ? "error: bad node"
+                   : rc_str(sim_transfer(s, i, strtoull(tok[2], NULL, 10))));
     } else if (strcmp(cmd, "conf") == 0 && ntok == 4) {
         static const char *const ops[] = {"add-voter", "add-learner", "promote",
                                           "remove"};
@@ -237,7 +240,8 @@ static void run_command(struct sim *s, bool *have, char **tok, int ntok,
                 op = k;
         raft_id target = strtoull(tok[3], NULL, 10);
         if (i < 0 || op < 0 || target == 0) {
-            outf(o, "error: usage: conf ID add-voter|add-learner|promote|remove TARGET\n");
+            outf(o, "error: usage: conf ID "
+                    "add-voter|add-learner|promote|remove TARGET\n");
             return;
         }
         int rc = sim_conf_change(s, i, (uint8_t)op, target);
@@ -253,11 +257,14 @@ static void run_command(struct sim *s, bool *have, char **tok, int ntok,
         uint64_t before = s->n_snapshots;
         int rc = sim_take_snapshot(s, i);
         if (rc == 0 && s->n_snapshots > before)
-            outf(o, "snapshot at %llu\n", (unsigned long long)s->nodes[i].applied);
+            outf(o, "snapshot at %llu\n",
+                 (unsigned long long)s->nodes[i].applied);
         else
             outf(o, "%s\n", rc == 0 ? "skipped" : rc_str(rc));
     } else if (strcmp(cmd, "stats") == 0) {
-        outf(o, "snapshots=%llu installs=%llu crashes=%llu conf=%llu transfers=%llu\n",
+        outf(o,
+             "snapshots=%llu installs=%llu crashes=%llu conf=%llu "
+             "transfers=%llu\n",
              (unsigned long long)s->n_snapshots,
              (unsigned long long)s->n_snap_installs,
              (unsigned long long)s->n_crashes, (unsigned long long)s->n_conf,
@@ -313,7 +320,8 @@ static int read_lines(const char *path, struct lines *l)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--rewrite") != 0)) {
+    if (argc < 2 || argc > 3 ||
+        (argc == 3 && strcmp(argv[2], "--rewrite") != 0)) {
         fprintf(stderr, "usage: raft-sim-script FILE [--rewrite]\n");
         return 2;
     }
@@ -367,7 +375,8 @@ int main(int argc, char **argv)
         snprintf(copy, sizeof(copy), "%s", in.v[cmd_line]);
         char *tok[32];
         int ntok = 0;
-        for (char *t = strtok(copy, " \t"); t && ntok < 32; t = strtok(NULL, " \t"))
+        for (char *t = strtok(copy, " \t"); t && ntok < 32;
+             t = strtok(NULL, " \t"))
             tok[ntok++] = t;
         struct out o;
         o.len = 0;

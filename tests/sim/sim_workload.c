@@ -1,4 +1,5 @@
-/* The simulated clients: register operations through the log or ReadIndex, and their answers. */
+/* The simulated clients: register operations through the log or ReadIndex, and
+ * their answers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,9 +26,10 @@ void sim__client_done(struct sim *s, int c, uint8_t status, int64_t result)
         cl->process = s->next_process++;
     cl->busy = false;
     if (s->workload)
-        sim__schedule(s, status == SIM_ST_OK ? sim__rand_range(s, 1, 40)
-                                        : sim__rand_range(s, 30, 150),
-                 SIM_EV_CLIENT, c, 0, NULL); /* back off after a failure */
+        sim__schedule(s,
+                      status == SIM_ST_OK ? sim__rand_range(s, 1, 40)
+                                          : sim__rand_range(s, 30, 150),
+                      SIM_EV_CLIENT, c, 0, NULL); /* back off after a failure */
 }
 
 /* Every client waiting on node slot i loses its answer (outcome unknown). */
@@ -60,8 +62,8 @@ void sim__serve_reads(struct sim *s, int i)
 
 /* Node slot i applied the entry at `index`, whose command carries op id
  * `op` (0 for none): answer the client that proposed that index there. */
-void sim__clients_on_apply(struct sim *s, int i, raft_index index, uint64_t op_id,
-                           bool cas_ok, int64_t result)
+void sim__clients_on_apply(struct sim *s, int i, raft_index index,
+                           uint64_t op_id, bool cas_ok, int64_t result)
 {
     for (int c = 0; c < SIM_CLIENTS; c++) {
         struct sim_client *cl = &s->clients[c];
@@ -118,8 +120,9 @@ void sim__on_client(struct sim *s, int c)
     } else {
         kind = SIM_OP_CAS;
         /* Mostly the latest value seen for the key, so that many succeed. */
-        a1 = sim__chance(s, 0.75) ? s->last_value[key]
-                             : (int64_t)rk_rand_below(&s->rng, (uint64_t)s->next_value);
+        a1 = sim__chance(s, 0.75)
+                 ? s->last_value[key]
+                 : (int64_t)rk_rand_below(&s->rng, (uint64_t)s->next_value);
         a2 = s->next_value++;
     }
     int target = pick_target(s);
@@ -136,8 +139,11 @@ void sim__on_client(struct sim *s, int c)
     if (!n->up) {
         rc = RK_EUNAVAILABLE;
     } else if (via_log) {
-        struct sim_cmd cmd = {.kind = kind, .key = (uint8_t)key,
-                              .op = s->ops[op].id, .a1 = a1, .a2 = a2};
+        struct sim_cmd cmd = {.kind = kind,
+                              .key = (uint8_t)key,
+                              .op = s->ops[op].id,
+                              .a1 = a1,
+                              .a2 = a2};
         uint8_t buf[SIM_CMD_SIZE];
         sim_cmd_encode(&cmd, buf);
         raft_index idx = 0;
@@ -156,18 +162,22 @@ void sim__on_client(struct sim *s, int c)
     } else {
         rc = raft_read_index(n->raft, s->ops[op].id);
     }
-    sim_trace(s, "client %d op#%llu %s k%d %lld %lld at n%llu%s: %s (index %llu)",
+    sim_trace(s,
+              "client %d op#%llu %s k%d %lld %lld at n%llu%s: %s (index %llu)",
               c, (unsigned long long)s->ops[op].id,
-              kind == SIM_OP_WRITE ? "write" : kind == SIM_OP_READ ? "read" : "cas",
+              kind == SIM_OP_WRITE  ? "write"
+              : kind == SIM_OP_READ ? "read"
+                                    : "cas",
               key, (long long)a1, (long long)a2, (unsigned long long)n->id,
-              via_log ? "" : lease ? " read-lease" : " read-index",
-              rc ? rk_err_name(rc) : "ok",
-              (unsigned long long)cl->index);
+              via_log ? ""
+              : lease ? " read-lease"
+                      : " read-index",
+              rc ? rk_err_name(rc) : "ok", (unsigned long long)cl->index);
     if (rc != 0) {
         sim__client_done(s, c, SIM_ST_FAIL, 0);
         return;
     }
     sim__schedule(s, SIM_CLIENT_TIMEOUT_MS, SIM_EV_CLIENT_TIMEOUT, c,
-             s->ops[op].id, NULL);
+                  s->ops[op].id, NULL);
     sim__handle_ready(s, target);
 }

@@ -1,4 +1,5 @@
-/* Tests of the simulator driving the real Raft core: determinism, elections, faults, checkers. */
+/* Tests of the simulator driving the real Raft core: determinism, elections,
+ * faults, checkers. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

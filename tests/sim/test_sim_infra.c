@@ -1,4 +1,5 @@
-/* Unit tests of the simulator's infrastructure: event heap, message copies, checkers, history. */
+/* Unit tests of the simulator's infrastructure: event heap, message copies,
+ * checkers, history. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,7 +46,8 @@ static void test_heap_free_releases_messages(void **state)
     struct raft_msg m;
     memset(&m, 0, sizeof(m));
     for (uint64_t i = 0; i < 10; i++) {
-        struct sim_event e = {.time = 10 - i, .seq = i, .msg = sim_msg_clone(&m)};
+        struct sim_event e = {
+            .time = 10 - i, .seq = i, .msg = sim_msg_clone(&m)};
         assert_non_null(e.msg);
         assert_int_equal(sim_heap_push(&h, &e), 0);
     }
@@ -127,7 +129,8 @@ static void test_log_matching_detects_conflicts(void **state)
     struct sim s;
     memset(&s, 0, sizeof(s));
     for (raft_index i = 1; i <= 3000; i++)
-        sim_check_entry(&s, 1, i, 1 + i / 100, i, i == 1 ? 0 : (i - 1) / 100 + 1);
+        sim_check_entry(&s, 1, i, 1 + i / 100, i,
+                        i == 1 ? 0 : (i - 1) / 100 + 1);
     for (raft_index i = 1; i <= 3000; i++)
         sim_check_entry(&s, 2, i, 1 + i / 100, i, UINT64_MAX);
     assert_false(s.failed);
@@ -165,7 +168,8 @@ static void test_history_linearizable(void **state)
     hist(&s, 1, SIM_OP_CAS, 1, 2, SIM_ST_OK, 0);
     hist(&s, 1, SIM_OP_CAS, 1, 3, SIM_ST_FAIL, 0);
     hist(&s, 2, SIM_OP_WRITE, 9, 0, SIM_ST_INFO, 0);
-    hist(&s, 0, SIM_OP_READ, 0, 0, SIM_ST_OK, 9); /* the info write took effect */
+    hist(&s, 0, SIM_OP_READ, 0, 0, SIM_ST_OK,
+         9); /* the info write took effect */
     /* Two overlapping ops: invoke both, complete both. */
     uint64_t w = sim_hist_invoke(&s, 0, SIM_OP_WRITE, 0, 4, 0);
     uint64_t r = sim_hist_invoke(&s, 1, SIM_OP_READ, 0, 0, 0);
@@ -195,7 +199,8 @@ static void test_history_detects_stale_read(void **state)
 static void test_cmd_codec_round_trip(void **state)
 {
     (void)state;
-    struct sim_cmd c = {.kind = SIM_OP_CAS, .key = 2, .op = 77, .a1 = -5, .a2 = 1ll << 40};
+    struct sim_cmd c = {
+        .kind = SIM_OP_CAS, .key = 2, .op = 77, .a1 = -5, .a2 = 1ll << 40};
     uint8_t buf[SIM_CMD_SIZE];
     sim_cmd_encode(&c, buf);
     struct sim_cmd d;
