@@ -33,6 +33,10 @@ int main(int argc, char **argv)
     char prefix[32];
     snprintf(prefix, sizeof(prefix), "node=%" PRIu64, cfg.id);
     rk_log_set_prefix(prefix);
+    if (cfg.log_level <= RK_LOG_VERBOSE) {
+        fprintf(stderr, "# effective configuration\n");
+        srv_config_dump(&cfg, stderr);
+    }
     if (cfg.unsafe_no_sync)
         rk_log(RK_LOG_WARN, "--unsafe-no-sync: acknowledged writes may be "
                "lost on power failure");
