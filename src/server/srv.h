@@ -93,6 +93,8 @@ struct srv_group {
 
     struct srv_wlist proposals;  /* waiting for their index to apply */
     struct srv_wlist read_queue; /* waiting for the next ReadIndex round */
+    struct srv_wlist lease_queue; /* lease reads waiting for the flush */
+    uint32_t awake_ticks;         /* ticks since it last left quiescence */
     struct srv_wlist reads;      /* in a round (ctx) or waiting to apply */
     uint64_t next_read_ctx;
 
@@ -191,9 +193,13 @@ void srv_groups_fail_all(struct srv *s, int status);
  * w->cb is not called). */
 int srv_group_propose(struct srv_group *g, const void *cmd, size_t len,
                       struct srv_waiter *w, uint64_t timeout_ms);
-/* Queues a linearizable read; w->cb runs when local state may serve it. */
+/* Queues a read; w->cb runs when local state may serve it. Linearizable
+ * reads take a batched ReadIndex round; lease reads (lease = true) are
+ * answered from the leader's lease (raft_read_lease) when the group has
+ * been ticking for an election timeout, else they fall back to ReadIndex
+ * (a quiesced leader's lease clock did not run). */
 int srv_group_read(struct srv_group *g, struct srv_waiter *w,
-                   uint64_t timeout_ms);
+                   uint64_t timeout_ms, bool lease);
 /* Removes a waiter that has not completed (its connection closed). */
 void srv_group_cancel(struct srv_group *g, struct srv_waiter *w);
 bool srv_group_is_leader(const struct srv_group *g);

@@ -277,13 +277,7 @@ static void do_read(struct srv_clients *cs, struct cconn *cc,
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
         return;
     }
-    /* Lease reads rely on check-quorum: a leader that still ticks steps
-     * down within an election timeout of losing its quorum, and followers
-     * refuse votes for that long (bounded clock drift assumed). A quiesced
-     * leader runs no such check, so it takes the ReadIndex path. */
-    bool local = rq->consistency == SRV_READ_STALE ||
-                 (rq->consistency == SRV_READ_LEASE &&
-                  srv_group_is_leader(g) && !g->quiesced);
+    bool local = rq->consistency == SRV_READ_STALE;
     if (rq->consistency != SRV_READ_STALE && !srv_group_is_leader(g)) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER, NULL,
                     g->leader);
@@ -296,7 +290,8 @@ static void do_read(struct srv_clients *cs, struct cconn *cc,
         return;
     }
     q->w.cb = on_read_ready;
-    rv = srv_group_read(g, &q->w, request_timeout(rq));
+    rv = srv_group_read(g, &q->w, request_timeout(rq),
+                        rq->consistency == SRV_READ_LEASE);
     if (rv != 0) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, rv, NULL, g->leader);
         creq_free(q);
@@ -490,8 +485,7 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
         return;
     }
     bool leader = srv_group_is_leader(g);
-    if (rq->consistency == SRV_READ_STALE ||
-        (rq->consistency == SRV_READ_LEASE && leader && !g->quiesced)) {
+    if (rq->consistency == SRV_READ_STALE) {
         answer_scan(cs, cc, rq->request_id, rq->op, t0, rq->shard, rq->key,
                     rq->klen, rq->start, rq->slen, rq->limit, rq->keys_only);
         return;
@@ -530,7 +524,8 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
     cc->reqs = q;
     cc->n_reqs++;
     q->w.cb = on_scan_ready;
-    int rv = srv_group_read(g, &q->w, request_timeout(rq));
+    int rv = srv_group_read(g, &q->w, request_timeout(rq),
+                            rq->consistency == SRV_READ_LEASE);
     if (rv != 0)
         q->w.cb(&q->w, rv, NULL); /* replies, unlinks and frees */
 }

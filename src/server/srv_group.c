@@ -130,7 +130,7 @@ void srv_group_free(struct srv_group *g)
         return;
     /* Waiters were failed by srv_groups_fail_all before. */
     RK_ASSERT(g->proposals.n == 0 && g->reads.n == 0 &&
-              g->read_queue.n == 0);
+              g->read_queue.n == 0 && g->lease_queue.n == 0);
     raft_node_free(g->raft);
     free(g);
 }
@@ -147,6 +147,7 @@ void srv_group_wake(struct srv_group *g)
     if (g->quiesced) {
         g->quiesced = false;
         g->idle_ticks = 0;
+        g->awake_ticks = 0;
     }
 }
 
@@ -175,7 +176,7 @@ int srv_group_propose(struct srv_group *g, const void *cmd, size_t len,
 }
 
 int srv_group_read(struct srv_group *g, struct srv_waiter *w,
-                   uint64_t timeout_ms)
+                   uint64_t timeout_ms, bool lease)
 {
     struct srv *s = g->srv;
     if (s->failstop)
@@ -188,14 +189,15 @@ int srv_group_read(struct srv_group *g, struct srv_waiter *w,
     w->ctx = 0;
     w->read_index = 0;
     w->deadline_ms = srv_loop_now(&s->loop) + timeout_ms;
-    srv_wlist_push(&g->read_queue, w);
+    srv_wlist_push(lease ? &g->lease_queue : &g->read_queue, w);
     return 0;
 }
 
 void srv_group_cancel(struct srv_group *g, struct srv_waiter *w)
 {
-    struct srv_wlist *lists[] = {&g->proposals, &g->read_queue, &g->reads};
-    for (size_t i = 0; i < 3; i++) {
+    struct srv_wlist *lists[] = {&g->proposals, &g->read_queue, &g->reads,
+                                 &g->lease_queue};
+    for (size_t i = 0; i < 4; i++) {
         for (struct srv_waiter *x = lists[i]->head; x != NULL; x = x->next) {
             if (x == w) {
                 srv_wlist_remove(lists[i], w);
@@ -330,9 +332,39 @@ static void take_read_states(struct srv_group *g, const struct raft_ready *rd)
     }
 }
 
+static void move_all(struct srv_wlist *from, struct srv_wlist *to,
+                     uint64_t ctx)
+{
+    while (from->head != NULL) {
+        struct srv_waiter *w = from->head;
+        srv_wlist_remove(from, w);
+        w->ctx = ctx;
+        srv_wlist_push(to, w);
+    }
+}
+
+/* Lease reads of this flush share one raft_read_lease context; without a
+ * usable lease they join the ReadIndex round. */
+static void start_lease_round(struct srv_group *g)
+{
+    if (g->lease_queue.n == 0)
+        return;
+    if (g->role == RAFT_LEADER &&
+        g->awake_ticks >= g->srv->election_ticks) {
+        uint64_t ctx = g->next_read_ctx++;
+        if (raft_read_lease(g->raft, ctx) == 0) {
+            g->srv->metrics.read_rounds_lease++;
+            move_all(&g->lease_queue, &g->reads, ctx);
+            return;
+        }
+    }
+    move_all(&g->lease_queue, &g->read_queue, 0);
+}
+
 /* One ReadIndex round per group per flush carries every queued read. */
 static void start_read_round(struct srv_group *g)
 {
+    start_lease_round(g);
     if (g->read_queue.n == 0)
         return;
     if (g->role != RAFT_LEADER) {
@@ -345,12 +377,8 @@ static void start_read_round(struct srv_group *g)
         fail_list(&g->read_queue, rv == RK_EBUSY ? RK_EBUSY : rv);
         return;
     }
-    while (g->read_queue.head != NULL) {
-        struct srv_waiter *w = g->read_queue.head;
-        srv_wlist_remove(&g->read_queue, w);
-        w->ctx = ctx;
-        srv_wlist_push(&g->reads, w);
-    }
+    g->srv->metrics.read_rounds_index++;
+    move_all(&g->read_queue, &g->reads, ctx);
 }
 
 /* ---------------------------------------------------------------- roles */
@@ -375,6 +403,7 @@ static void on_soft_state(struct srv_group *g, const struct raft_ready *rd)
          * Proposals stay: they may still commit under the new leader, and
          * an entry at their index with another term fails them. */
         fail_list(&g->read_queue, RK_ENOTLEADER);
+        fail_list(&g->lease_queue, RK_ENOTLEADER);
         fail_list(&g->reads, RK_ENOTLEADER);
     }
 }
@@ -738,7 +767,7 @@ static void expire_list(struct srv_wlist *l, uint64_t now)
 
 static bool group_idle(struct srv_group *g)
 {
-    if (g->proposals.n || g->reads.n || g->read_queue.n)
+    if (g->proposals.n || g->reads.n || g->read_queue.n || g->lease_queue.n)
         return false;
     struct raft_status st;
     raft_status(g->raft, &st);
@@ -771,8 +800,11 @@ void srv_groups_tick(struct srv *s)
         expire_list(&g->proposals, now);
         expire_list(&g->reads, now);
         expire_list(&g->read_queue, now);
+        expire_list(&g->lease_queue, now);
         if (g->quiesced)
             continue;
+        if (g->awake_ticks < UINT32_MAX)
+            g->awake_ticks++;
         /* Idleness is judged on durable facts (leader known, everything
          * committed is applied, followers caught up, no waiters), not on
          * output that is merely waiting for this iteration's flush (a
@@ -817,6 +849,7 @@ void srv_groups_fail_all(struct srv *s, int status)
             continue;
         fail_list(&g->proposals, status);
         fail_list(&g->read_queue, status);
+        fail_list(&g->lease_queue, status);
         fail_list(&g->reads, status);
     }
 }

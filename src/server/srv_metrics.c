@@ -142,6 +142,12 @@ void srv_metrics_write(const struct srv_metrics *m, FILE *out)
                        "transaction and sync).");
     write_hist(out, "ringkv_storage_sync_duration_seconds", "",
                &m->sync_latency);
+    counter(out, "ringkv_read_index_rounds_total",
+            "ReadIndex rounds (each serves every read queued on a shard).",
+            m->read_rounds_index);
+    counter(out, "ringkv_lease_read_rounds_total",
+            "Lease read rounds answered from the leader's lease.",
+            m->read_rounds_lease);
     counter(out, "ringkv_storage_batches_total",
             "Group-commit batches written.", m->storage_batches);
     counter(out, "ringkv_storage_batch_entries_total",

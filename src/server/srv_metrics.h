@@ -51,6 +51,8 @@ struct srv_metrics {
     uint64_t requests[SRV_OP__COUNT][SRV_STATUS_SLOTS];
     struct srv_hist latency[SRV_OP__COUNT];
     struct srv_hist sync_latency;      /* storage batch write + sync */
+    uint64_t read_rounds_index;  /* ReadIndex rounds started */
+    uint64_t read_rounds_lease;  /* lease reads answered by the lease */
     uint64_t storage_batches;
     uint64_t storage_batch_entries;
     uint64_t peer_bytes_in, peer_bytes_out;

@@ -166,6 +166,13 @@ def main():
               "stale read on every replica: %r" % got)
         r = rk.call_leader(cl, rk.op_get("mode"), consistency=1)
         check(r.status == "OK" and r.value == b"m", "lease read: %r" % r)
+        lease_rounds = 0
+        for i in cl.procs:
+            _, body = cl.http(i, "/metrics")
+            for line in body.splitlines():
+                if line.startswith("ringkv_lease_read_rounds_total "):
+                    lease_rounds += float(line.split()[1])
+        check(lease_rounds >= 1, "the lease read did not use the lease")
 
         # status and shard map
         st = cl.status(1)
