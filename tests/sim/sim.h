@@ -33,6 +33,7 @@
 #define SIM_CLIENTS    4  /* concurrent simulated clients */
 #define SIM_TRACE_RING 48 /* events kept for a failure report */
 #define SIM_TRACE_LINE 160
+#define SIM_HW_TERMS   4
 
 /* ------------------------------------------------------------ event heap */
 
@@ -151,6 +152,10 @@ struct sim_node {
     bool busy;
     struct raft_ready rd;
     bool disk_fault; /* the next batch write fails (fsync error / torn) */
+    /* Highest synced index seen while the durable term was hw_term[k] (the
+     * last SIM_HW_TERMS terms): what append acks of those terms may cover. */
+    raft_term hw_term[SIM_HW_TERMS];
+    raft_index hw_index[SIM_HW_TERMS];
 
     /* State machine (the KV registers) and its applied index. */
     int64_t kv[SIM_KEYS];

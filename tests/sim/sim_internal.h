@@ -33,6 +33,8 @@ int sim__start_node(struct sim *s, int i, const struct raft_conf_state *boot);
 void sim__handle_ready(struct sim *s, int i);
 void sim__on_disk_done(struct sim *s, int i);
 void sim__disk_fault(struct sim *s, int i);
+/* Records node i's synced index under its durable term (after a write). */
+void sim__note_synced(struct sim *s, int i);
 
 /* sim_workload.c */
 void sim__on_client(struct sim *s, int c);

@@ -159,6 +159,21 @@ static void check_leader_log(struct sim *s, int i, raft_index first_own)
     }
 }
 
+void sim__note_synced(struct sim *s, int i)
+{
+    struct sim_node *n = &s->nodes[i];
+    struct sim_durable d;
+    sim_disk_load(n->log, &d);
+    raft_index synced = sim_disk_synced(n->log);
+    int slot = (int)(d.hs.term % SIM_HW_TERMS);
+    if (n->hw_term[slot] != d.hs.term) {
+        n->hw_term[slot] = d.hs.term;
+        n->hw_index[slot] = 0;
+    }
+    if (synced > n->hw_index[slot])
+        n->hw_index[slot] = synced;
+}
+
 void sim__on_disk_done(struct sim *s, int i)
 {
     struct sim_node *n = &s->nodes[i];
@@ -177,6 +192,7 @@ void sim__on_disk_done(struct sim *s, int i)
     }
 
     int rc = sim_disk_persist(n->log, rd);
+    sim__note_synced(s, i);
     if (rc != 0) {
         sim_violation(s, "node %llu: persisting a ready batch failed: %s",
                       (unsigned long long)n->id, rk_strerror(rc));
@@ -264,6 +280,7 @@ void sim__disk_fault(struct sim *s, int i)
                                 prev);
             }
             int rc = sim_disk_persist(n->log, &part);
+            sim__note_synced(s, i);
             if (rc != 0)
                 sim_violation(s,
                               "node %llu: torn write of %u entries failed: %s",
