@@ -18,6 +18,10 @@ void sim__client_done(struct sim *s, int c, uint8_t status, int64_t result)
         return;
     sim_hist_complete(s, cl->op, status, result);
     const struct sim_op *op = &s->ops[cl->op];
+    static const char *const names[] = {"pending", "ok", "fail", "info"};
+    sim_trace(s, "client %d op#%llu (process %d) -> %s %lld", c,
+              (unsigned long long)op->id, op->process, names[status],
+              (long long)result);
     if (status == SIM_ST_OK)
         s->last_value[op->key] = op->kind == SIM_OP_READ  ? result
                                  : op->kind == SIM_OP_CAS ? op->arg2
