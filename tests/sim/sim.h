@@ -307,6 +307,19 @@ int sim_leader(struct sim *s);
 /* Proposes a client write of key := value at slot i; its index or 0. */
 raft_index sim_propose_write(struct sim *s, int i, int key, int64_t value);
 
+/* How a client operation reaches the state machine. */
+enum sim_path {
+    SIM_PATH_LOG = 0,        /* proposed as a log entry (writes, cas) */
+    SIM_PATH_READ_INDEX = 1, /* raft_read_index, then local state */
+    SIM_PATH_LEASE = 2,      /* raft_read_lease, then local state */
+};
+
+/* Client c (idle) sends one operation to node slot `target` and records it
+ * in the history; returns its position in s->ops. The answer arrives as
+ * the simulation runs (s->ops[op].status leaves SIM_ST_PENDING). */
+uint64_t sim_client_op(struct sim *s, int c, int target, uint8_t kind, int key,
+                       int64_t a1, int64_t a2, int path);
+
 /* ------------------------------------------------------------ checking */
 
 /* Records a violation (first one wins) and keeps the trace. */

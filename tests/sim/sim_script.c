@@ -30,7 +30,11 @@
  *   elect                   run until a leader is known (10 s max)
  *   run MS                  run MS ms of simulated time, then print status
  *   status                  one line per node
- *   propose ID K=V          write K := V through node ID
+ *   propose ID K=V          write K := V through node ID (not in the history)
+ *   write ID K=V            a client write through node ID, recorded in the
+ *                           history; waits for the answer (3 s at most)
+ *   read ID K PATH          a client read at node ID, PATH = log | index |
+ *                           lease; prints the value or fail/info
  *   crash ID | restart ID
  *   partition A B.. | C D.. cut every link between the two groups
  *   cut A B                 cut A -> B only
@@ -110,6 +114,16 @@ static bool run_for(struct sim *s, void *arg)
     (void)s;
     (void)arg;
     return false;
+}
+
+struct op_arg {
+    uint64_t op;
+};
+
+static bool op_done(struct sim *s, void *arg)
+{
+    const struct op_arg *a = arg;
+    return s->ops[a->op].status != SIM_ST_PENDING;
 }
 
 /* Runs one command; the output goes to o. */
@@ -261,6 +275,42 @@ static void run_command(struct sim *s, bool *have, char **tok, int ntok,
                  (unsigned long long)s->nodes[i].applied);
         else
             outf(o, "%s\n", rc == 0 ? "skipped" : rc_str(rc));
+    } else if ((strcmp(cmd, "write") == 0 && ntok == 3) ||
+               (strcmp(cmd, "read") == 0 && ntok == 4)) {
+        int i = node_arg(s, tok[1]);
+        int key;
+        long long val = 0;
+        int path = SIM_PATH_LOG;
+        bool is_read = cmd[0] == 'r';
+        bool ok = i >= 0;
+        if (is_read) {
+            key = atoi(tok[2]);
+            if (strcmp(tok[3], "index") == 0)
+                path = SIM_PATH_READ_INDEX;
+            else if (strcmp(tok[3], "lease") == 0)
+                path = SIM_PATH_LEASE;
+            else if (strcmp(tok[3], "log") != 0)
+                ok = false;
+        } else if (sscanf(tok[2], "%d=%lld", &key, &val) != 2) {
+            ok = false;
+        }
+        if (!ok || key < 0 || key >= SIM_CLIENT_KEYS || s->clients[0].busy) {
+            outf(o,
+                 "error: usage: write ID K=V | read ID K log|index|lease "
+                 "(K < %d, one operation at a time)\n",
+                 SIM_CLIENT_KEYS);
+            return;
+        }
+        uint64_t op = sim_client_op(
+            s, 0, i, is_read ? SIM_OP_READ : SIM_OP_WRITE, key, val, 0, path);
+        struct op_arg a = {.op = op};
+        sim_step_until(s, op_done, &a, 3000);
+        static const char *const st[] = {"pending", "ok", "fail", "info"};
+        const struct sim_op *r = &s->ops[op];
+        if (is_read && r->status == SIM_ST_OK)
+            outf(o, "ok %lld\n", (long long)r->result);
+        else
+            outf(o, "%s\n", st[r->status]);
     } else if (strcmp(cmd, "stats") == 0) {
         outf(o,
              "snapshots=%llu installs=%llu crashes=%llu conf=%llu "

@@ -132,6 +132,18 @@ void sim__on_client(struct sim *s, int c)
     int target = pick_target(s);
     if (kind == SIM_OP_READ && !via_log && s->o.stale_reads)
         target = (int)rk_rand_below(&s->rng, (uint64_t)s->n_slots);
+    sim_client_op(s, c, target, kind, key, a1, a2,
+                  via_log ? SIM_PATH_LOG
+                  : lease ? SIM_PATH_LEASE
+                          : SIM_PATH_READ_INDEX);
+}
+
+uint64_t sim_client_op(struct sim *s, int c, int target, uint8_t kind, int key,
+                       int64_t a1, int64_t a2, int path)
+{
+    struct sim_client *cl = &s->clients[c];
+    bool via_log = path == SIM_PATH_LOG || kind != SIM_OP_READ;
+    bool lease = path == SIM_PATH_LEASE;
     uint64_t op = sim_hist_invoke(s, c, kind, key, a1, a2);
     s->ops[op].process = cl->process;
     cl->busy = true;
@@ -160,7 +172,7 @@ void sim__on_client(struct sim *s, int c)
                   (unsigned long long)s->ops[op].id, key,
                   (unsigned long long)n->id, (long long)n->kv[key]);
         sim__client_done(s, c, SIM_ST_OK, n->kv[key]);
-        return;
+        return op;
     } else if (lease) {
         rc = raft_read_lease(n->raft, s->ops[op].id);
     } else {
@@ -179,9 +191,10 @@ void sim__on_client(struct sim *s, int c)
               rc ? rk_err_name(rc) : "ok", (unsigned long long)cl->index);
     if (rc != 0) {
         sim__client_done(s, c, SIM_ST_FAIL, 0);
-        return;
+        return op;
     }
     sim__schedule(s, SIM_CLIENT_TIMEOUT_MS, SIM_EV_CLIENT_TIMEOUT, c,
                   s->ops[op].id, NULL);
     sim__handle_ready(s, target);
+    return op;
 }
