@@ -1,5 +1,4 @@
-/* Deterministic multi-node Raft cluster simulator: one seed drives everything.
- */
+/* Deterministic multi-node Raft cluster simulator (one seed, one run). */
 #ifndef SIM_H
 #define SIM_H
 
@@ -25,15 +24,14 @@
 
 #define SIM_MAX_NODES 12 /* initial nodes (<= 7) plus nodes added later */
 #define SIM_KEYS      4  /* registers of the state machine */
-#define SIM_CLIENT_KEYS                                                        \
-    3 /* the clients' registers; the last key is the                           \
-         simulator's own (liveness probes), outside                            \
-         the checked history */
-#define SIM_PROBE_KEY  3
-#define SIM_CLIENTS    4  /* concurrent simulated clients */
-#define SIM_TRACE_RING 48 /* events kept for a failure report */
-#define SIM_TRACE_LINE 160
-#define SIM_HW_TERMS   4
+/* The clients' registers; the last key is the simulator's own (liveness
+ * probes), outside the checked history. */
+#define SIM_CLIENT_KEYS 3
+#define SIM_PROBE_KEY   3
+#define SIM_CLIENTS     4  /* concurrent simulated clients */
+#define SIM_TRACE_RING  48 /* events kept for a failure report */
+#define SIM_TRACE_LINE  160
+#define SIM_HW_TERMS    4
 
 /* ------------------------------------------------------------ event heap */
 

@@ -1,5 +1,4 @@
-/* Safety invariants of the simulator: election safety, log matching, leader
- * completeness, SM safety. */
+/* Safety invariants: election, log matching, completeness, SM safety. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,4 @@
-/* The simulated cluster: nodes, network, disk, faults, client workload and the
- * event loop. */
+/* The simulated cluster: options, scheduling, the event loop, checks. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,4 @@
-/* The simulator's view of one node's durable storage (a raft_memlog
- * underneath). */
+/* The simulator's view of one node's durable storage (raft_memlog). */
 #ifndef SIM_DISK_H
 #define SIM_DISK_H
 

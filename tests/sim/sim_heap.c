@@ -1,5 +1,4 @@
-/* The simulator's event heap (ordered by time, then scheduling order) and
- * message copies. */
+/* The event heap (ordered by time, then sequence) and message copies. */
 #include <stdlib.h>
 #include <string.h>
 

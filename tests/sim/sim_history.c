@@ -1,5 +1,4 @@
-/* The simulated clients' history and its linearizability check (rk_lincheck).
- */
+/* The client history and its linearizability check (rk_lincheck). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

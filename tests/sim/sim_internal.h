@@ -1,5 +1,4 @@
-/* Module-private pieces shared by the simulator's files (not for tests or
- * tools). */
+/* Module-private pieces shared by the simulator's own files. */
 #ifndef SIM_INTERNAL_H
 #define SIM_INTERNAL_H
 

@@ -1,5 +1,4 @@
-/* The nemesis: random faults by profile (crashes, partitions, membership,
- * transfers, snapshots, knobs). */
+/* The nemesis: random faults chosen by the seed's fault profile. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,4 @@
-/* The simulated network: per-link cuts, delay, loss, duplication and
- * reordering. */
+/* The simulated network: link cuts, delay, loss, duplication, reorder. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,4 @@
-/* One simulated node: the ready pipeline, disk, state machine, crashes,
- * snapshots, membership. */
+/* One simulated node: ready pipeline, disk, state machine, lifecycle. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,4 @@
-/* raft-sim-script: scripted cluster scenarios with golden output (etcd
- * datadriven style). */
+/* raft-sim-script: scripted scenarios with golden output (datadriven). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,5 +1,4 @@
-/* The simulated clients: register operations through the log or ReadIndex, and
- * their answers. */
+/* The simulated clients: operations via the log, ReadIndex or lease. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

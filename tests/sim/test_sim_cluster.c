@@ -1,5 +1,4 @@
-/* Tests of the simulator driving the real Raft core: determinism, elections,
- * faults, checkers. */
+/* Tests of the simulator over the real core: determinism, faults, checks. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

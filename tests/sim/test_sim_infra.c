@@ -1,5 +1,4 @@
-/* Unit tests of the simulator's infrastructure: event heap, message copies,
- * checkers, history. */
+/* Unit tests of the simulator's heap, message copies, checks, history. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
