@@ -275,15 +275,16 @@ static void op_complete(struct rkc_op *op, ringkv_status st,
     op_detach(op);
     rk_list_remove(&op->link);
     a->n_ops--;
-    uint64_t now = rkc_now();
-    a->st.calls++;
-    if (st == RINGKV_OK)
-        a->st.ok++;
-    else if (st != RINGKV_NOT_FOUND && st != RINGKV_CAS_MISMATCH)
-        a->st.errors++;
-    if (st == RINGKV_TIMEOUT)
-        a->st.timeouts++;
-    rk_hist_record(&a->lat, (now - op->t_start) / 1000);
+    if (!op->internal) {
+        a->st.calls++;
+        if (st == RINGKV_OK)
+            a->st.ok++;
+        else if (st != RINGKV_NOT_FOUND && st != RINGKV_CAS_MISMATCH)
+            a->st.errors++;
+        if (st == RINGKV_TIMEOUT)
+            a->st.timeouts++;
+        rk_hist_record(&a->lat, (rkc_now() - op->t_start) / 1000);
+    }
     if (st != RINGKV_OK && st != RINGKV_NOT_FOUND &&
         st != RINGKV_CAS_MISMATCH) {
         if (op->errmsg[0] != '\0')
@@ -843,6 +844,7 @@ static void start_map_fetch(struct ringkv_async *a)
     if (op == NULL)
         return;
     a->map_fetching = true;
+    op->internal = true;
     op->done = map_done;
     rkc_op_submit(op);
 }
@@ -936,6 +938,38 @@ static void on_response(struct rkc_conn *c, const Ringkv__Response *r)
 
 /* ------------------------------------------------------------ sweeper */
 
+static void probe_done(struct rkc_op *op, ringkv_status st,
+                       const Ringkv__Response *r)
+{
+    (void)op;
+    (void)st;
+    (void)r; /* the breaker already learnt the outcome */
+}
+
+/* A node whose breaker has cooled down gets a status request as its probe
+ * even when no call would pick it (its shards' leaders moved elsewhere), so
+ * that a node that came back is seen as healthy again. */
+static void probe_nodes(struct ringkv_async *a, uint64_t now)
+{
+    if (now < a->next_probe)
+        return;
+    a->next_probe = now + 100 * MS;
+    for (uint32_t i = 0; i < a->n_nodes; i++) {
+        struct rkc_node *n = a->nodes[i];
+        if (n->br.state == RKC_BREAKER_CLOSED ||
+            !rkc_breaker_peek(&n->br, &a->bcfg, now))
+            continue;
+        struct rkc_op *op =
+            rkc_op_new(a, RKC_STATUS, NULL, 0, NULL, 0, NULL, 0);
+        if (op == NULL)
+            return;
+        op->fixed = op->no_retry = op->internal = true;
+        op->node = n;
+        op->done = probe_done;
+        rkc_op_submit(op);
+    }
+}
+
 static void sweep(uv_timer_t *t)
 {
     struct ringkv_async *a = t->data;
@@ -983,6 +1017,8 @@ static void sweep(uv_timer_t *t)
     }
     if (waiting_map && !a->map_fetching)
         start_map_fetch(a);
+    if (!a->closing)
+        probe_nodes(a, now);
     if (a->n_ops == 0)
         uv_timer_stop(&a->sweeper);
 }

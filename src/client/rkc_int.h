@@ -68,6 +68,7 @@ struct rkc_op {
     bool keys_only;    /* scan */
     bool fixed;        /* only `node` may serve it (status of one node) */
     bool no_retry;
+    bool internal;     /* the engine's own (map fetch): not in stats */
     uint32_t slot;
     uint32_t hops;     /* NOT_LEADER redirects followed in a row */
     uint32_t attempt;  /* tries sent so far */
@@ -131,6 +132,7 @@ struct ringkv_async {
     void (*close_done)(void *);
     void *close_arg;
     unsigned drop_replies; /* TEST ONLY */
+    uint64_t next_probe;   /* when the sweeper next probes open nodes */
 
     /* nodes */
     struct rkc_node **nodes;
