@@ -799,24 +799,9 @@ static void install_map(struct ringkv_async *a, Ringkv__ShardMap *m)
 static void map_done(struct rkc_op *op, ringkv_status st,
                      const Ringkv__Response *r)
 {
+    (void)r; /* on_response installed the map */
     struct ringkv_async *a = op->a;
     a->map_fetching = false;
-    if (st == RINGKV_OK && r != NULL &&
-        r->result_case == RINGKV__RESPONSE__RESULT_SHARD_MAP) {
-        install_map(a, r->shard_map);
-        if (a->map_raw != NULL)
-            rk_proto_free((ProtobufCMessage *)a->map_raw);
-        a->map_raw = NULL;
-        uint8_t *buf = NULL;
-        size_t len = 0;
-        ProtobufCMessage *copy = NULL;
-        if (rk_proto_pack((const ProtobufCMessage *)r->shard_map, 0, &buf,
-                          &len) == 0 &&
-            rk_proto_unpack(&ringkv__shard_map__descriptor, buf, len, 0,
-                            &copy) == 0)
-            a->map_raw = (Ringkv__ShardMap *)copy;
-        free(buf);
-    }
     /* Ops that waited go now (or fetch again on their next turn). */
     struct rk_list *pos, *tmp;
     uint64_t now = rkc_now();
@@ -929,6 +914,10 @@ static void on_response(struct rkc_conn *c, const Ringkv__Response *r)
         op_retry(op, now);
         return;
     }
+    if (op->kind == RKC_MAP && r->status == RINGKV__STATUS__OK &&
+        r->result_case == RINGKV__RESPONSE__RESULT_SHARD_MAP &&
+        (!a->have_map || r->shard_map->epoch >= a->map_epoch))
+        install_map(a, r->shard_map); /* whoever asked for it */
     if (r->status == RINGKV__STATUS__OK && c->node != NULL &&
         !op->fixed && op->kind != RKC_MAP && op->kind != RKC_STATUS &&
         op->kind != RKC_MEMBER_LIST)
@@ -1072,8 +1061,6 @@ void rkc_async_free_state(struct ringkv_async *a)
     }
     free(a->shards);
     shard_ring_free(&a->ring);
-    if (a->map_raw != NULL)
-        rk_proto_free((ProtobufCMessage *)a->map_raw);
     free(a->slots);
     free(a->free_slots);
     free(a->endpoints);

@@ -146,7 +146,6 @@ struct ringkv_async {
     struct shard_ring ring;
     struct rkc_shard *shards;
     uint32_t n_shards;
-    Ringkv__ShardMap *map_raw; /* the last map answer, for get_shard_map */
 
     /* ops */
     struct rk_list ops;
