@@ -69,7 +69,9 @@ typedef struct {
     unsigned breaker_error_pct;   /* open above this error rate over the
                                      window (with >= 20 calls); default 50 */
     unsigned breaker_cooldown_ms; /* open -> half-open; default 1000 */
-    uint64_t client_id;           /* session id; 0 = random */
+    uint64_t client_id;           /* first session id (one session per write
+                                     in flight: client_id, +1, ...); 0 =
+                                     random */
     uint64_t seed;                /* jitter seed; 0 = from the clock */
     size_t max_frame_bytes;       /* default 4 MiB + 4 KiB */
 } ringkv_options;

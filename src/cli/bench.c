@@ -168,9 +168,12 @@ static void on_tick(uv_timer_t *t)
             b->prefill = false;
             fprintf(stderr, "%sprefilled %llu keys%s", b->tty ? "\r" : "",
                     (unsigned long long)b->n_keys, b->tty ? "\033[K\n" : "\n");
+            /* The clock starts now: warm-up, then the measured run. */
+            uint64_t warm = b->t_measure - b->t_start;
+            uint64_t run = b->t_end - b->t_measure;
             b->t_start = now;
-            b->t_measure += now - b->t_measure; /* start the clock now */
-            b->t_end = now + (b->t_end - b->t_measure);
+            b->t_measure = now + warm;
+            b->t_end = b->t_measure + run;
             for (unsigned i = 0; i < b->n_clients; i++)
                 if (!b->clients[i].busy)
                     issue(&b->clients[i]);
@@ -364,6 +367,9 @@ int cli_bench(struct cli *cl)
         json_object_set_new(j, "not_found",
                             json_integer((json_int_t)b->not_found));
         json_object_set_new(j, "retries", json_integer((json_int_t)cs.retries));
+        if (b->errors > 0)
+            json_object_set_new(j, "last_error",
+                                json_string(ringkv_status_name(b->last_err)));
         json_object_set_new(j, "consistency",
                             json_string(b->cons == RINGKV_LINEARIZABLE
                                             ? "linearizable"

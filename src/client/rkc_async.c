@@ -252,9 +252,39 @@ struct rkc_op *rkc_op_new(struct ringkv_async *a, uint8_t kind,
     return op;
 }
 
+/* A free session (a new one when all are busy). */
+static int session_take(struct ringkv_async *a, uint32_t *out)
+{
+    if (a->n_free_sess > 0) {
+        *out = a->free_sess[--a->n_free_sess];
+        return 0;
+    }
+    if (a->n_sess == a->cap_sess) {
+        uint32_t cap = a->cap_sess ? a->cap_sess * 2 : 16;
+        struct rkc_session *ns = realloc(a->sess, cap * sizeof(*ns));
+        if (ns == NULL)
+            return -1;
+        a->sess = ns;
+        uint32_t *nf = realloc(a->free_sess, cap * sizeof(*nf));
+        if (nf == NULL)
+            return -1;
+        a->free_sess = nf;
+        a->cap_sess = cap;
+    }
+    /* Ids follow the first one: distinct, and tied to this handle. */
+    a->sess[a->n_sess] = (struct rkc_session){
+        .id = a->client_id + a->n_sess, .seq = 0};
+    if (a->sess[a->n_sess].id == 0)
+        a->sess[a->n_sess].id = 1;
+    *out = a->n_sess++;
+    return 0;
+}
+
 void rkc_op_free(struct rkc_op *op)
 {
     struct ringkv_async *a = op->a;
+    if (op->seq != 0)
+        a->free_sess[a->n_free_sess++] = op->sess;
     a->slots[op->slot] = NULL;
     a->free_slots[a->n_free++] = op->slot;
     free(op->start_after);
@@ -543,7 +573,7 @@ static int encode(struct rkc_op *op, struct rk_buf *out)
     Ringkv__SplitShardRequest ss = RINGKV__SPLIT_SHARD_REQUEST__INIT;
     ProtobufCBinaryData key = {op->klen, op->key};
     rq.request_id = op->rid;
-    rq.client_id = op->seq != 0 ? a->client_id : 0;
+    rq.client_id = op->seq != 0 ? a->sess[op->sess].id : 0;
     rq.seq = op->seq;
     rq.shard_epoch = a->have_map ? a->map_epoch : 0;
     uint64_t left = op->deadline > rkc_now()
@@ -713,8 +743,12 @@ void rkc_op_submit(struct rkc_op *op)
     struct ringkv_async *a = op->a;
     op->t_start = rkc_now();
     op->deadline = op->t_start + (uint64_t)a->o.timeout_ms * MS;
-    if (op->kind == RKC_PUT || op->kind == RKC_DEL || op->kind == RKC_CAS)
-        op->seq = ++a->next_seq;
+    if (op->kind == RKC_PUT || op->kind == RKC_DEL || op->kind == RKC_CAS) {
+        if (session_take(a, &op->sess) == 0)
+            op->seq = ++a->sess[op->sess].seq;
+        /* else: no memory for a session: sent without one (seq 0), so a
+         * retry of it could apply twice; only under memory exhaustion. */
+    }
     rk_list_push_tail(&a->ops, &op->link);
     a->n_ops++;
     if (!uv_is_active((uv_handle_t *)&a->sweeper))
@@ -1063,6 +1097,8 @@ void rkc_async_free_state(struct ringkv_async *a)
     shard_ring_free(&a->ring);
     free(a->slots);
     free(a->free_slots);
+    free(a->sess);
+    free(a->free_sess);
     free(a->endpoints);
 }
 

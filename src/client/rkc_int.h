@@ -74,6 +74,7 @@ struct rkc_op {
     uint32_t attempt;  /* tries sent so far */
     uint64_t rid;      /* request id of the try in flight (0: none) */
     uint64_t seq;      /* session sequence number (writes) */
+    uint32_t sess;     /* writes: index of the session held */
     uint64_t shard;    /* scan/admin target shard */
     uint64_t arg_node; /* admin: node id */
     uint64_t expect_rev;
@@ -105,6 +106,11 @@ struct rkc_conn {
     char rbuf[64 << 10];
 };
 
+struct rkc_session {
+    uint64_t id;
+    uint64_t seq; /* the last seq used */
+};
+
 struct rkc_shard {
     uint64_t id;
     uint64_t leader;  /* node id, 0 unknown */
@@ -124,8 +130,15 @@ struct ringkv_async {
     char *endpoints; /* copy of o.endpoints */
     struct rkc_breaker_cfg bcfg;
     struct rk_rand rng;
-    uint64_t client_id;
-    uint64_t next_seq;
+    uint64_t client_id; /* the first session's id; the others follow it */
+    /* Sessions for exactly-once writes. A write holds one from submit to
+     * completion, so each session has at most one write outstanding and
+     * its seqs reach the server in order, however many writes the handle
+     * has in flight (the server's per-session window stays small). */
+    struct rkc_session *sess;
+    uint32_t n_sess, cap_sess;
+    uint32_t *free_sess;
+    uint32_t n_free_sess;
     uint64_t rid_gen;
     bool closing;
     unsigned open_handles;

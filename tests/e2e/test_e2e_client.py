@@ -45,7 +45,7 @@ def main():
     load = None
     try:
         cl.start_all()
-        cl.wait_leaders(SHARDS + 1)
+        leaders = cl.wait_leaders(SHARDS + 1)
 
         out = subprocess.run([hello, eps], capture_output=True, text=True,
                              timeout=60)
@@ -73,7 +73,11 @@ def main():
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         time.sleep(2.5)
-        victim = 2
+        # The node leading the most shards: its death is felt at once.
+        led = {}
+        for node in leaders.values():
+            led[node] = led.get(node, 0) + 1
+        victim = max(sorted(led), key=lambda n: led[n])
         cl.kill(victim)
         t_kill = time.time()
         time.sleep(4.0)
