@@ -165,6 +165,12 @@ def main():
         if p.returncode == 4:
             check(b"ringkv: members remove:" in p.stderr, p.stderr)
 
+        # members add: node id 0 is never valid; the cluster refuses it.
+        _, err = cli.run("members", "add", "0", "127.0.0.1:1", "127.0.0.1:2",
+                         rc=4)
+        check("ringkv: members add:" in err, err)
+        cli.run("members", "add", "x", rc=2)
+
         # unreachable cluster: exit 3 within the timeout
         p = subprocess.run([ringkv, "--endpoints", "127.0.0.1:1",
                             "--timeout", "500ms", "get", "k"],
