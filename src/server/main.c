@@ -40,6 +40,9 @@ int main(int argc, char **argv)
     if (cfg.unsafe_no_sync)
         rk_log(RK_LOG_WARN, "--unsafe-no-sync: acknowledged writes may be "
                "lost on power failure");
+    if (cfg.unsafe_test_local_reads)
+        rk_log(RK_LOG_WARN, "--unsafe-test-local-reads: reads are served "
+               "from local state and are NOT linearizable (testing only)");
 
     int rv = srv_init(&s, &cfg);
     if (rv != 0) {

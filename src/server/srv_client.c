@@ -277,8 +277,9 @@ static void do_read(struct srv_clients *cs, struct cconn *cc,
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
         return;
     }
-    bool local = rq->consistency == SRV_READ_STALE;
-    if (rq->consistency != SRV_READ_STALE && !srv_group_is_leader(g)) {
+    bool local = rq->consistency == SRV_READ_STALE ||
+                 s->cfg->unsafe_test_local_reads;
+    if (!local && !srv_group_is_leader(g)) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER, NULL,
                     g->leader);
         creq_free(q);

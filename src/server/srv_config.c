@@ -94,6 +94,12 @@ static const struct opt opts[] = {
     {"unsafe-no-sync", OPT_BOOL, F(unsafe_no_sync), 0, NULL,
      "Do not fsync the log. Loses acknowledged writes on power failure: "
      "benchmarks and tests only."},
+    {"unsafe-test-local-reads", OPT_BOOL, F(unsafe_test_local_reads), 0,
+     NULL,
+     "BREAKS LINEARIZABILITY: serve every read from this node's local state "
+     "(no ReadIndex, no leader check), so a deposed or partitioned leader "
+     "answers stale reads. Only for testing that the jepsen checker catches "
+     "them."},
     {"config", OPT_FILE, F(config_file), S(config_file), "FILE",
      "Read settings from FILE (name = value lines, names as the flags "
      "without dashes); flags override it."},
@@ -763,6 +769,8 @@ void srv_config_dump(const struct srv_config *c, FILE *out)
     fprintf(out, "max-value-bytes = %" PRIu64 "\n", c->max_value_bytes);
     fprintf(out, "max-frame-bytes = %" PRIu64 "\n", c->max_frame_bytes);
     fprintf(out, "unsafe-no-sync = %s\n", c->unsafe_no_sync ? "true" : "false");
+    fprintf(out, "unsafe-test-local-reads = %s\n",
+            c->unsafe_test_local_reads ? "true" : "false");
 }
 
 uint64_t srv_config_cluster_id(const struct srv_config *c)

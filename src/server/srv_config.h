@@ -66,6 +66,7 @@ struct srv_config {
 
     int log_level; /* enum rk_log_level */
     bool unsafe_no_sync;
+    bool unsafe_test_local_reads; /* testing the checker only */
 
     bool help;
     bool version;

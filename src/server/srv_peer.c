@@ -289,7 +289,14 @@ static void dial(struct srv_peer *p)
     p->state = SRV_PEER_CONNECTING;
     p->connects++;
     pc->connect_req.data = pc;
-    int rc = uv_tcp_connect(&pc->connect_req, &pc->conn.tcp,
+    int rc;
+    if (ps->bind_local &&
+        (rc = uv_tcp_bind(&pc->conn.tcp, (const struct sockaddr *)&ps->local,
+                          0)) != 0)
+        rk_log(RK_LOG_WARN, "binding the connection to node %" PRIu64
+               " to the peer address: %s (connecting from any address)",
+               p->id, uv_strerror(rc));
+    rc = uv_tcp_connect(&pc->connect_req, &pc->conn.tcp,
                             (const struct sockaddr *)&p->addr, on_connect);
     if (rc != 0) {
         rk_log(RK_LOG_DEBUG, "connect to node %" PRIu64 ": %s", p->id,
@@ -357,6 +364,17 @@ int srv_peers_init(struct srv_peers *ps, uv_loop_t *loop, uint64_t cluster_id,
     if (srv_addr_resolve(listen, &ss) != 0) {
         rk_errf(ps->errmsg, "cannot resolve peer address %s", a);
         return RK_EIO;
+    }
+    ps->local = ss;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ps->local;
+        in->sin_port = 0;
+        ps->bind_local = in->sin_addr.s_addr != htonl(INADDR_ANY);
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ps->local;
+        in6->sin6_port = 0;
+        ps->bind_local = memcmp(&in6->sin6_addr, &in6addr_any,
+                                sizeof(in6addr_any)) != 0;
     }
     uv_tcp_init(loop, &ps->listener);
     ps->listener.data = ps;

@@ -88,6 +88,12 @@ struct srv_peers {
 
     uv_tcp_t listener;
     bool listening;
+    /* Outgoing connections leave from the peer listener's IP (port 0), so
+     * that every node's Raft traffic carries its own source address: nodes
+     * on distinct loopback addresses can then be partitioned by address
+     * (jepsen/). Unset when listening on a wildcard address. */
+    struct sockaddr_storage local;
+    bool bind_local;
     struct srv_peer *peers[SRV_MAX_NODES];
     uint32_t n_peers;
     struct srv_peer_conn *inbound; /* list of accepted connections */
