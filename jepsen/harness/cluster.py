@@ -252,7 +252,7 @@ class Cluster:
         while time.time() < deadline:
             st = self.status() or {}
             answered = [nd for nd in st.get("nodes", [])
-                        if nd.get("status", "OK") == "OK" and
+                        if nd.get("reachable") and
                         nd.get("shards")]
             ls = self.leaders()
             if len(ls) >= self.shards + 1 and len(answered) >= len(live):

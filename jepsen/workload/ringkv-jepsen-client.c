@@ -25,7 +25,8 @@
 
 #define MAX_PROCS 256
 #define MAX_FINAL_KEYS 100000
-#define FINAL_TRIES 200
+#define FINAL_TRIES 40 /* per key, 0.1 s apart, within FINAL_BUDGET_S */
+#define FINAL_BUDGET_S 120
 
 enum workload { WL_REGISTER, WL_SET, WL_COUNTER };
 
@@ -420,6 +421,7 @@ static int final_reads(void)
     struct proc p = {.idx = 0, .id = 1000000, .rs = rs};
     p.c = open_handle(&p.rs);
     int rc = 0;
+    int64_t budget = now_ns() + FINAL_BUDGET_S * 1000000000LL;
     if (cfg.wl == WL_REGISTER) {
         const char *s = cfg.final_keys ? cfg.final_keys : "";
         while (*s) {
@@ -432,10 +434,10 @@ static int final_reads(void)
             }
             long long seen = -1;
             int t = 0;
-            while (t++ < FINAL_TRIES &&
+            while (t++ < FINAL_TRIES && now_ns() < budget &&
                    strcmp(reg_read(&p, key, &seen), "ok") != 0)
                 sleep_ns(100000000LL);
-            if (t > FINAL_TRIES)
+            if (t > FINAL_TRIES || now_ns() >= budget)
                 rc = 1;
             s = *end == ',' ? end + 1 : end;
         }
