@@ -237,7 +237,8 @@ class Nemesis:
     def f_membership(self):
         ids = self.ids()
         victim = self.rnd.choice(ids)
-        rc, out = self.c.ringkv("members", "remove", str(victim), timeout=30)
+        rc, out = self.c.ringkv("members", "remove", str(victim),
+                                timeout=12)
         out = out.strip().replace("\n", " ")[:200]
         if rc != 0:
             return ("membership remove n%d refused (rc %d): %s" %
@@ -251,7 +252,7 @@ class Nemesis:
             subprocess.run(["rm", "-rf", n.data_dir])
             n.removed = False
             rc2, out2 = self.c.ringkv("members", "add", str(victim),
-                                      n.peer_addr, n.client_addr, timeout=30)
+                                      n.peer_addr, n.client_addr, timeout=12)
             others = [x for x in self.ids() if x != victim]
             n.start(join=self.c.nodes[others[0]].client_addr)
             self.record("membership", "add n%d: rc %d %s" % (
@@ -262,7 +263,7 @@ class Nemesis:
         shard, _ = self.shard_leader()
         if shard is None:
             shard = 1
-        rc, out = self.c.ringkv("shard", "split", str(shard), timeout=30)
+        rc, out = self.c.ringkv("shard", "split", str(shard), timeout=12)
         out = out.strip().replace("\n", " ")[:200]
         if rc != 0:
             return "split shard %d refused (rc %d): %s" % (shard, rc, out), \
