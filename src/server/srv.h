@@ -109,9 +109,10 @@ struct srv_flush {
     struct srv_group **groups;
     uint32_t n_groups;
     uint32_t cap_groups;
+    bool submitted; /* handed to the storage thread (else still open) */
     bool done;
     int status;
-    uint64_t started_us;
+    uint64_t started_us; /* submission time */
 };
 
 struct srv {
@@ -180,6 +181,8 @@ struct srv_group *srv_group_get(struct srv *s, uint64_t shard);
 /* The flush hook and its completion (called by srv_node.c). */
 void srv_groups_flush(struct srv *s);
 void srv_groups_on_done(struct srv *s);
+/* Submits the oldest flush if it is still open (see srv_group.c). */
+void srv_groups_submit(struct srv *s);
 void srv_groups_tick(struct srv *s);
 /* Handles one decoded peer message (any shard). */
 int srv_groups_step(struct srv *s, const struct raft_msg *m);

@@ -508,14 +508,49 @@ static void enter_failstop(struct srv *s, int status, const char *why)
     srv_groups_fail_all(s, RK_EFAILSTOP);
 }
 
+/* Hands the oldest flush to the storage thread once every flush before it
+ * completed. Until then it stays open and gathers the readies of later loop
+ * iterations: while one batch syncs, the next one grows (one sync for all of
+ * them) instead of queueing a sync per loop iteration behind it. */
+void srv_groups_submit(struct srv *s)
+{
+    struct srv_flush *f = s->flush_head;
+    if (f == NULL || f->submitted)
+        return;
+    f->submitted = true;
+    f->started_us = uv_hrtime() / 1000;
+    if (stor_batch_empty(f->batch)) {
+        stor_batch_free(f->batch);
+        f->batch = NULL;
+        pthread_mutex_lock(&s->done_mu);
+        f->done = true;
+        pthread_mutex_unlock(&s->done_mu);
+    } else {
+        int rv = stor_batch_submit(s->stor, f->batch, on_batch_done, f);
+        if (rv == 0)
+            return;
+        pthread_mutex_lock(&s->done_mu);
+        f->done = true;
+        f->status = rv;
+        pthread_mutex_unlock(&s->done_mu);
+    }
+    uv_async_send(&s->done_async);
+}
+
 void srv_groups_flush(struct srv *s)
 {
     /* Nothing new is gathered once shutdown began (on_stop waits for the
      * batches already submitted). */
-    if (s->failstop || s->stopping || s->n_groups == 0)
+    if (s->failstop || s->stopping || s->n_groups == 0) {
+        srv_groups_submit(s);
         return;
+    }
     struct outbox out = {0};
-    struct srv_flush *f = NULL;
+    /* The open flush (not submitted yet) takes more groups. */
+    struct srv_flush *f = s->flush_tail;
+    if (f != NULL && f->submitted)
+        f = NULL;
+    bool listed = f != NULL;
     int rv = 0;
 
     for (uint64_t id = 0; id < s->groups_cap; id++) {
@@ -533,7 +568,6 @@ void srv_groups_flush(struct srv *s)
                 break;
             }
             f->srv = s;
-            f->started_us = uv_hrtime() / 1000;
         }
         if ((rv = flush_add_group(f, g)) != 0)
             break;
@@ -562,41 +596,29 @@ void srv_groups_flush(struct srv *s)
     if (rv != 0) {
         /* Out of memory while gathering: nothing can be made durable. */
         free(out.msgs);
-        if (f != NULL) {
+        if (f != NULL && !listed) {
             for (uint32_t i = 0; i < f->n_groups; i++)
                 f->groups[i]->busy = false;
             flush_free(f);
         }
+        /* A listed flush completes (as failed) through srv_groups_submit;
+         * srv_groups_on_done then releases its groups. */
         enter_failstop(s, rv, "cannot gather a storage batch");
+        srv_groups_submit(s);
         return;
     }
     /* Followers get their appends while the leader syncs (§3 of DESIGN). */
     outbox_send(s, &out);
     free(out.msgs);
-    if (f == NULL)
-        return;
-    if (stor_batch_empty(f->batch)) {
-        stor_batch_free(f->batch);
-        f->batch = NULL;
-        f->done = true; /* processed in order after earlier batches */
+    if (f != NULL && !listed) {
+        if (s->flush_tail != NULL)
+            s->flush_tail->next = f;
+        else
+            s->flush_head = f;
+        s->flush_tail = f;
+        s->flushes_in_flight++;
     }
-    if (s->flush_tail != NULL)
-        s->flush_tail->next = f;
-    else
-        s->flush_head = f;
-    s->flush_tail = f;
-    s->flushes_in_flight++;
-    if (f->batch != NULL) {
-        rv = stor_batch_submit(s->stor, f->batch, on_batch_done, f);
-        if (rv != 0) {
-            pthread_mutex_lock(&s->done_mu);
-            f->done = true;
-            f->status = rv;
-            pthread_mutex_unlock(&s->done_mu);
-        }
-    }
-    if (f->done)
-        uv_async_send(&s->done_async);
+    srv_groups_submit(s);
 }
 
 /* Matches apply results to waiting proposals. */

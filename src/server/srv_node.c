@@ -419,6 +419,7 @@ static void wait_flushes(struct srv *s)
     /* Let the batches already submitted finish so that nothing the core
      * handed out is left half-done; stor_close also waits for them. */
     while (s->flush_head != NULL) {
+        srv_groups_submit(s);
         pthread_mutex_lock(&s->done_mu);
         bool done = s->flush_head->done;
         pthread_mutex_unlock(&s->done_mu);
