@@ -62,6 +62,7 @@ class Node:
         self.paused = False
         self.faketime = None  # a libfaketime spec ("+5s", "+0 x1.1")
         self.removed = False
+        self.join = None  # a node that joined keeps joining on restart
 
     @property
     def client_addr(self):
@@ -102,6 +103,8 @@ class Node:
         return a + list(c.server_flags)
 
     def start(self, join=None):
+        self.join = join or self.join
+        join = self.join
         os.makedirs(self.data_dir, exist_ok=True)
         env = dict(os.environ)
         if self.faketime:
@@ -161,19 +164,44 @@ class Cluster:
         self.proxy = proxy
         self.client_port, self.peer_port, self.metrics_port = \
             free_ports(n_nodes)
+        self.founders = n_nodes
         self.nodes = {i: Node(self, i) for i in range(1, n_nodes + 1)}
         self.delay = None
         os.makedirs(os.path.join(outdir, "logs"), exist_ok=True)
         if proxy:
             self.delay = DelayProxy(self)
 
+    def add_node(self):
+        """A new node with the next id, if its ports are free on its own
+        address (and the proxy's); None otherwise. Not started."""
+        i = max(self.nodes) + 1
+        if 10 + i >= 40:
+            return None
+        ports = (self.client_port, self.peer_port, self.metrics_port)
+        for ip in (node_ip(i), proxy_ip(i)):
+            for p in ports:
+                s = socket.socket()
+                try:
+                    s.bind((ip, p))
+                except OSError:
+                    return None
+                finally:
+                    s.close()
+        n = Node(self, i)
+        self.nodes[i] = n
+        if self.delay:
+            self.delay.listen(i)
+        return n
+
     def initial_cluster(self):
         return ",".join("%d=%s" % (i, n.peer_addr)
-                        for i, n in sorted(self.nodes.items()))
+                        for i, n in sorted(self.nodes.items())
+                        if i <= self.founders)
 
     def initial_clients(self):
         return ",".join("%d=%s" % (i, n.client_addr)
-                        for i, n in sorted(self.nodes.items()))
+                        for i, n in sorted(self.nodes.items())
+                        if i <= self.founders)
 
     def endpoints(self):
         return ",".join(n.client_addr for n in self.nodes.values()
@@ -318,15 +346,18 @@ class DelayProxy:
 
     def start(self):
         for i in self.c.nodes:
-            ls = socket.socket()
-            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            ls.bind((proxy_ip(i), self.c.peer_port))
-            ls.listen(64)
-            ls.setblocking(False)
-            self.sel.register(ls, selectors.EVENT_READ, ("listen", i))
+            self.listen(i)
         self.running = True
         self.thread = threading.Thread(target=self.loop, daemon=True)
         self.thread.start()
+
+    def listen(self, i):
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((proxy_ip(i), self.c.peer_port))
+        ls.listen(64)
+        ls.setblocking(False)
+        self.sel.register(ls, selectors.EVENT_READ, ("listen", i))
 
     def stop(self):
         self.running = False

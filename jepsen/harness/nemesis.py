@@ -6,6 +6,7 @@ end event in the history."""
 import os
 import random
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -235,6 +236,8 @@ class Nemesis:
         return "clock n%d faketime '%s'" % (i, spec), end
 
     def f_membership(self):
+        """Removes a node (its process stops), then at the end adds a new
+        node with a fresh id (ids are never reused) that joins empty."""
         ids = self.ids()
         victim = self.rnd.choice(ids)
         rc, out = self.c.ringkv("members", "remove", str(victim),
@@ -243,20 +246,27 @@ class Nemesis:
         if rc != 0:
             return ("membership remove n%d refused (rc %d): %s" %
                     (victim, rc, out), None)
-        n = self.c.nodes[victim]
-        n.removed = True
+        old = self.c.nodes[victim]
+        old.removed = True
+        old.kill(signal.SIGTERM)
 
         def end():
-            # The removed node comes back as a new, empty member.
-            n.kill()
-            subprocess.run(["rm", "-rf", n.data_dir])
-            n.removed = False
-            rc2, out2 = self.c.ringkv("members", "add", str(victim),
+            n = self.c.add_node()
+            if n is None:
+                self.record("membership", "no address left for a new node",
+                            "info")
+                return
+            rc2, out2 = self.c.ringkv("members", "add", str(n.id),
                                       n.peer_addr, n.client_addr, timeout=12)
-            others = [x for x in self.ids() if x != victim]
+            out2 = out2.strip().replace("\n", " ")[:200]
+            if rc2 != 0:
+                n.removed = True
+                self.record("membership", "add n%d refused (rc %d): %s" % (
+                    n.id, rc2, out2), "info")
+                return
+            others = [x for x in self.ids() if x != n.id]
             n.start(join=self.c.nodes[others[0]].client_addr)
-            self.record("membership", "add n%d: rc %d %s" % (
-                victim, rc2, out2.strip().replace("\n", " ")[:200]), "info")
+            self.record("membership", "add n%d: %s" % (n.id, out2), "info")
         return "membership remove n%d: %s" % (victim, out), end
 
     def f_split(self):
