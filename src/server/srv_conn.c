@@ -12,18 +12,66 @@
  * idle connection shrinks back when drained. */
 #define RBUF_MIN 16384
 
+/* Frames queued by srv_conn_writev during one loop iteration are appended
+ * to the connection's output buffer and written by srv_conn_flush_all (the
+ * loop's flush hook) with ONE uv_write per connection per iteration: a
+ * pipelining client gets its answers in one write, not one syscall each.
+ * A buffer over OBUF_FLUSH bytes is written at once. */
+#define OBUF_MIN 4096
+#define OBUF_FLUSH (256u << 10)
+
 struct write_req {
     uv_write_t req;
     struct srv_conn *conn;
     size_t len;
-    uint8_t bytes[]; /* header + payload */
+    uint8_t *bytes; /* frames, owned */
 };
+
+/* Connections with buffered output; the loop thread's (one per process). */
+static struct srv_conn *out_head;
+
+static void out_unlink(struct srv_conn *c)
+{
+    if (!c->out_listed)
+        return;
+    if (c->out_prev != NULL)
+        c->out_prev->out_next = c->out_next;
+    else
+        out_head = c->out_next;
+    if (c->out_next != NULL)
+        c->out_next->out_prev = c->out_prev;
+    c->out_next = c->out_prev = NULL;
+    c->out_listed = false;
+}
+
+static void out_link(struct srv_conn *c)
+{
+    if (c->out_listed)
+        return;
+    c->out_prev = NULL;
+    c->out_next = out_head;
+    if (out_head != NULL)
+        out_head->out_prev = c;
+    out_head = c;
+    c->out_listed = true;
+}
+
+/* Drops buffered output that was never handed to uv_write. */
+static void out_drop(struct srv_conn *c)
+{
+    out_unlink(c);
+    c->write_queue_bytes -= c->olen;
+    free(c->obuf);
+    c->obuf = NULL;
+    c->olen = c->ocap = 0;
+}
 
 static void on_closed(uv_handle_t *h)
 {
     struct srv_conn *c = container_of(h, struct srv_conn, tcp);
     free(c->rbuf);
     c->rbuf = NULL;
+    out_drop(c);
     if (c->on_close != NULL)
         c->on_close(c);
 }
@@ -33,6 +81,7 @@ void srv_conn_close(struct srv_conn *c, const char *reason)
     if (c->closing)
         return;
     c->closing = true;
+    out_drop(c);
     if (reason != NULL) {
         c->close_reason = reason;
         rk_log(RK_LOG_INFO, "closing connection %s: %s", c->peer_name,
@@ -198,9 +247,44 @@ static void on_written(uv_write_t *req, int status)
     RK_ASSERT(c->writes_pending > 0);
     c->writes_pending--;
     c->write_queue_bytes -= w->len;
+    free(w->bytes);
     free(w);
     if (status < 0 && status != UV_ECANCELED)
         srv_conn_close(c, uv_err_name(status));
+}
+
+/* Hands the buffered frames to one uv_write. */
+static void out_flush(struct srv_conn *c)
+{
+    out_unlink(c);
+    if (c->olen == 0 || c->closing)
+        return;
+    struct write_req *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        srv_conn_close(c, "out of memory for a write");
+        return;
+    }
+    w->conn = c;
+    w->len = c->olen;
+    w->bytes = c->obuf;
+    c->obuf = NULL;
+    c->olen = c->ocap = 0;
+    uv_buf_t b = uv_buf_init((char *)w->bytes, (unsigned)w->len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    if (rc != 0) {
+        c->write_queue_bytes -= w->len;
+        free(w->bytes);
+        free(w);
+        srv_conn_close(c, uv_err_name(rc));
+        return;
+    }
+    c->writes_pending++;
+}
+
+void srv_conn_flush_all(void)
+{
+    while (out_head != NULL)
+        out_flush(out_head);
 }
 
 int srv_conn_writev(struct srv_conn *c, const uv_buf_t *parts, unsigned n)
@@ -212,32 +296,36 @@ int srv_conn_writev(struct srv_conn *c, const uv_buf_t *parts, unsigned n)
         len += parts[i].len;
     if (len > c->max_frame)
         return RK_ETOOLARGE;
-    struct write_req *w = malloc(sizeof(*w) + SRV_FRAME_HEADER + len);
-    if (w == NULL)
-        return RK_ENOMEM;
-    w->conn = c;
-    w->len = SRV_FRAME_HEADER + len;
-    w->bytes[0] = (uint8_t)(len >> 24);
-    w->bytes[1] = (uint8_t)(len >> 16);
-    w->bytes[2] = (uint8_t)(len >> 8);
-    w->bytes[3] = (uint8_t)len;
-    size_t off = SRV_FRAME_HEADER;
+    size_t need = c->olen + SRV_FRAME_HEADER + len;
+    if (need > c->ocap) {
+        size_t cap = c->ocap == 0 ? OBUF_MIN : c->ocap;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *p = realloc(c->obuf, cap);
+        if (p == NULL)
+            return RK_ENOMEM;
+        c->obuf = p;
+        c->ocap = cap;
+    }
+    uint8_t *h = c->obuf + c->olen;
+    h[0] = (uint8_t)(len >> 24);
+    h[1] = (uint8_t)(len >> 16);
+    h[2] = (uint8_t)(len >> 8);
+    h[3] = (uint8_t)len;
+    size_t off = c->olen + SRV_FRAME_HEADER;
     for (unsigned i = 0; i < n; i++) {
         if (parts[i].len > 0)
-            memcpy(w->bytes + off, parts[i].base, parts[i].len);
+            memcpy(c->obuf + off, parts[i].base, parts[i].len);
         off += parts[i].len;
     }
-    uv_buf_t b = uv_buf_init((char *)w->bytes, (unsigned)w->len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
-    if (rc != 0) {
-        free(w);
-        srv_conn_close(c, uv_err_name(rc));
-        return RK_EIO;
-    }
-    c->writes_pending++;
-    c->write_queue_bytes += w->len;
-    c->bytes_out += w->len;
+    c->olen = need;
+    c->write_queue_bytes += SRV_FRAME_HEADER + len;
+    c->bytes_out += SRV_FRAME_HEADER + len;
     c->frames_out++;
+    if (c->olen >= OBUF_FLUSH)
+        out_flush(c);
+    else
+        out_link(c);
     return 0;
 }
 
@@ -257,6 +345,9 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 void srv_conn_close_after_write(struct srv_conn *c, const char *reason)
 {
     if (c->closing || c->shutting_down)
+        return;
+    out_flush(c); /* the last answers go before the FIN */
+    if (c->closing)
         return;
     if (reason != NULL) {
         c->close_reason = reason;

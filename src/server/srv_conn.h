@@ -6,9 +6,10 @@
  * Shared by the client and peer transports. Reading accumulates bytes and
  * hands every complete frame to on_frame; a length over max_frame closes the
  * connection with a logged reason BEFORE anything is allocated for it
- * (DESIGN.md §5). Writes are copied into one heap buffer per frame (header
- * and payload together) and queued with uv_write; write_queue_bytes gives the
- * owner its backpressure signal.
+ * (DESIGN.md §5). Writes are copied into the connection's output buffer;
+ * srv_conn_flush_all() (the loop's flush hook) hands each connection's
+ * frames of the iteration to one uv_write. write_queue_bytes (buffered and
+ * queued, not yet written) gives the owner its backpressure signal.
  *
  * Lifetime: the owner embeds struct srv_conn, calls srv_conn_init() on a
  * uv_tcp_t it has accepted or connected, and frees its object in on_close,
@@ -47,7 +48,11 @@ struct srv_conn {
     char peer_name[96];
     const char *close_reason;
 
-    uint64_t write_queue_bytes; /* queued, not yet written */
+    uint64_t write_queue_bytes; /* buffered or queued, not yet written */
+    uint8_t *obuf; /* frames not yet handed to uv_write: obuf[0, olen) */
+    size_t olen, ocap;
+    struct srv_conn *out_next, *out_prev; /* list of conns with output */
+    bool out_listed;
     uint32_t writes_pending;
     bool shutting_down;
     uv_shutdown_t shutdown_req;
@@ -63,6 +68,9 @@ int srv_conn_start(struct srv_conn *c, uint64_t max_frame,
  * max_frame, RK_ESHUTDOWN when closing, RK_ENOMEM, RK_EIO. */
 int srv_conn_writev(struct srv_conn *c, const uv_buf_t *parts, unsigned n);
 int srv_conn_write(struct srv_conn *c, const void *data, size_t len);
+/* Writes the frames buffered on every connection (call once per loop
+ * iteration, after everything that answers). */
+void srv_conn_flush_all(void);
 
 /* Closes the connection (idempotent); `reason` (static string) is logged
  * at INFO if not NULL. on_close runs later. */

@@ -380,6 +380,7 @@ static void before_sleep(void *data)
 {
     struct srv *s = data;
     srv_groups_flush(s);
+    srv_conn_flush_all();
 }
 
 static void on_tick(void *data)
