@@ -45,6 +45,7 @@ struct config {
     int64_t t0_ns;    /* CLOCK_REALTIME origin of the history's times */
     bool final;
     const char *final_keys;
+    ringkv_consistency reads; /* register and counter reads */
 };
 
 static struct config cfg;
@@ -186,7 +187,7 @@ static const char *reg_read(struct proc *p, long long key, long long *seen)
     size_t kl = key_name(kb, sizeof(kb), 'r', key);
     emit(p->id, "invoke", "read", key, "null", NULL);
     ringkv_value v = {0};
-    ringkv_status st = ringkv_get(p->c, kb, kl, RINGKV_LINEARIZABLE, &v);
+    ringkv_status st = ringkv_get(p->c, kb, kl, cfg.reads, &v);
     const char *out;
     if (st == RINGKV_OK || st == RINGKV_NOT_FOUND) {
         long long x = st == RINGKV_OK ? parse_value(&v) : -1;
@@ -343,7 +344,7 @@ static const char *counter_read(struct proc *p, bool final)
     const char *f = final ? "final-read" : "read";
     emit(p->id, "invoke", f, 0, "null", NULL);
     ringkv_value v = {0};
-    ringkv_status st = ringkv_get(p->c, "c/0", 3, RINGKV_LINEARIZABLE, &v);
+    ringkv_status st = ringkv_get(p->c, "c/0", 3, cfg.reads, &v);
     const char *out = "fail";
     if (st == RINGKV_OK || st == RINGKV_NOT_FOUND) {
         snprintf(val, sizeof(val), "%lld",
@@ -481,7 +482,8 @@ static void usage(FILE *f)
             "  [--workload register|set|counter] [--concurrency C]\n"
             "  [--time S] [--rate OPS] [--seed N] [--timeout-ms MS]\n"
             "  [--procs-per-key N] [--ops-per-key N] [--readers N]\n"
-            "  [--t0 NS] [--final [--final-keys K,K,...]]\n"
+            "  [--consistency linearizable|lease] [--t0 NS]\n"
+            "  [--final [--final-keys K,K,...]]\n"
             "Appends the history as JSON lines to FILE. Exit 0 when the run\n"
             "(or every final read) completed, 1 if a final read never\n"
             "succeeded, 2 for bad usage, 3 when the client cannot start.\n");
@@ -543,6 +545,16 @@ static int parse_args(int argc, char **argv)
             cfg.readers = (unsigned)strtoul(v, NULL, 10);
         } else if (strcmp(a, "--t0") == 0) {
             cfg.t0_ns = strtoll(v, NULL, 10);
+        } else if (strcmp(a, "--consistency") == 0) {
+            if (strcmp(v, "linearizable") == 0)
+                cfg.reads = RINGKV_LINEARIZABLE;
+            else if (strcmp(v, "lease") == 0)
+                cfg.reads = RINGKV_LEASE;
+            else {
+                fprintf(stderr, "ringkv-jepsen-client: --consistency "
+                                "linearizable|lease\n");
+                return -1;
+            }
         } else if (strcmp(a, "--final-keys") == 0) {
             cfg.final_keys = v;
         } else {
