@@ -621,32 +621,40 @@ void srv_groups_flush(struct srv *s)
     srv_groups_submit(s);
 }
 
-/* Matches apply results to waiting proposals. */
+/* Matches apply results to waiting proposals, in one pass over the waiters
+ * (the committed entries are consecutive, so a waiter's entry is found by
+ * its index). */
 static void answer_proposals(struct srv_group *g, struct stor_batch *b)
 {
     const struct raft_ready *rd = &g->rd;
-    for (uint32_t k = 0; k < g->n_res; k++) {
-        const struct raft_entry *e = &rd->committed[k];
-        const struct stor_result *r =
-            b != NULL ? stor_batch_result(b, g->res_first + k) : NULL;
-        struct srv_waiter *w = g->proposals.head;
-        while (w != NULL) {
-            struct srv_waiter *next = w->next;
-            if (w->index == e->index) {
-                srv_wlist_remove(&g->proposals, w);
-                if (w->term != e->term || r == NULL)
-                    /* Another leader's entry took the slot: the command was
-                     * not applied; the client retries (same seq). */
-                    w->cb(w, RK_ENOTLEADER, NULL);
-                else
-                    w->cb(w, 0, r);
-            } else if (w->index < e->index && w->term < e->term) {
-                /* Its slot was overwritten earlier (it never committed). */
-                srv_wlist_remove(&g->proposals, w);
+    if (g->n_res == 0)
+        return;
+    const struct raft_entry *ents = rd->committed;
+    raft_index first = ents[0].index;
+    raft_index last = ents[g->n_res - 1].index;
+    raft_term last_term = ents[g->n_res - 1].term;
+    RK_ASSERT(last - first + 1 == g->n_res);
+    struct srv_waiter *w = g->proposals.head;
+    while (w != NULL) {
+        struct srv_waiter *next = w->next;
+        if (w->index >= first && w->index <= last) {
+            uint32_t k = (uint32_t)(w->index - first);
+            const struct stor_result *r =
+                b != NULL ? stor_batch_result(b, g->res_first + k) : NULL;
+            srv_wlist_remove(&g->proposals, w);
+            if (w->term != ents[k].term || r == NULL)
+                /* Another leader's entry took the slot: the command was
+                 * not applied; the client retries (same seq). */
                 w->cb(w, RK_ENOTLEADER, NULL);
-            }
-            w = next;
+            else
+                w->cb(w, 0, r);
+        } else if (w->index < first && w->term < last_term) {
+            /* Its slot was overwritten earlier (it never committed): a
+             * later entry of a newer term committed after it. */
+            srv_wlist_remove(&g->proposals, w);
+            w->cb(w, RK_ENOTLEADER, NULL);
         }
+        w = next;
     }
 }
 
