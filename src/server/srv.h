@@ -110,6 +110,8 @@ struct srv_flush {
     uint32_t n_groups;
     uint32_t cap_groups;
     bool submitted; /* handed to the storage thread (else still open) */
+    bool applied;   /* apply results ready (before the sync, see stor.h) */
+    bool answered;  /* proposals answered from them */
     bool done;
     int status;
     uint64_t started_us; /* submission time */

@@ -495,6 +495,18 @@ static void on_batch_done(struct stor_batch *b, int status, void *arg)
     uv_async_send(&s->done_async);
 }
 
+static void on_batch_applied(struct stor_batch *b, int status, void *arg)
+{
+    struct srv_flush *f = arg;
+    struct srv *s = f->srv;
+    (void)b;
+    (void)status;
+    pthread_mutex_lock(&s->done_mu);
+    f->applied = true;
+    pthread_mutex_unlock(&s->done_mu);
+    uv_async_send(&s->done_async);
+}
+
 static void enter_failstop(struct srv *s, int status, const char *why)
 {
     if (s->failstop)
@@ -526,6 +538,7 @@ void srv_groups_submit(struct srv *s)
         f->done = true;
         pthread_mutex_unlock(&s->done_mu);
     } else {
+        stor_batch_on_applied(f->batch, on_batch_applied, f);
         int rv = stor_batch_submit(s->stor, f->batch, on_batch_done, f);
         if (rv == 0)
             return;
@@ -742,7 +755,8 @@ static void complete_flush(struct srv *s, struct srv_flush *f)
             g->applied = rd->committed[rd->n_committed - 1].index;
         if (rd->snap_install && rd->snap_meta.index > g->applied)
             g->applied = rd->snap_meta.index;
-        answer_proposals(g, f->batch);
+        if (!f->answered)
+            answer_proposals(g, f->batch);
         raft_advance(g->raft, rd);
         g->busy = false;
         serve_reads(g);
@@ -756,6 +770,19 @@ static void complete_flush(struct srv *s, struct srv_flush *f)
     free(local);
 }
 
+/* Answers the proposals of a flush whose apply results are final while its
+ * commit still syncs (stor_batch_on_applied): the entries are committed,
+ * so only the client's wait for the apply's own sync is saved. The group
+ * completes (acks, raft_advance, reads) only when the batch is durable. */
+static void answer_early(struct srv *s, struct srv_flush *f)
+{
+    if (f->answered || s->failstop || f->batch == NULL)
+        return;
+    f->answered = true;
+    for (uint32_t i = 0; i < f->n_groups; i++)
+        answer_proposals(f->groups[i], f->batch);
+}
+
 void srv_groups_on_done(struct srv *s)
 {
     for (;;) {
@@ -764,9 +791,14 @@ void srv_groups_on_done(struct srv *s)
             break;
         pthread_mutex_lock(&s->done_mu);
         bool done = f->done;
+        bool applied = f->applied;
         pthread_mutex_unlock(&s->done_mu);
-        if (!done)
+        if (!done) {
+            /* Batches run in order: only the oldest can be applying. */
+            if (applied)
+                answer_early(s, f);
             break;
+        }
         s->flush_head = f->next;
         if (s->flush_head == NULL)
             s->flush_tail = NULL;

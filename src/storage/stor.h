@@ -455,6 +455,15 @@ int stor_batch_commit(struct stor *s, struct stor_batch *b);
  * RK_EFAILSTOP (cb is not called then). */
 int stor_batch_submit(struct stor *s, struct stor_batch *b, stor_done_cb cb,
                       void *arg);
+/* Before stor_batch_submit: cb(b, 0, arg) also runs on the storage thread
+ * once the batch's apply results (stor_batch_result) are computed, just
+ * before its commit and sync, if it applies anything. The results are then
+ * final and may be read (never the batch otherwise) until the done cb: a
+ * caller may answer clients from them, since applied entries were committed
+ * (durable on a quorum) and applying is deterministic; if the commit then
+ * fails, the store fail-stops and a restart applies the entries again. The
+ * applied state itself is visible only after the done cb. */
+void stor_batch_on_applied(struct stor_batch *b, stor_done_cb cb, void *arg);
 
 /* ============================================================= snapshots */
 

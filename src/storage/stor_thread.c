@@ -43,6 +43,8 @@ struct stor_batch {
     struct stor_batch *q_next;
     stor_done_cb cb;
     void *arg;
+    stor_done_cb applied_cb; /* optional, see stor_batch_on_applied */
+    void *applied_arg;
 };
 
 /* ------------------------------------------------------------ building */
@@ -531,6 +533,10 @@ static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
         }
     }
     *at_commit = true;
+    /* The results are final from here on (no retry after this point): a
+     * caller may use them while the commit and its sync run. */
+    if (b->applied_cb != NULL && b->n_res > 0)
+        b->applied_cb(b, 0, b->applied_arg);
     mrc = mdb_txn_commit(txn);
     if (mrc)
         return stor__from_mdb(mrc);
@@ -659,6 +665,12 @@ void stor__thread_stop(struct stor *s)
     pthread_mutex_unlock(&s->q_mu);
     pthread_join(s->thread, NULL);
     s->thread_started = false;
+}
+
+void stor_batch_on_applied(struct stor_batch *b, stor_done_cb cb, void *arg)
+{
+    b->applied_cb = cb;
+    b->applied_arg = arg;
 }
 
 int stor_batch_submit(struct stor *s, struct stor_batch *b, stor_done_cb cb,
