@@ -151,6 +151,7 @@ void raft__self_vote_synced(struct raft_node *n);
 bool raft__in_lease(const struct raft_node *n);
 
 /* raft_replication.c */
+void raft__acks_truncated(struct raft_node *n, raft_index from);
 int raft__append_to_log(struct raft_node *n, const struct raft_entry *ents,
                         uint32_t cnt);
 bool raft__send_append(struct raft_node *n, struct raft_progress *pr,

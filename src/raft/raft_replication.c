@@ -10,6 +10,38 @@
 #define ACK_AFTER_SYNC true
 #endif
 
+/* Thesis §3.8 (durability before answering): an append ack waiting in the
+ * batch being gathered promises that the entries up to its index, as they
+ * were when it was made, are durable after that batch's sync. Entries from
+ * `from` on are replaced before that batch is written, so the old ones never
+ * reach the disk: such an ack would claim entries that were never durable
+ * (in the term of the leader it answers). Drop it; that leader is stale, and
+ * the prefix below `from` is acked again by the next exchange. Acks in the
+ * batch already handed out stay: their entries are written by that batch. */
+void raft__acks_truncated(struct raft_node *n, raft_index from)
+{
+    struct raft_out *o = &n->out[n->cur];
+    uint32_t w = 0;
+    for (uint32_t k = 0; k < o->n_after; k++) {
+        const struct raft_msg *m = &o->after[k];
+        if (m->type == RAFT_MSG_APPEND_RESP && !m->reject && m->index >= from) {
+            raft__trace(n, RK_LOG_DEBUG,
+                        "term %llu: drop ack of %llu to %llu (term %llu): "
+                        "entries from %llu replaced before written",
+                        (unsigned long long)n->term,
+                        (unsigned long long)m->index,
+                        (unsigned long long)m->to,
+                        (unsigned long long)m->term,
+                        (unsigned long long)from);
+            continue;
+        }
+        if (w != k)
+            o->after[w] = *m;
+        w++;
+    }
+    o->n_after = w;
+}
+
 int raft__append_to_log(struct raft_node *n, const struct raft_entry *ents,
                         uint32_t cnt)
 {
@@ -20,6 +52,8 @@ int raft__append_to_log(struct raft_node *n, const struct raft_entry *ents,
     int rc = raft__log_append(&n->log, ents, cnt);
     if (rc)
         return rc;
+    if (truncated)
+        raft__acks_truncated(n, truncated);
     return raft__conf_on_append(n, ents, cnt, truncated);
 }
 

@@ -159,6 +159,7 @@ int raft__handle_snapshot(struct raft_node *n, const struct raft_msg *m)
         o->install = true;
         o->install_meta = *s;
         raft__log_restore(&n->log, s);
+        raft__acks_truncated(n, s->index + 1);
         raft__conf_restore(n, s);
         raft__trace(n, RK_LOG_INFO, "installing snapshot %llu/%llu",
                     (unsigned long long)s->index,

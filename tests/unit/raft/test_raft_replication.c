@@ -567,6 +567,68 @@ static void test_duplicate_append_idempotent(void **state)
     h_free(&c);
 }
 
+/* Thesis §3.8, etcd async storage writes: entries that a newer-term append
+ * replaces before they were ever written must not be acked to the old
+ * leader (seed 601787 n3). Node 3 receives L+2..L+3 of term 2 while its
+ * write of L+1 is in flight; a term-3 leader replaces L+2 in the same
+ * gathered batch; the ack of L+3 to the term-2 leader must not leave. */
+static void test_no_ack_for_entries_replaced_before_written(void **state)
+{
+    struct cluster c;
+    h_init(&c, 3);
+    CLUSTER_ELECT(&c, 1);
+    raft_term t = h_term(&c, 1);
+    raft_index last = h_last(&c, 3);
+    c.hold_sync[3] = true;
+    propose_ok(&c, 1, "a");
+    h_ready(&c, 1);
+    h_deliver_to(&c, 3);
+    struct raft_ready rd0; /* the write of L+1, in flight */
+    raft_ready(c.nodes[3], &rd0);
+    assert_int_equal(rd0.n_entries, 1);
+    propose_ok(&c, 1, "b");
+    propose_ok(&c, 1, "c");
+    h_ready(&c, 1);
+    h_deliver_to(&c, 3); /* L+2..L+3 (term t) and their ack are gathered */
+    assert_int_equal(h_last(&c, 3), last + 3);
+
+    struct raft_entry e = {.term = t + 1, .index = last + 2,
+                           .type = RAFT_ENTRY_NORMAL, .len = 1, .data = "z"};
+    struct raft_msg m = h_msg(2, 3, RAFT_MSG_APPEND, t + 1);
+    m.index = last + 1;
+    m.log_term = t;
+    m.entries = &e;
+    m.n_entries = 1;
+    assert_int_equal(raft_step(c.nodes[3], &m), 0);
+    assert_int_equal(h_last(&c, 3), last + 2);
+
+    h_complete(&c, 3, &rd0);
+    struct raft_ready rd1;
+    raft_ready(c.nodes[3], &rd1);
+    assert_int_equal(rd1.n_entries, 1);
+    assert_int_equal(rd1.entries[0].term, t + 1);
+    uint32_t acks_to_2 = 0;
+    for (uint32_t k = 0; k < rd1.n_msgs_after_sync; k++) {
+        const struct raft_msg *a = &rd1.msgs_after_sync[k];
+        if (a->type != RAFT_MSG_APPEND_RESP || a->reject)
+            continue;
+        /* Nothing past L+1 may be acked in term t: only L+1 of term t
+         * is ever written. */
+        if (a->to == 1)
+            assert_true(a->index <= last + 1);
+        if (a->to == 2) {
+            assert_int_equal(a->term, t + 1);
+            assert_int_equal(a->index, last + 2);
+            acks_to_2++;
+        }
+    }
+    assert_int_equal(acks_to_2, 1);
+    h_complete(&c, 3, &rd1);
+    c.hold_sync[3] = false;
+    assert_int_equal(c.early_acks, 0);
+    h_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -592,6 +654,7 @@ int main(void)
         H_TEST(test_committed_once_in_order),
         H_TEST(test_inputs_between_ready_and_advance),
         H_TEST(test_duplicate_append_idempotent),
+        H_TEST(test_no_ack_for_entries_replaced_before_written),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
