@@ -381,8 +381,10 @@ int raft_read_index(struct raft_node *n, uint64_t ctx);
 /* Lease-based read (thesis §6.4.1, opt-in): answered at once in rd.reads
  * with the commit index, without a heartbeat round. Safe only if clocks
  * drift less than an election timeout. Leader only (RK_ENOTLEADER);
- * RK_EINVAL unless check_quorum is on; RK_EBUSY during a transfer or before
- * the leader's first entry of its term is committed. */
+ * RK_EINVAL unless check_quorum is on; RK_EBUSY during a transfer, for the
+ * rest of the term once this leader has sent TimeoutNow (the transferee's
+ * election ignores leases), or before the leader's first entry of its term
+ * is committed (use raft_read_index then). */
 int raft_read_lease(struct raft_node *n, uint64_t ctx);
 /* Thesis §3.10: catch `to` up, then send it TimeoutNow; proposals get
  * RK_EBUSY until it wins or an election timeout passes. RK_ENOTLEADER,

@@ -104,6 +104,10 @@ struct raft_node {
     uint32_t n_reads, cap_reads;
     uint64_t read_round;
     bool read_round_open;
+    /* Thesis §3.10/§6.4.1: set once this leader sent TimeoutNow; the
+     * transferee's election ignores leases, so ours is void for the rest
+     * of the term (cleared when the term or role changes). */
+    bool lease_void;
 
     /* Follower: the snapshot being received in chunks. */
     bool staging;

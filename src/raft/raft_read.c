@@ -84,7 +84,7 @@ int raft_read_lease(struct raft_node *n, uint64_t ctx)
      * that do not drift by more than that bound. */
     if (!n->cfg.check_quorum)
         return RK_EINVAL;
-    if (n->transferee)
+    if (n->transferee || n->lease_void)
         return RK_EBUSY;
     if (!committed_in_term(n))
         return RK_EBUSY;
@@ -141,6 +141,7 @@ void raft__read_reset(struct raft_node *n)
     /* Reads pending on a deposed leader are dropped; clients retry. */
     n->n_reads = 0;
     n->read_round_open = false;
+    n->lease_void = false;
 }
 
 void raft__read_close_round(struct raft_node *n)

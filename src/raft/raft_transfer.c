@@ -11,6 +11,10 @@ void raft__transfer_abort(struct raft_node *n)
 static void send_timeout_now(struct raft_node *n, raft_id to)
 {
     raft__msg_new(n, RAFT_MSG_TIMEOUT_NOW, to, false);
+    /* The transferee may win at once, whatever the followers' leases say:
+     * no lease read may be served for the rest of this term, even after
+     * the transfer times out. */
+    n->lease_void = true;
     raft__trace(n, RK_LOG_INFO, "term %llu: TimeoutNow to %llu",
                 (unsigned long long)n->term, (unsigned long long)to);
 }

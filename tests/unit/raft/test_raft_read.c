@@ -201,6 +201,40 @@ static void test_lease_read_needs_check_quorum(void **state)
     h_free(&c);
 }
 
+/* Thesis §3.10/§6.4.1: once a leader sent TimeoutNow, the transferee may
+ * win at once (its election ignores leases), so the old leader's lease is
+ * void for the rest of its term, even after the transfer timed out
+ * (seed 902102 n7). ReadIndex still works. */
+static void test_lease_void_after_timeout_now(void **state)
+{
+    struct raft_config base = {.election_ticks = 10, .heartbeat_ticks = 1,
+                               .check_quorum = true, .seed = 2};
+    struct cluster c;
+    h_init_ex(&c, 3, 0, &base);
+    CLUSTER_ELECT(&c, 1);
+    h_tick(&c, 1, 1);
+    h_stabilize(&c);
+    assert_int_equal(raft_read_lease(c.nodes[1], 3), 0);
+    assert_int_equal(raft_transfer_leader(c.nodes[1], 2), 0);
+    h_ready(&c, 1);
+    int k = h_find(&c, 1, 2, RAFT_MSG_TIMEOUT_NOW);
+    assert_true(k >= 0);
+    h_drop(&c, (uint32_t)k); /* lost (or delayed): 2 may still campaign */
+    assert_int_equal(raft_read_lease(c.nodes[1], 4), RK_EBUSY);
+    /* The transfer times out; heartbeats keep the quorum in touch. */
+    for (int t = 0; t < 12; t++) {
+        h_tick(&c, 1, 1);
+        h_stabilize(&c);
+    }
+    assert_int_equal(h_role(&c, 1), RAFT_LEADER);
+    raft_index idx = 0;
+    assert_int_equal(h_propose(&c, 1, "x", &idx), 0); /* transfer over */
+    h_stabilize(&c);
+    assert_int_equal(raft_read_lease(c.nodes[1], 5), RK_EBUSY);
+    assert_int_equal(raft_read_index(c.nodes[1], 6), 0);
+    h_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,6 +249,7 @@ int main(void)
         H_TEST(test_read_index_covers_prior_writes),
         H_TEST(test_lease_read),
         H_TEST(test_lease_read_needs_check_quorum),
+        H_TEST(test_lease_void_after_timeout_now),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
