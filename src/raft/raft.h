@@ -384,7 +384,10 @@ int raft_read_index(struct raft_node *n, uint64_t ctx);
  * RK_EINVAL unless check_quorum is on; RK_EBUSY during a transfer, for the
  * rest of the term once this leader has sent TimeoutNow (the transferee's
  * election ignores leases), or before the leader's first entry of its term
- * is committed (use raft_read_index then). */
+ * is committed, or when the lease has run out (use raft_read_index then).
+ * The lease ends election_ticks - (2 + election_ticks / 10) ticks after the
+ * send of the newest heartbeat round a quorum answered (heartbeats go every
+ * heartbeat_ticks, so a leader in touch with a quorum keeps it). */
 int raft_read_lease(struct raft_node *n, uint64_t ctx);
 /* Thesis §3.10: catch `to` up, then send it TimeoutNow; proposals get
  * RK_EBUSY until it wins or an election timeout passes. RK_ENOTLEADER,

@@ -366,6 +366,7 @@ static void reset(struct raft_node *n, raft_term term)
         pr->recent_active = false;
         pr->pending_snap = 0;
         pr->read_ack = 0;
+        pr->lease_ack = 0;
         pr->vote = RAFT_VM_NONE;
         raft__inflight_reset(&pr->ins);
         if (pr->id == n->id)
@@ -587,6 +588,7 @@ static void tick_heartbeat(struct raft_node *n)
 
 void raft_tick(struct raft_node *n)
 {
+    n->lease_clock++;
     if (n->role == RAFT_LEADER)
         tick_heartbeat(n);
     else

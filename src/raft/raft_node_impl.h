@@ -13,6 +13,9 @@
  * receivers do not apply leader stickiness to it. */
 #define RAFT_CTX_TRANSFER 1
 
+/* Heartbeat rounds whose send tick is remembered for the lease. */
+#define RAFT_LEASE_RING 256
+
 /* Upper bound accepted for any term or index in a message (2^62). */
 #define RAFT_MAX_NUMBER (UINT64_C(1) << 62)
 
@@ -108,6 +111,11 @@ struct raft_node {
      * transferee's election ignores leases, so ours is void for the rest
      * of the term (cleared when the term or role changes). */
     bool lease_void;
+    /* Thesis §6.4.1: the lease runs from the SEND tick of the newest
+     * heartbeat round a quorum acknowledged. Ticks are counted here (the
+     * core reads no clock); round r was sent at round_sent[r % RING] - 1. */
+    uint64_t lease_clock;
+    uint64_t round_sent[RAFT_LEASE_RING];
 
     /* Follower: the snapshot being received in chunks. */
     bool staging;

@@ -29,6 +29,7 @@ struct raft_progress {
     uint32_t snap_idle;   /* SNAPSHOT: ticks since the last chunk ack */
     bool snap_last;       /* SNAPSHOT: the chunk in flight is the last */
     uint64_t read_ack;    /* highest ReadIndex round acknowledged */
+    uint64_t lease_ack;   /* send tick + 1 of that round (0 = none) */
     uint8_t vote;         /* enum raft_vote_mark, candidates only */
     struct raft_inflight ins;
 };

@@ -31,7 +31,6 @@ static void release(struct raft_node *n, uint64_t upto)
 static void start_round(struct raft_node *n)
 {
     if (!n->read_round_open) {
-        n->read_round++;
         n->read_round_open = true;
         raft__bcast_heartbeat(n);
     }
@@ -74,6 +73,36 @@ int raft_read_index(struct raft_node *n, uint64_t ctx)
     return 0;
 }
 
+/* Ticks a lease lasts after the send of the round that confirmed it: the
+ * minimum election timeout, less one tick (a follower counts its timeout in
+ * whole ticks from the receipt) and a drift margin of e/10 + 1 ticks. */
+static uint64_t lease_ticks(const struct raft_node *n)
+{
+    uint64_t e = n->cfg.election_ticks;
+    uint64_t margin = 2 + e / 10;
+    return e > margin ? e - margin : 0;
+}
+
+/* Thesis §6.4.1: a quorum answered a heartbeat sent at tick S, and each of
+ * them refuses votes for an election timeout after receiving it, so no
+ * other leader can exist before S + election timeout. check-quorum's own
+ * window (up to two timeouts for a cut-off leader) is NOT that bound. */
+static bool lease_valid(const struct raft_node *n)
+{
+    uint64_t vals[RAFT_MAX_MEMBERS];
+    uint32_t cnt = 0;
+    for (int i = 0; i < RAFT_MAX_MEMBERS; i++) {
+        const struct raft_progress *p = &n->prs[i];
+        if (p->id == 0 || !p->voter)
+            continue;
+        vals[cnt++] = p->id == n->id ? n->lease_clock + 1 : p->lease_ack;
+    }
+    if (cnt == 0)
+        return false;
+    uint64_t sent1 = raft__quorum_value(vals, cnt); /* send tick + 1 */
+    return sent1 != 0 && n->lease_clock + 1 < sent1 + lease_ticks(n);
+}
+
 int raft_read_lease(struct raft_node *n, uint64_t ctx)
 {
     if (n->role != RAFT_LEADER)
@@ -86,7 +115,7 @@ int raft_read_lease(struct raft_node *n, uint64_t ctx)
         return RK_EINVAL;
     if (n->transferee || n->lease_void)
         return RK_EBUSY;
-    if (!committed_in_term(n))
+    if (!committed_in_term(n) || !lease_valid(n))
         return RK_EBUSY;
     return raft__out_read(n, ctx, n->log.commit);
 }
@@ -120,8 +149,11 @@ void raft__read_ack(struct raft_node *n, struct raft_progress *pr,
 {
     if (ctx == 0 || ctx > n->read_round || !pr->voter)
         return;
-    if (ctx > pr->read_ack)
+    if (ctx > pr->read_ack) {
         pr->read_ack = ctx;
+        if (n->read_round - ctx < RAFT_LEASE_RING)
+            pr->lease_ack = n->round_sent[ctx % RAFT_LEASE_RING];
+    }
     if (n->n_reads == 0)
         return;
     uint64_t vals[RAFT_MAX_MEMBERS];

@@ -142,6 +142,11 @@ void raft__send_heartbeat(struct raft_node *n, struct raft_progress *pr)
 
 void raft__bcast_heartbeat(struct raft_node *n)
 {
+    /* Every broadcast is a new round, remembered with its send tick: a
+     * quorum's answers to it start the lease (thesis §6.4.1) and confirm
+     * the ReadIndex requests queued before it (§6.4). */
+    n->read_round++;
+    n->round_sent[n->read_round % RAFT_LEASE_RING] = n->lease_clock + 1;
     for (int i = 0; i < RAFT_MAX_MEMBERS; i++) {
         struct raft_progress *pr = &n->prs[i];
         if (pr->id != 0 && pr->id != n->id)

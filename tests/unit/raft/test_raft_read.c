@@ -183,6 +183,10 @@ static void test_lease_read(void **state)
     assert_int_equal(h_role(&c, 1), RAFT_LEADER);
     assert_int_equal(raft_read_lease(c.nodes[1], 3), RK_EBUSY);
     h_stabilize(&c);
+    /* No heartbeat round answered yet: no lease (§6.4.1). */
+    assert_int_equal(raft_read_lease(c.nodes[1], 3), RK_EBUSY);
+    h_tick(&c, 1, 1);
+    h_stabilize(&c);
     assert_int_equal(raft_read_lease(c.nodes[1], 3), 0);
     h_ready(&c, 1);
     assert_int_equal(c.n_reads[1], 1);
@@ -235,6 +239,38 @@ static void test_lease_void_after_timeout_now(void **state)
     h_free(&c);
 }
 
+/* Thesis §6.4.1: the lease ends election_ticks - (2 + election_ticks/10)
+ * ticks after the SEND of the last heartbeat round a quorum answered, not
+ * when check-quorum (which may keep a cut-off leader for up to two election
+ * timeouts) notices (seed 1100440 n3). */
+static void test_lease_ends_after_quorum_round_send(void **state)
+{
+    struct raft_config base = {.election_ticks = 10, .heartbeat_ticks = 1,
+                               .check_quorum = true, .seed = 2};
+    struct cluster c;
+    h_init_ex(&c, 3, 0, &base);
+    CLUSTER_ELECT(&c, 1);
+    h_tick(&c, 1, 1); /* round sent at tick 1, answered by all */
+    h_stabilize(&c);
+    assert_int_equal(raft_read_lease(c.nodes[1], 1), 0);
+    h_isolate(&c, 1);
+    /* Lease = 10 - 2 - 1 = 7 ticks from the send at tick 1: up to tick 7. */
+    for (int t = 2; t <= 7; t++) {
+        h_tick(&c, 1, 1);
+        assert_int_equal(raft_read_lease(c.nodes[1], 10 + t), 0);
+    }
+    h_tick(&c, 1, 1); /* tick 8 */
+    assert_int_equal(h_role(&c, 1), RAFT_LEADER); /* check-quorum: not yet */
+    assert_int_equal(raft_read_lease(c.nodes[1], 20), RK_EBUSY);
+    /* A newer round answered by a quorum renews it. */
+    h_drop_all(&c);
+    h_heal(&c);
+    h_tick(&c, 1, 1);
+    h_stabilize(&c);
+    assert_int_equal(raft_read_lease(c.nodes[1], 21), 0);
+    h_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -250,6 +286,7 @@ int main(void)
         H_TEST(test_lease_read),
         H_TEST(test_lease_read_needs_check_quorum),
         H_TEST(test_lease_void_after_timeout_now),
+        H_TEST(test_lease_ends_after_quorum_round_send),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
