@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "rk_assert.h"
+#include "srv_conn.h"
 #include "srv_peer.h"
 
 struct fx {
@@ -15,6 +16,7 @@ struct fx {
     struct srv_peers p[3];
     uv_timer_t deadline;
     uv_timer_t check;
+    uv_prepare_t flush; /* the node's flush hook: writes the frames */
     int ups[3];
     int downs[3];
     int received[3];
@@ -66,6 +68,13 @@ static void finish(struct fx *f, int n)
         srv_peers_close(&f->p[i], on_peers_closed);
     uv_close((uv_handle_t *)&f->deadline, on_any_close);
     uv_close((uv_handle_t *)&f->check, on_any_close);
+    uv_close((uv_handle_t *)&f->flush, on_any_close);
+}
+
+static void on_flush(uv_prepare_t *h)
+{
+    (void)h;
+    srv_conn_flush_all();
 }
 
 static void on_deadline(uv_timer_t *t)
@@ -147,6 +156,8 @@ static void test_exchange_and_reconnect(void **state)
     f.deadline.data = f.check.data = &f;
     uv_timer_start(&f.deadline, on_deadline, 20000, 0);
     uv_timer_start(&f.check, on_check_exchange, 5, 5);
+    uv_prepare_init(&f.loop, &f.flush);
+    uv_prepare_start(&f.flush, on_flush);
     uv_run(&f.loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f.loop), 0);
 
