@@ -27,11 +27,17 @@
  * see the last committed state. The storage thread grows the map between
  * batches; read transactions are coordinated with that growth internally.
  *
- * DURABILITY. By default every commit is synced (fdatasync of data pages,
- * then of the meta page: LMDB's full durability). MDB_NOMETASYNC is NOT used:
- * it would let the last acknowledged transaction disappear after a power
- * loss, and the Raft core's votes and acks rely on it. `unsafe_no_sync`
- * (MDB_NOSYNC) exists for benchmarks only.
+ * DURABILITY. A batch that holds a log append, a term or vote change, a
+ * membership change, a snapshot stage/install or a shard create/destroy is
+ * fully durable when its callback runs (fdatasync of the data pages, then
+ * the meta page written O_DSYNC: LMDB's full durability); the Raft core's
+ * votes and acks rely on it. A batch of applies, commit-index changes and
+ * compaction only is committed with MDB_NOMETASYNC (one flush): a power
+ * loss may undo it (only it, and only if no later batch synced), which
+ * leaves a prefix of the committed batches, exactly as a process crash
+ * between commits does; the entries it applied are durable in the log of a
+ * quorum and are applied again. `unsafe_no_sync` (MDB_NOSYNC) exists for
+ * benchmarks only.
  *
  * FAIL-STOP. A failed commit or sync, a full disk (RK_ENOSPC), a full map at
  * its maximum size or corruption found while writing puts the store into
@@ -148,6 +154,7 @@ struct stor_stats {
     uint64_t map_used; /* bytes up to the highest page in use */
     uint64_t page_size;
     uint64_t batches; /* committed batches */
+    uint64_t lazy_batches; /* of which committed without the meta sync */
     uint64_t grows;   /* map growths */
     uint32_t n_shards;
     uint32_t n_exports; /* open snapshot exports */

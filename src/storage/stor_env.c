@@ -655,7 +655,8 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     mdb_env_set_maxdbs(s->env, 8);
     mdb_env_set_maxreaders(s->env, MAX_READERS);
     mdb_env_set_mapsize(s->env, map);
-    /* MDB_NOMETASYNC is deliberately absent (see stor.h). */
+    /* MDB_NOMETASYNC is set per transaction, on batches that need no
+     * durability only (see stor.h, run_txn). */
     unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
     if (s->no_sync)
         flags |= MDB_NOSYNC;
@@ -784,6 +785,7 @@ void stor_stats(struct stor *s, struct stor_stats *out)
     out->map_used = (info.me_last_pgno + 1) * s->page_size;
     pthread_mutex_lock(&s->mu);
     out->batches = s->n_batches;
+    out->lazy_batches = s->n_lazy_batches;
     out->grows = s->n_grows;
     for (uint32_t i = 0; i < s->n_shards; i++)
         out->n_shards += s->shards[i]->exists;

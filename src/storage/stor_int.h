@@ -110,6 +110,11 @@ struct stor_shard {
     raft_term w_last_term;
     bool compact_pending;   /* writer-only: target > base */
     bool c_compact_pending; /* committed copy of compact_pending */
+    /* Writer-only: term and vote of the last commit (always synced: a
+     * term or vote change makes its batch durable). */
+    bool c_hs_known;
+    raft_term c_term;
+    raft_id c_vote;
 };
 
 /* ---------------------------------------------------------------- store */
@@ -142,6 +147,7 @@ struct stor {
     atomic_int failed;
     char errmsg[RK_ERRMSG_SIZE];
     uint64_t n_batches;
+    uint64_t n_lazy_batches; /* committed with MDB_NOMETASYNC */
     uint64_t n_grows;
     uint64_t gen;          /* writer-only: transaction generation */
     uint32_t compact_next; /* writer-only: round-robin start of compaction */

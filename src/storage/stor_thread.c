@@ -476,8 +476,41 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
     }
 }
 
+/* True when the batch must be durable before it is reported done: it holds
+ * a log append, a term or vote change, a membership change, a snapshot
+ * stage/install, or creates or destroys a shard. Votes and acks rely on
+ * those. A batch of applies, commit-index updates and compaction only needs
+ * no durability: its entries are durable in the logs of a quorum and are
+ * re-applied deterministically if a power loss undoes it. */
+static bool batch_needs_sync(struct stor *s, const struct stor_batch *b)
+{
+    for (uint32_t i = 0; i < b->n_ops; i++) {
+        const struct bop *op = &b->ops[i];
+        if (op->kind == BOP_APPLY || op->kind == BOP_COMPACT)
+            continue;
+        if (op->kind != BOP_HS)
+            return true;
+        const struct stor_shard *sh = stor__shard_find(s, op->shard);
+        struct raft_hard_state hs;
+        memcpy(&hs, b->arena + op->off, sizeof(hs));
+        if (!sh || !sh->c_hs_known || hs.term != sh->c_term ||
+            hs.vote != sh->c_vote)
+            return true;
+    }
+    return false;
+}
+
 /* Runs the batch in one write txn. *at_commit tells whether a failure came
- * from the commit itself. */
+ * from the commit itself.
+ *
+ * A batch that needs no durability (batch_needs_sync) commits with
+ * MDB_NOMETASYNC: its data pages are still flushed, only the meta page write
+ * is left to the next commit's flush (LMDB: "preserves ACI, not D"). A
+ * system crash can then undo that last transaction only, never corrupt the
+ * environment nor undo a synced one: the next synced commit flushes the
+ * file (the unsynced meta page included) before writing its own meta. Every
+ * state a power loss can leave is therefore a prefix of the committed
+ * batches, as after a process crash. */
 static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
 {
     MDB_txn *txn;
@@ -485,6 +518,7 @@ static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
     *at_commit = false;
     s->gen++;
     b->n_touched = 0;
+    bool lazy = !s->no_sync && !batch_needs_sync(s, b);
     int mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (mrc)
         return stor__from_mdb(mrc);
@@ -537,7 +571,14 @@ static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
      * caller may use them while the commit and its sync run. */
     if (b->applied_cb != NULL && b->n_res > 0)
         b->applied_cb(b, 0, b->applied_arg);
+    /* LMDB 0.9 takes MDB_NOMETASYNC from the environment only (not from
+     * mdb_txn_begin), at commit: set it for this commit alone. Only this
+     * thread, holding write_mu, commits or changes flags. */
+    if (lazy)
+        mdb_env_set_flags(s->env, MDB_NOMETASYNC, 1);
     mrc = mdb_txn_commit(txn);
+    if (lazy)
+        mdb_env_set_flags(s->env, MDB_NOMETASYNC, 0);
     if (mrc)
         return stor__from_mdb(mrc);
     /* Publish the committed view. */
@@ -551,8 +592,13 @@ static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
         sh->last = sh->w_last;
         sh->last_term = sh->w_last_term;
         sh->c_compact_pending = sh->compact_pending;
+        sh->c_hs_known = sh->w_exists;
+        sh->c_term = sh->w.hs.term;
+        sh->c_vote = sh->w.hs.vote;
     }
     s->n_batches++;
+    if (lazy)
+        s->n_lazy_batches++;
     pthread_mutex_unlock(&s->mu);
     return 0;
 

@@ -509,6 +509,85 @@ static void test_async_double_buffering(void **state)
     stor_batch_free(bs[1]);
 }
 
+/* Commits one batch built by the caller; returns 1 when it was committed
+ * without the meta-page sync (a "lazy" batch), 0 when fully durable. */
+static int commit_lazy(struct fx *f)
+{
+    struct stor_stats a, b;
+    stor_stats(f->s, &a);
+    assert_int_equal(stor_batch_commit(f->s, f->b), 0);
+    stor_stats(f->s, &b);
+    assert_int_equal(b.batches, a.batches + 1);
+    unsigned int envf = 0;
+    assert_int_equal(mdb_env_get_flags(f->s->env, &envf), 0);
+    assert_false(envf & MDB_NOMETASYNC); /* set for one commit only */
+    stor_batch_reset(f->b);
+    return (int)(b.lazy_batches - a.lazy_batches);
+}
+
+/* Only batches without appends, term/vote changes, membership changes,
+ * snapshots or shard creation skip the meta sync; and what they wrote is
+ * committed like any other batch. */
+static void test_which_batches_sync(void **state)
+{
+    struct fx *f = *state;
+    uint8_t cmd[64];
+    struct raft_entry e[2];
+    for (int i = 0; i < 2; i++) {
+        e[i] = (struct raft_entry){.term = 1,
+                                   .index = (raft_index)i + 1,
+                                   .type = RAFT_ENTRY_NORMAL,
+                                   .data = cmd};
+        e[i].len = (uint32_t)tu_put_cmd(cmd, sizeof cmd, 0, 0, "z", "v", 1);
+    }
+    struct raft_hard_state hs = {.term = 1, .vote = 1, .commit = 0};
+    stor_batch_reset(f->b);
+    /* The first hard state after open is durable (nothing to compare). */
+    assert_int_equal(stor_batch_set_hard_state(f->b, 1, &hs), 0);
+    assert_int_equal(commit_lazy(f), 0);
+    assert_int_equal(stor_batch_append(f->b, 1, e, 2), 0);
+    assert_int_equal(commit_lazy(f), 0);
+    /* Commit index only: lazy. */
+    hs.commit = 2;
+    assert_int_equal(stor_batch_set_hard_state(f->b, 1, &hs), 0);
+    assert_int_equal(commit_lazy(f), 1);
+    /* Apply only: lazy, and applied like any batch. */
+    assert_int_equal(stor_batch_apply(f->b, 1, &e[0], 1, NULL), 0);
+    assert_int_equal(commit_lazy(f), 1);
+    expect_kv(f, "z", "v", 1);
+    /* Compaction only: lazy. */
+    assert_int_equal(stor_batch_compact(f->b, 1, 1), 0);
+    assert_int_equal(commit_lazy(f), 1);
+    /* Apply + a vote change in one batch: durable. */
+    hs.vote = 2;
+    assert_int_equal(stor_batch_apply(f->b, 1, &e[1], 1, NULL), 0);
+    assert_int_equal(stor_batch_set_hard_state(f->b, 1, &hs), 0);
+    assert_int_equal(commit_lazy(f), 0);
+    /* A term change: durable; the same term and vote again: lazy. */
+    hs.term = 2;
+    assert_int_equal(stor_batch_set_hard_state(f->b, 1, &hs), 0);
+    assert_int_equal(commit_lazy(f), 0);
+    assert_int_equal(stor_batch_set_hard_state(f->b, 1, &hs), 0);
+    assert_int_equal(commit_lazy(f), 1);
+    /* Membership (applied configuration) and shard creation: durable. */
+    struct raft_conf_state conf = {.n_voters = 1, .voters = {1}};
+    assert_int_equal(stor_batch_set_applied_conf(f->b, 1, &conf), 0);
+    assert_int_equal(commit_lazy(f), 0);
+    assert_int_equal(stor_batch_create_shard(f->b, 9, &conf), 0);
+    assert_int_equal(commit_lazy(f), 0);
+    /* Everything is there after reopening. */
+    stor_close(f->s);
+    f->s = tu_open(f->dir, 0, 0);
+    struct stor_shard_state st;
+    assert_int_equal(stor_shard_load(stor_shard_get(f->s, 1), &st), 0);
+    assert_int_equal(st.applied, 2);
+    assert_int_equal(st.hs.term, 2);
+    assert_int_equal(st.hs.vote, 2);
+    assert_int_equal(st.hs.commit, 2);
+    expect_kv(f, "z", "v", 2);
+    assert_non_null(stor_shard_get(f->s, 9));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -520,6 +599,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_apply_garbage_and_order, setup,
                                         teardown),
         cmocka_unit_test(test_cmd_codec),
+        cmocka_unit_test_setup_teardown(test_which_batches_sync, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_async_double_buffering, setup,
                                         teardown),
     };
