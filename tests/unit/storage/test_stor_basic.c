@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -399,6 +401,107 @@ static void test_backup_restore(void **state)
     stor_close(s);
 }
 
+/* Opens the data dir's LMDB environment read-only without the store. */
+static MDB_env *raw_env(const char *dir)
+{
+    MDB_env *env;
+    if (mdb_env_create(&env) != 0)
+        return NULL;
+    mdb_env_set_maxdbs(env, 8);
+    if (mdb_env_open(env, dir, MDB_RDONLY | MDB_NOTLS, 0600) != 0) {
+        mdb_env_close(env);
+        return NULL;
+    }
+    return env;
+}
+
+/* Forks a child that runs fn(dir), tells the parent through a pipe when it
+ * is ready ("r"), then waits until *release is closed by the parent (or the
+ * parent dies). Returns the pid; *ready is whether it signalled. */
+static pid_t fork_child(const char *dir, bool (*fn)(const char *),
+                        int *release, bool *ready)
+{
+    int up[2], down[2];
+    assert_int_equal(pipe(up), 0);
+    assert_int_equal(pipe(down), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(up[0]);
+        close(down[1]);
+        char c;
+        if (!fn(dir) || write(up[1], "r", 1) != 1)
+            _exit(1);
+        (void)!read(down[0], &c, 1); /* EOF when released */
+        _exit(0);
+    }
+    close(up[1]);
+    close(down[0]);
+    char c = 0;
+    *ready = read(up[0], &c, 1) == 1;
+    close(up[0]);
+    *release = down[1];
+    return pid;
+}
+
+static bool hold_env(const char *dir)
+{
+    return raw_env(dir) != NULL; /* kept open until the child exits */
+}
+
+static bool hold_read_txn(const char *dir)
+{
+    struct stor *cs = tu_open(dir, 0, 0);
+    MDB_txn *txn;
+    return mdb_txn_begin(cs->env, NULL, MDB_RDONLY, &txn) == 0;
+}
+
+static int count_pid_cb(const char *msg, void *ctx)
+{
+    /* mdb_reader_list lines: "pid thread txnid" (a header line first). */
+    int *n = ctx;
+    long pid = strtol(msg, NULL, 10);
+    if (pid > 0 && pid == (long)n[1])
+        n[0]++;
+    return 0;
+}
+
+/* A process killed while it holds a read transaction leaves its reader slot
+ * behind when another process keeps the environment open (LMDB resets the
+ * table only for the first opener), pinning old pages for ever; opening the
+ * store clears it. */
+static void test_stale_readers_cleared(void **state)
+{
+    struct stor *s = tu_open(*state, 0, 0);
+    tu_create_shard(s, 1);
+    stor_close(s);
+    int rel_h, rel_r, st;
+    bool ready_h, ready_r;
+    pid_t holder = fork_child(*state, hold_env, &rel_h, &ready_h);
+    pid_t reader = fork_child(*state, hold_read_txn, &rel_r, &ready_r);
+    kill(reader, SIGKILL);
+    assert_int_equal(waitpid(reader, &st, 0), reader);
+    close(rel_r);
+    /* Slots of the dead reader: {count, pid}, before and after the open. */
+    int before[2] = {0, (int)reader}, after[2] = {-1, (int)reader};
+    MDB_env *env = raw_env(*state);
+    if (env) {
+        mdb_reader_list(env, count_pid_cb, before);
+        mdb_env_close(env);
+    }
+    if (ready_h && ready_r) {
+        s = tu_open(*state, 0, 0);
+        after[0] = 0;
+        mdb_reader_list(s->env, count_pid_cb, after);
+        stor_close(s);
+    }
+    close(rel_h);
+    assert_int_equal(waitpid(holder, NULL, 0), holder);
+    assert_true(ready_h && ready_r && WIFSIGNALED(st));
+    assert_int_equal(before[0], 1); /* left behind ... */
+    assert_int_equal(after[0], 0);  /* ... until the store opened */
+}
+
 static void never_cb(struct stor_batch *b, int status, void *arg)
 {
     (void)b;
@@ -484,6 +587,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_check_finds_damage, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_backup_restore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_readers_cleared, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_map_growth_and_full, setup,
                                         teardown),
     };
