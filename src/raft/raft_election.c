@@ -5,7 +5,7 @@
 
 bool raft__in_lease(const struct raft_node *n)
 {
-    return n->cfg.check_quorum && n->leader != 0 &&
+    return n->cfg.check_quorum && (n->leader != 0 || n->restart_quiet) &&
            n->election_elapsed < n->cfg.election_ticks;
 }
 

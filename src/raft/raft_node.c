@@ -503,6 +503,7 @@ int raft_node_new(const struct raft_config *cfg, struct raft_node **out)
     n->prev_hs.vote = n->vote;
     n->prev_hs.commit = n->log.commit;
     raft__become_follower(n, n->term, 0);
+    n->restart_quiet = c->check_quorum && n->term > 0;
     n->prev_soft.role = RAFT_FOLLOWER;
     n->prev_soft.leader = 0;
     *out = n;
@@ -536,6 +537,8 @@ void raft_node_free(struct raft_node *n)
 static void tick_election(struct raft_node *n)
 {
     n->election_elapsed++;
+    if (n->election_elapsed >= n->cfg.election_ticks)
+        n->restart_quiet = false;
     if (raft__promotable(n) &&
         n->election_elapsed >= n->randomized_timeout) {
         n->election_elapsed = 0;

@@ -93,6 +93,10 @@ struct raft_node {
     bool conf_dirty;                  /* conf_boot learned: persist it */
 
     /* Elections. */
+    /* Restarted with check-quorum: we may have answered a leader's lease
+     * round just before the crash, so refuse votes as if that leader were
+     * heard until an election timeout has passed (thesis §4.2.3, §6.4.1). */
+    bool restart_quiet;
     bool self_vote_pending; /* candidate: own vote counts after its sync */
 
     /* Leader transfer (thesis §3.10). */

@@ -271,6 +271,46 @@ static void test_lease_ends_after_quorum_round_send(void **state)
     h_free(&c);
 }
 
+/* Thesis §6.4.1 + §4.2.3: a follower that answered a lease round keeps
+ * refusing votes for an election timeout; a crash must not shorten that.
+ * Node 3 is cut off and campaigns; node 2 acked node 1's round, crashes
+ * and restarts at once: it must not vote for 3 while 1's lease holds
+ * (else 3 leads while 1 still answers lease reads). */
+static void test_restarted_follower_keeps_lease_promise(void **state)
+{
+    struct raft_config base = {.election_ticks = 10, .heartbeat_ticks = 1,
+                               .check_quorum = true, .seed = 2};
+    struct cluster c;
+    h_init_ex(&c, 3, 0, &base);
+    CLUSTER_ELECT(&c, 1);
+    h_isolate(&c, 3);
+    h_tick(&c, 3, 20); /* 3 times out and campaigns, unheard */
+    h_drop_all(&c);
+    h_tick(&c, 1, 1); /* a round answered by 2: the lease starts */
+    h_stabilize(&c);
+    assert_int_equal(raft_read_lease(c.nodes[1], 1), 0);
+    h_crash(&c, 2);
+    h_restart(&c, 2);
+    h_heal(&c);
+    c.cut[1][2] = c.cut[2][1] = c.cut[1][3] = c.cut[3][1] = true;
+    h_tick(&c, 3, 20); /* 3 campaigns again; 2 hears it */
+    for (int k = 0; k < 4; k++) {
+        h_deliver_to(&c, 2);
+        h_deliver_to(&c, 3);
+    }
+    if (raft_read_lease(c.nodes[1], 2) == 0)
+        assert_int_not_equal(h_role(&c, 3), RAFT_LEADER);
+    /* After an election timeout of its own, 2 may vote again. */
+    h_tick(&c, 2, 10);
+    h_tick(&c, 3, 20);
+    for (int k = 0; k < 4; k++) {
+        h_deliver_to(&c, 2);
+        h_deliver_to(&c, 3);
+    }
+    assert_int_equal(h_role(&c, 3), RAFT_LEADER);
+    h_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +327,7 @@ int main(void)
         H_TEST(test_lease_read_needs_check_quorum),
         H_TEST(test_lease_void_after_timeout_now),
         H_TEST(test_lease_ends_after_quorum_round_send),
+        H_TEST(test_restarted_follower_keeps_lease_promise),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
