@@ -33,6 +33,7 @@
 #include "raft.h"
 #include "srv_config.h"
 #include "srv_loop.h"
+#include "srv_meta.h"
 #include "srv_metrics.h"
 #include "srv_peer.h"
 #include "srv_ring.h"
@@ -129,6 +130,7 @@ struct srv {
     struct srv_ring ring;
     uint64_t cluster_id;
     uint32_t n_data_shards;
+    struct srv_meta *meta; /* the shard map (srv_meta.c) */
 
     struct srv_group **groups; /* indexed by shard id, NULL if not hosted */
     uint32_t groups_cap;

@@ -69,7 +69,7 @@ static void reply(struct srv_clients *cs, struct cconn *cc, enum srv_op op,
 {
     struct srv *s = cs->srv;
     if (r->epoch == 0)
-        r->epoch = SRV_MAP_EPOCH;
+        r->epoch = srv_meta_epoch(s);
     if (r->status == RK_ENOTLEADER && r->leader_hint == NULL)
         r->leader_hint = r->leader_id != 0
                              ? srv_node_client_addr(s, r->leader_id)
@@ -265,7 +265,7 @@ static void do_read(struct srv_clients *cs, struct cconn *cc,
         reply_error(cs, cc, rq->op, rq->request_id, t0, rv, msg, 0);
         return;
     }
-    uint64_t shard = srv_ring_lookup(&s->ring, rq->key, rq->klen);
+    uint64_t shard = srv_meta_route(s, rq->key, rq->klen);
     struct srv_group *g = srv_group_get(s, shard);
     if (g == NULL) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
@@ -314,7 +314,7 @@ static void do_write(struct srv_clients *cs, struct cconn *cc,
         reply_error(cs, cc, rq->op, rq->request_id, t0, rv, msg, 0);
         return;
     }
-    uint64_t shard = srv_ring_lookup(&s->ring, rq->key, rq->klen);
+    uint64_t shard = srv_meta_route(s, rq->key, rq->klen);
     struct srv_group *g = srv_group_get(s, shard);
     if (g == NULL || !srv_group_is_leader(g)) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
@@ -469,9 +469,10 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
                     const struct srv_request *rq, uint64_t t0)
 {
     struct srv *s = cs->srv;
-    if (rq->shard == 0 || rq->shard > s->n_data_shards) {
+    if (rq->shard == SHARD_META_ID || rq->shard >= SHARD_ID_NONE ||
+        shard_map_shard(srv_meta_map(s), (shard_id)rq->shard) == NULL) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EUNKNOWNSHARD,
-                    "scan needs a data shard id in [1, shards]", 0);
+                    "scan needs a data shard id of the shard map", 0);
         return;
     }
     if (rq->klen > s->cfg->max_key_bytes || rq->slen > s->cfg->max_key_bytes) {
@@ -531,10 +532,29 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
         q->w.cb(&q->w, rv, NULL); /* replies, unlinks and frees */
 }
 
+/* The map's shards (voters, learners, known or preferred leader). */
+static void map_shards(struct srv *s, const struct shard_map *m,
+                       struct srv_shard_info *out, uint32_t *n)
+{
+    for (uint32_t i = 0; i < m->n_shards; i++) {
+        const struct shard_info *sh = &m->shards[i];
+        struct srv_shard_info *si = &out[(*n)++];
+        struct srv_group *g = srv_group_get(s, sh->id);
+        si->shard = sh->id;
+        si->leader = g != NULL && g->leader != 0 ? g->leader : sh->leader;
+        si->role = g != NULL ? g->role : 4;
+        for (uint32_t k = 0; k < sh->n_voters && k < 16; k++)
+            si->replicas[si->n_replicas++] = sh->voters[k];
+        for (uint32_t k = 0; k < sh->n_learners && k < 16; k++)
+            si->learners[si->n_learners++] = sh->learners[k];
+    }
+}
+
 static void do_info(struct srv_clients *cs, struct cconn *cc,
                     const struct srv_request *rq, uint64_t t0)
 {
     struct srv *s = cs->srv;
+    const struct shard_map *m = srv_meta_map(s);
     struct srv_response r;
     memset(&r, 0, sizeof(r));
     r.request_id = rq->request_id;
@@ -542,22 +562,32 @@ static void do_info(struct srv_clients *cs, struct cconn *cc,
     r.admin = rq->admin;
     r.node_id = s->cfg->id;
     r.uptime_ms = (uv_hrtime() - cs->started_ns) / 1000000;
-    r.points = s->ring.points;
-    r.n_points = s->ring.n_points;
     r.cluster_id = s->cluster_id;
-    r.n_data_shards = s->n_data_shards;
-    r.ring_vnodes = SRV_RING_DEFAULT_VNODES;
+    r.n_data_shards = m->n_shards > 0 ? m->n_shards - 1 : 0;
+    r.ring_vnodes = m->points_per_shard;
     r.ring_seed = SRV_RING_SEED;
-    struct srv_shard_info *shards = calloc(s->groups_cap + 1, sizeof(*shards));
-    struct srv_node_info *nodes =
-        calloc(s->cfg->n_members + 1, sizeof(*nodes));
-    if (shards == NULL || nodes == NULL) {
+    uint32_t cap = s->groups_cap + m->n_shards + 1;
+    struct srv_shard_info *shards = calloc(cap, sizeof(*shards));
+    struct srv_node_info *nodes = calloc(m->n_nodes + 1, sizeof(*nodes));
+    struct srv_ring_point *points =
+        calloc(m->ring.n_points + 1, sizeof(*points));
+    if (shards == NULL || nodes == NULL || points == NULL) {
         free(shards);
         free(nodes);
+        free(points);
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
         return;
     }
-    for (uint64_t id = 0; id < s->groups_cap; id++) {
+    for (uint32_t i = 0; i < m->ring.n_points; i++) {
+        points[i].hash = m->ring.points[i].hash;
+        points[i].shard = m->ring.points[i].shard;
+    }
+    r.points = points;
+    r.n_points = m->ring.n_points;
+    if (rq->op == SRV_OP_SHARD_MAP)
+        map_shards(s, m, shards, &r.n_shards);
+    for (uint64_t id = 0; rq->op != SRV_OP_SHARD_MAP && id < s->groups_cap;
+         id++) {
         struct srv_group *g = s->groups[id];
         if (g == NULL)
             continue;
@@ -575,28 +605,89 @@ static void do_info(struct srv_clients *cs, struct cconn *cc,
         for (uint32_t k = 0; k < st.conf.n_learners && k < 16; k++)
             si->learners[si->n_learners++] = st.conf.learners[k];
     }
-    /* Client addresses are copied: srv_node_client_addr reuses a buffer. */
-    char(*addrs)[2][SRV_HOST_MAX + 16] =
-        calloc(s->cfg->n_members + 1, sizeof(*addrs));
-    if (addrs != NULL) {
-        for (uint32_t i = 0; i < s->cfg->n_members; i++) {
-            uint64_t id = s->cfg->members[i].id;
-            snprintf(addrs[i][0], sizeof(addrs[i][0]), "%s",
-                     srv_node_client_addr(s, id));
-            srv_addr_format(&s->cfg->members[i].peer, addrs[i][1],
-                            sizeof(addrs[i][1]));
-            nodes[r.n_nodes].id = id;
-            nodes[r.n_nodes].client_addr = addrs[i][0];
-            nodes[r.n_nodes].peer_addr = addrs[i][1];
-            r.n_nodes++;
-        }
+    for (uint32_t i = 0; i < m->n_nodes; i++) {
+        const struct shard_node *nd = &m->nodes[i];
+        nodes[i].id = nd->id;
+        nodes[i].client_addr = nd->client_addr;
+        nodes[i].peer_addr = nd->peer_addr;
+        nodes[i].state = nd->state;
     }
+    r.n_nodes = m->n_nodes;
     r.shards = shards;
     r.nodes = nodes;
     reply(cs, cc, rq->op, t0, &r);
-    free(addrs);
+    free(points);
     free(shards);
     free(nodes);
+}
+
+static void on_admin_applied(struct srv_waiter *w, int status,
+                             const struct stor_result *res)
+{
+    struct creq *q = container_of(w, struct creq, w);
+    struct srv_clients *cs = q->conn != NULL ? q->conn->cs : NULL;
+    if (cs == NULL) {
+        free(q);
+        return;
+    }
+    struct srv_response r;
+    memset(&r, 0, sizeof(r));
+    r.request_id = q->request_id;
+    r.op = q->op;
+    r.admin = q->consistency; /* the admin kind, kept there */
+    r.status = status != 0 ? status : res->status;
+    r.leader_id = q->g->leader;
+    if (r.status == RK_ECASMISMATCH) {
+        r.status = RK_EUNAVAILABLE;
+        r.message = "the shard map changed meanwhile; retry";
+    }
+    if (r.status == 0) {
+        r.admin_index = res->index;
+        r.epoch = srv_meta_epoch(cs->srv);
+    }
+    reply(cs, q->conn, q->op, q->started_us, &r);
+    creq_free(q);
+}
+
+/* Member add/remove of the cluster (shard 0): a change of the shard map. */
+static void do_member(struct srv_clients *cs, struct cconn *cc,
+                      const struct srv_request *rq, uint64_t t0)
+{
+    struct srv *s = cs->srv;
+    struct srv_group *g = srv_group_get(s, SHARD_META_ID);
+    if (rq->shard != SHARD_META_ID) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EINVAL,
+                    "replicas of data shards are placed by the cluster; "
+                    "give shard 0 to add or remove a node", 0);
+        return;
+    }
+    if (g == NULL || !srv_group_is_leader(g)) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
+                    "not the meta shard's leader",
+                    g != NULL ? g->leader : srv_shard_hint(s, 0));
+        return;
+    }
+    struct creq *q = creq_new(cc, rq, g, t0);
+    if (q == NULL) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
+        return;
+    }
+    q->consistency = rq->admin;
+    q->w.cb = on_admin_applied;
+    char why[RK_ERRMSG_SIZE] = "";
+    uint64_t epoch = 0;
+    int rv = rq->admin == SRV_ADMIN_MEMBER_ADD
+                 ? srv_meta_node_add(s, rq->to_node, rq->peer_addr,
+                                     rq->client_addr, &q->w,
+                                     request_timeout(rq), &epoch, why)
+                 : srv_meta_node_remove(s, rq->to_node, &q->w,
+                                        request_timeout(rq), &epoch, why);
+    if (rv != 0) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0,
+                    rv == RK_EBUSY ? RK_EUNAVAILABLE : rv,
+                    why[0] != '\0' ? why : NULL, g->leader);
+        creq_free(q);
+    }
 }
 
 static void do_admin(struct srv_clients *cs, struct cconn *cc,
@@ -607,10 +698,15 @@ static void do_admin(struct srv_clients *cs, struct cconn *cc,
         do_info(cs, cc, rq, t0);
         return;
     }
+    if (rq->admin == SRV_ADMIN_MEMBER_ADD ||
+        rq->admin == SRV_ADMIN_MEMBER_REMOVE) {
+        do_member(cs, cc, rq, t0);
+        return;
+    }
     if (rq->admin != SRV_ADMIN_TRANSFER_LEADER) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EINVAL,
-                    "membership changes and splits are not supported by "
-                    "this version of ringkvd", 0);
+                    "shard splits are not supported by this version of "
+                    "ringkvd", 0);
         return;
     }
     struct srv_group *g = srv_group_get(s, rq->shard);
@@ -674,7 +770,10 @@ static int on_client_frame(struct srv_conn *c, const uint8_t *buf,
         srv_proto_request_free(owner);
         return 0;
     }
-    if (rq.shard_epoch != 0 && rq.shard_epoch != SRV_MAP_EPOCH) {
+    /* Only a client behind this node's map is sent to refresh it; one
+     * ahead routes by a map this node has yet to apply and is served by
+     * this node's routing (Raft membership keeps that safe). */
+    if (rq.shard_epoch != 0 && rq.shard_epoch < srv_meta_epoch(s)) {
         reply_error(cs, cc, rq.op, rq.request_id, t0, RK_EWRONGSHARD,
                     "shard map epoch differs: refresh the map", 0);
     } else if (s->failstop) {

@@ -45,7 +45,9 @@ enum srv_admin {
     SRV_ADMIN_NONE = 0,
     SRV_ADMIN_MEMBER_LIST,
     SRV_ADMIN_TRANSFER_LEADER,
-    SRV_ADMIN_UNSUPPORTED, /* member add/remove, split: not in this version */
+    SRV_ADMIN_UNSUPPORTED, /* split: not in this version */
+    SRV_ADMIN_MEMBER_ADD,
+    SRV_ADMIN_MEMBER_REMOVE,
 };
 
 struct srv_request {
@@ -73,8 +75,11 @@ struct srv_request {
     uint32_t slen;
     uint32_t limit;
     bool keys_only;
-    /* transfer leader */
+    /* transfer leader: the target; member add/remove: the node */
     uint64_t to_node;
+    /* member add */
+    const char *peer_addr;
+    const char *client_addr;
 };
 
 struct srv_kv {
@@ -103,6 +108,7 @@ struct srv_node_info {
     uint64_t id;
     const char *client_addr;
     const char *peer_addr;
+    uint8_t state; /* enum shard_node_state, 0 = unknown (ACTIVE) */
 };
 
 struct srv_response {
@@ -170,8 +176,5 @@ int srv_clients_start(struct srv *s, struct srv_clients **out);
 void srv_clients_close(struct srv_clients *c);
 void srv_clients_free(struct srv_clients *c);
 
-/* The current shard-map epoch (fixed at 1 until the meta shard changes
- * the map). */
-#define SRV_MAP_EPOCH 1
 
 #endif

@@ -755,6 +755,9 @@ static void complete_flush(struct srv *s, struct srv_flush *f)
             g->applied = rd->committed[rd->n_committed - 1].index;
         if (rd->snap_install && rd->snap_meta.index > g->applied)
             g->applied = rd->snap_meta.index;
+        if (g->shard == SHARD_META_ID &&
+            (rd->n_committed > 0 || rd->snap_install))
+            srv_meta_applied(s);
         if (!f->answered)
             answer_proposals(g, f->batch);
         raft_advance(g->raft, rd);

@@ -13,8 +13,6 @@
 #include "srv_client.h"
 #include "srv_wire.h"
 
-/* Replicas per shard when the initial cluster has more nodes. */
-#define SRV_REPLICAS 3
 /* The cluster description written next to the LMDB files at bootstrap. */
 #define CLUSTER_FILE "cluster.conf"
 
@@ -105,28 +103,6 @@ static int read_cluster_file(struct srv *s, bool *found)
 
 /* ---------------------------------------------------------- placement */
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Replicas of a shard at bootstrap: SRV_REPLICAS consecutive members (in id
- * order) starting at shard % n, so shards spread over the nodes. */
-static void placement(const struct srv_config *c, uint64_t shard,
-                      struct raft_conf_state *conf)
-{
-    uint64_t ids[SRV_MAX_NODES];
-    uint32_t n = c->n_members;
-    for (uint32_t i = 0; i < n; i++)
-        ids[i] = c->members[i].id;
-    qsort(ids, n, sizeof(ids[0]), cmp_u64);
-    memset(conf, 0, sizeof(*conf));
-    uint32_t r = n < SRV_REPLICAS ? n : SRV_REPLICAS;
-    for (uint32_t k = 0; k < r; k++)
-        conf->voters[conf->n_voters++] = ids[(shard + k) % n];
-}
-
 static bool conf_has(const struct raft_conf_state *conf, uint64_t id)
 {
     for (uint32_t i = 0; i < conf->n_voters; i++)
@@ -148,7 +124,7 @@ static int bootstrap(struct srv *s)
     uint32_t hosted = 0;
     for (uint64_t shard = 0; shard <= c->shards && rv == 0; shard++) {
         struct raft_conf_state conf;
-        placement(c, shard, &conf);
+        srv_meta_bootstrap_conf(c, shard, &conf);
         if (!conf_has(&conf, c->id))
             continue;
         rv = stor_batch_create_shard(b, shard, &conf);
@@ -170,11 +146,7 @@ static int bootstrap(struct srv *s)
 
 uint64_t srv_shard_hint(struct srv *s, uint64_t shard)
 {
-    if (s->cfg->n_members == 0)
-        return 0;
-    struct raft_conf_state conf;
-    placement(s->cfg, shard, &conf);
-    return conf.n_voters > 0 ? conf.voters[0] : 0;
+    return srv_meta_shard_hint(s, shard);
 }
 
 /* ------------------------------------------------------------ peers */
@@ -387,6 +359,7 @@ static void on_tick(void *data)
 {
     struct srv *s = data;
     srv_groups_tick(s);
+    srv_meta_tick(s);
     /* Keepalives at the heartbeat interval. */
     uint32_t every = s->cfg->heartbeat_ms / s->cfg->tick_ms;
     if (every == 0 || s->loop.ticks % every == 0)
@@ -619,6 +592,8 @@ int srv_init(struct srv *s, struct srv_config *cfg)
 
     if ((rv = open_storage(s)) != 0)
         return rv;
+    if ((rv = srv_meta_init(s)) != 0)
+        return rv;
     if ((rv = srv_ring_init(&s->ring, s->n_data_shards,
                             SRV_RING_DEFAULT_VNODES)) != 0) {
         rk_errf(s->errmsg, "cannot build the hash ring");
@@ -666,6 +641,7 @@ void srv_fini(struct srv *s)
         srv_group_free(s->groups[id]);
     free(s->groups);
     srv_ring_free(&s->ring);
+    srv_meta_free(s);
     if (s->stor != NULL)
         stor_close(s->stor);
     pthread_mutex_destroy(&s->done_mu);

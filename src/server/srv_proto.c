@@ -129,6 +129,18 @@ int srv_proto_request_decode(const uint8_t *buf, size_t len,
         out->shard = rq->transfer_leader->shard;
         out->to_node = rq->transfer_leader->to_node;
         break;
+    case RINGKV__REQUEST__OP_MEMBER_ADD:
+        out->admin = SRV_ADMIN_MEMBER_ADD;
+        out->to_node = rq->member_add->node_id;
+        out->shard = rq->member_add->shard;
+        out->peer_addr = rq->member_add->peer_addr;
+        out->client_addr = rq->member_add->client_addr;
+        break;
+    case RINGKV__REQUEST__OP_MEMBER_REMOVE:
+        out->admin = SRV_ADMIN_MEMBER_REMOVE;
+        out->to_node = rq->member_remove->node_id;
+        out->shard = rq->member_remove->shard;
+        break;
     default:
         out->admin = SRV_ADMIN_UNSUPPORTED;
         break;
@@ -220,6 +232,11 @@ static int fill_nodes(const struct srv_response *r, struct scratch *sc,
         x.peer_addr = (char *)(r->nodes[i].peer_addr != NULL
                                    ? r->nodes[i].peer_addr
                                    : "");
+        /* shard_node_state -> NodeInfo.State (ACTIVE 0, LEAVING 2,
+         * REMOVED 3). */
+        x.state = r->nodes[i].state == 2   ? RINGKV__NODE_INFO__STATE__LEAVING
+                  : r->nodes[i].state == 3 ? RINGKV__NODE_INFO__STATE__REMOVED
+                                           : RINGKV__NODE_INFO__STATE__ACTIVE;
         arr[i] = x;
         ptrs[i] = &arr[i];
     }
@@ -396,7 +413,9 @@ int srv_proto_response_encode(const struct srv_response *r, uint8_t **out,
             members.n_nodes = r->n_nodes;
             resp.result_case = RINGKV__RESPONSE__RESULT_MEMBERS;
             resp.members = &members;
-        } else if (r->admin == SRV_ADMIN_TRANSFER_LEADER) {
+        } else if (r->admin == SRV_ADMIN_TRANSFER_LEADER ||
+                   r->admin == SRV_ADMIN_MEMBER_ADD ||
+                   r->admin == SRV_ADMIN_MEMBER_REMOVE) {
             admin.epoch = r->epoch;
             admin.shard = r->admin_shard;
             admin.index = r->admin_index;

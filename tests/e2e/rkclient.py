@@ -97,6 +97,7 @@ def _one(fields, num, default=0):
     return vals[-1] if vals else default
 
 
+NODE_STATES = ["ACTIVE", "JOINING", "LEAVING", "REMOVED"]
 ROLES = ["follower", "pre-candidate", "candidate", "leader", "none"]
 
 
@@ -180,6 +181,16 @@ class Response:
             self.n_shards = sum(1 for raw in m.get(4, [])
                                 if _one(parse(raw), 1) != 0)
             self.nodes = _nodes(m.get(5, []))
+            self.epoch_map = _one(m, 2)
+            self.node_states = {}
+            for raw in m.get(5, []):
+                nd = parse(raw)
+                self.node_states[_one(nd, 1)] = NODE_STATES[_one(nd, 4)]
+            self.map_shards = {}
+            for raw in m.get(4, []):
+                si = parse(raw)
+                self.map_shards[_one(si, 1)] = (_packed(si.get(2, [])),
+                                                _packed(si.get(3, [])))
         if 17 in f:
             self.result = "members"
             self.nodes = _nodes(parse(_one(f, 17, b"")).get(1, []))
@@ -189,6 +200,20 @@ class Response:
     def __repr__(self):
         return "<Response id=%d %s %s>" % (self.request_id, self.status,
                                            self.message)
+
+
+def _packed(vals):
+    """Values of a repeated varint field, packed (bytes) or not (ints)."""
+    out = []
+    for v in vals:
+        if isinstance(v, int):
+            out.append(v)
+            continue
+        i = 0
+        while i < len(v):
+            x, i = _read_varint(v, i)
+            out.append(x)
+    return out
 
 
 def _nodes(raws):
@@ -245,6 +270,17 @@ def op_shard_map():
 
 def op_member_list():
     return 17, b""
+
+
+def op_member_add(node_id, peer_addr="", client_addr="", shard=0,
+                  learner=False):
+    return 18, (f_u64(1, node_id) + f_bytes(2, peer_addr.encode()) +
+                f_bytes(3, client_addr.encode()) + f_u64(4, shard) +
+                f_u64(5, int(learner)))
+
+
+def op_member_remove(node_id, shard=0):
+    return 19, f_u64(1, node_id) + f_u64(2, shard)
 
 
 def op_transfer_leader(shard, to_node=0):

@@ -1,0 +1,84 @@
+/* The meta shard's state machine: the epoch-versioned shard map and registry. */
+#ifndef SRV_META_H
+#define SRV_META_H
+
+/*
+ * The meta shard (shard 0) is a Raft group like the others. Its state
+ * machine holds ONE record, the shard map (src/shard's struct shard_map,
+ * shard_map_encode'd), stored in shard 0's KV space under SRV_META_KEY.
+ * Every change is a compare-and-swap on that record's revision (the Raft
+ * index that last wrote it), proposed by the meta leader: read the applied
+ * map, change it with the src/shard functions (each bumps the epoch), CAS
+ * it in. A CAS that lost a race (another change committed first, or an
+ * earlier leader's change was not applied here yet) fails and is retried
+ * on the new map, so changes are serialized by the log like commands of a
+ * dedicated state machine, and are persisted, snapshotted and restored with
+ * the meta group for free.
+ *
+ * Bootstrap: every founding node builds the same epoch-1 map from the
+ * initial cluster (same placement as the groups it created), and uses it
+ * until the meta group commits one; the first meta leader CASes it in
+ * (expect absent). Every node hosting shard 0 reloads the record after each
+ * apply of shard 0 (srv_meta_applied) and installs a newer epoch: routing,
+ * WRONG_SHARD epochs, get-shard-map answers and peers follow it.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shard.h"
+
+struct srv;
+struct srv_config;
+struct srv_waiter;
+struct raft_conf_state;
+
+#define SRV_META_KEY     "\xff" "ringkv/shard-map"
+#define SRV_META_KEY_LEN (sizeof(SRV_META_KEY) - 1)
+
+struct srv_meta;
+
+/* Voters of `shard` in the bootstrap placement of the initial cluster:
+ * min(3, n) consecutive members (in id order) from shard % n. */
+void srv_meta_bootstrap_conf(const struct srv_config *c, uint64_t shard,
+                             struct raft_conf_state *conf);
+
+/* Builds the bootstrap map and loads the committed one if this node hosts
+ * the meta shard. 0, RK_ENOMEM, RK_EINVAL (bad initial cluster), RK_ECORRUPT
+ * (the stored record does not decode) with s->errmsg set. */
+int srv_meta_init(struct srv *s);
+void srv_meta_free(struct srv *s);
+
+/* Shard 0 applied entries (or installed a snapshot): reload the record. */
+void srv_meta_applied(struct srv *s);
+/* Once per tick: the meta leader's duties (store the bootstrap map, record
+ * client addresses learned from peer handshakes). */
+void srv_meta_tick(struct srv *s);
+
+/* The map in use (never NULL) and its epoch. */
+const struct shard_map *srv_meta_map(const struct srv *s);
+uint64_t srv_meta_epoch(const struct srv *s);
+/* True once the map in use was read from the meta group. */
+bool srv_meta_committed(const struct srv *s);
+/* The data shard serving a key (SHARD_ID_NONE if the ring is empty). */
+uint32_t srv_meta_route(const struct srv *s, const void *key, size_t len);
+/* A node hosting `shard` (the preferred leader first), 0 if none. */
+uint64_t srv_meta_shard_hint(const struct srv *s, uint64_t shard);
+
+/*
+ * Registry changes from a client (MemberAdd / MemberRemove with shard 0),
+ * proposed as a CAS on the meta group; w->cb runs when it is applied (the
+ * stor_result's status is RK_ECASMISMATCH if the map changed meanwhile:
+ * answer UNAVAILABLE, the caller retries). *epoch gets the epoch the change
+ * creates. Errors (w->cb not called): RK_ENOTLEADER (not the meta leader),
+ * RK_EEXIST (id taken), RK_EINVAL (bad id, address, or state) and RK_ENOTFOUND
+ * with a reason in errmsg (RK_ERRMSG_SIZE bytes), or srv_group_propose's.
+ */
+int srv_meta_node_add(struct srv *s, uint64_t id, const char *peer_addr,
+                      const char *client_addr, struct srv_waiter *w,
+                      uint64_t timeout_ms, uint64_t *epoch, char *errmsg);
+int srv_meta_node_remove(struct srv *s, uint64_t id, struct srv_waiter *w,
+                         uint64_t timeout_ms, uint64_t *epoch, char *errmsg);
+
+#endif
