@@ -584,8 +584,15 @@ static void do_info(struct srv_clients *cs, struct cconn *cc,
     }
     r.points = points;
     r.n_points = m->ring.n_points;
-    if (rq->op == SRV_OP_SHARD_MAP)
+    uint8_t *blob = NULL;
+    if (rq->op == SRV_OP_SHARD_MAP) {
         map_shards(s, m, shards, &r.n_shards);
+        size_t bcap = shard_map_encoded_size(m);
+        blob = malloc(bcap);
+        if (blob != NULL &&
+            shard_map_encode(m, blob, bcap, &r.map_len) == 0)
+            r.map_blob = blob;
+    }
     for (uint64_t id = 0; rq->op != SRV_OP_SHARD_MAP && id < s->groups_cap;
          id++) {
         struct srv_group *g = s->groups[id];
@@ -616,6 +623,7 @@ static void do_info(struct srv_clients *cs, struct cconn *cc,
     r.shards = shards;
     r.nodes = nodes;
     reply(cs, cc, rq->op, t0, &r);
+    free(blob);
     free(points);
     free(shards);
     free(nodes);
@@ -682,7 +690,16 @@ static void do_member(struct srv_clients *cs, struct cconn *cc,
                                      request_timeout(rq), &epoch, why)
                  : srv_meta_node_remove(s, rq->to_node, &q->w,
                                         request_timeout(rq), &epoch, why);
-    if (rv != 0) {
+    if (rv == SRV_META_ALREADY) {
+        struct srv_response r;
+        memset(&r, 0, sizeof(r));
+        r.request_id = rq->request_id;
+        r.op = rq->op;
+        r.admin = rq->admin;
+        r.epoch = epoch;
+        reply(cs, cc, rq->op, t0, &r);
+        creq_free(q);
+    } else if (rv != 0) {
         reply_error(cs, cc, rq->op, rq->request_id, t0,
                     rv == RK_EBUSY ? RK_EUNAVAILABLE : rv,
                     why[0] != '\0' ? why : NULL, g->leader);
@@ -770,10 +787,9 @@ static int on_client_frame(struct srv_conn *c, const uint8_t *buf,
         srv_proto_request_free(owner);
         return 0;
     }
-    /* Only a client behind this node's map is sent to refresh it; one
-     * ahead routes by a map this node has yet to apply and is served by
-     * this node's routing (Raft membership keeps that safe). */
-    if (rq.shard_epoch != 0 && rq.shard_epoch < srv_meta_epoch(s)) {
+    /* A client routing with another epoch refreshes its map (or, if this
+     * node is behind, retries until it caught up). */
+    if (rq.shard_epoch != 0 && rq.shard_epoch != srv_meta_epoch(s)) {
         reply_error(cs, cc, rq.op, rq.request_id, t0, RK_EWRONGSHARD,
                     "shard map epoch differs: refresh the map", 0);
     } else if (s->failstop) {

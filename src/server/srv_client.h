@@ -146,6 +146,8 @@ struct srv_response {
     uint32_t n_shards;
     const struct srv_node_info *nodes;
     uint32_t n_nodes;
+    const uint8_t *map_blob; /* shard_map_encode'd map, NULL if none */
+    size_t map_len;
     /* admin */
     uint64_t admin_shard;
     uint64_t admin_index;

@@ -1,24 +1,37 @@
 /* The meta shard's state machine: shard map record, bootstrap, registry. */
 #include "srv_meta.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rk_assert.h"
 #include "rk_log.h"
 #include "srv.h"
+#include "srv_rpc.h"
 
 /* Replicas per shard when the initial cluster has more nodes. */
 #define BOOTSTRAP_REPLICAS 3
 /* Pause between two attempts of the leader's own proposals. */
 #define RETRY_MS 200
+/* How often a node without a meta replica asks for the map. */
+#define FETCH_MS 500
+/* The last map a node installed, for nodes without a meta replica (a
+ * joined node restarts from it). */
+#define MAP_FILE "shard-map"
 
 struct srv_meta {
     struct shard_map map; /* in use: committed, or the bootstrap one */
     uint64_t rev;         /* revision of the record; 0 = not committed */
     bool proposing;       /* one own proposal (bootstrap, address) */
     bool peers_dirty;     /* nodes may lack a peer connection */
+    bool fetching;        /* a map fetch is in flight */
+    uint64_t next_fetch_ms;
+    uint32_t fetch_turn;  /* which meta replica to ask next */
     uint64_t next_try_ms;
     struct srv_waiter w;
 };
@@ -125,6 +138,91 @@ static void add_peers(struct srv *s)
     }
 }
 
+/* Writes the map to <data-dir>/MAP_FILE (atomically, synced). */
+int srv_meta_save(const struct srv_config *c, const struct shard_map *m)
+{
+    char path[SRV_PATH_MAX + 32], tmp[SRV_PATH_MAX + 40];
+    snprintf(path, sizeof(path), "%s/%s", c->data_dir, MAP_FILE);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    size_t cap = shard_map_encoded_size(m), len = 0;
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL)
+        return RK_ENOMEM;
+    int rv = shard_map_encode(m, buf, cap, &len);
+    int fd = rv == 0 ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600) : -1;
+    if (rv == 0 && fd < 0)
+        rv = RK_EIO;
+    if (fd >= 0) {
+        if (write(fd, buf, len) != (ssize_t)len || fsync(fd) != 0)
+            rv = RK_EIO;
+        if (close(fd) != 0)
+            rv = RK_EIO;
+    }
+    if (rv == 0 && rename(tmp, path) != 0)
+        rv = RK_EIO;
+    free(buf);
+    if (rv != 0)
+        rk_log(RK_LOG_WARN, "cannot write %s: %s", path, strerror(errno));
+    return rv;
+}
+
+int srv_meta_read_file(const struct srv_config *c, struct shard_map *m)
+{
+    char path[SRV_PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%s", c->data_dir, MAP_FILE);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return errno == ENOENT ? RK_ENOTFOUND : RK_EIO;
+    size_t cap = 1u << 20, len = 0;
+    uint8_t *buf = malloc(cap);
+    int rv = 0;
+    while (buf != NULL) {
+        len += fread(buf + len, 1, cap - len, f);
+        if (len < cap)
+            break;
+        uint8_t *p = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
+        if (p == NULL) {
+            rv = RK_ETOOLARGE;
+            break;
+        }
+        buf = p;
+        cap *= 2;
+    }
+    if (buf == NULL)
+        rv = RK_ENOMEM;
+    if (rv == 0 && ferror(f))
+        rv = RK_EIO;
+    fclose(f);
+    if (rv == 0)
+        rv = shard_map_decode(m, buf, len);
+    free(buf);
+    return rv;
+}
+
+/* Takes `next` (a valid map of this cluster, consumed): a fetched map
+ * (rev 0) if its epoch is newer, the meta record (its revision) always. */
+static void install(struct srv *s, struct shard_map *next, uint64_t rev)
+{
+    struct srv_meta *mt = s->meta;
+    if (rev == 0 && next->epoch <= mt->map.epoch) {
+        shard_map_free(next);
+        return;
+    }
+    bool same = next->epoch == mt->map.epoch;
+    shard_map_free(&mt->map);
+    mt->map = *next;
+    shard_map_init(next);
+    if (rev != 0)
+        mt->rev = rev;
+    if (same)
+        return;
+    rk_log(RK_LOG_INFO, "shard map epoch %" PRIu64 ": %u nodes, %u shards",
+           mt->map.epoch, mt->map.n_nodes, mt->map.n_shards);
+    mt->peers_dirty = true;
+    if (srv_group_get(s, SHARD_META_ID) == NULL)
+        srv_meta_save(s->cfg, &mt->map);
+}
+
 /* Reads the record from shard 0's state machine; installs a newer epoch. */
 static int load(struct srv *s)
 {
@@ -156,15 +254,7 @@ static int load(struct srv *s)
         rk_log(RK_LOG_ERROR, "meta shard: shard map of another cluster");
         return RK_EFOREIGN;
     }
-    uint64_t old = mt->map.epoch;
-    shard_map_free(&mt->map);
-    mt->map = next;
-    mt->rev = v.revision;
-    if (next.epoch != old)
-        rk_log(RK_LOG_INFO, "shard map epoch %" PRIu64 " (record revision %"
-               PRIu64 "): %u nodes, %u shards", next.epoch, v.revision,
-               next.n_nodes, next.n_shards);
-    mt->peers_dirty = true;
+    install(s, &next, v.revision);
     return 0;
 }
 
@@ -175,7 +265,8 @@ int srv_meta_init(struct srv *s)
         return RK_ENOMEM;
     shard_map_init(&mt->map);
     s->meta = mt;
-    int rv = bootstrap_map(s, &mt->map);
+    int rv = s->cfg->n_members > 0 ? bootstrap_map(s, &mt->map)
+                                   : srv_meta_read_file(s->cfg, &mt->map);
     if (rv != 0) {
         rk_errf(s->errmsg, "cannot build the bootstrap shard map: %s",
                 rk_strerror(rv));
@@ -305,9 +396,59 @@ static bool fix_address(struct srv *s, struct shard_map *next)
     return false;
 }
 
+static void on_fetched(void *arg, int status, const Ringkv__Response *resp)
+{
+    struct srv *s = arg;
+    struct srv_meta *mt = s->meta;
+    mt->fetching = false;
+    if (status != 0 || s->stopping || resp->status != RINGKV__STATUS__OK ||
+        resp->shard_map == NULL || resp->shard_map->encoded.len == 0)
+        return;
+    struct shard_map next;
+    shard_map_init(&next);
+    if (shard_map_decode(&next, resp->shard_map->encoded.data,
+                         resp->shard_map->encoded.len) != 0)
+        return;
+    if (next.cluster_id != s->cluster_id) {
+        shard_map_free(&next);
+        return;
+    }
+    if (next.epoch > mt->map.epoch)
+        install(s, &next, 0);
+    else
+        shard_map_free(&next);
+}
+
+/* A node without a meta replica asks a meta replica for the map. */
+static void maybe_fetch(struct srv *s, uint64_t now)
+{
+    struct srv_meta *mt = s->meta;
+    if (mt->fetching || now < mt->next_fetch_ms ||
+        srv_group_get(s, SHARD_META_ID) != NULL)
+        return;
+    mt->next_fetch_ms = now + FETCH_MS;
+    const struct shard_info *si = shard_map_shard(&mt->map, SHARD_META_ID);
+    if (si == NULL || si->n_voters == 0)
+        return;
+    uint64_t id = si->voters[mt->fetch_turn++ % si->n_voters];
+    const struct shard_node *nd = shard_map_node(&mt->map, id);
+    if (nd == NULL)
+        return;
+    Ringkv__Request rq = RINGKV__REQUEST__INIT;
+    Ringkv__GetShardMapRequest gm = RINGKV__GET_SHARD_MAP_REQUEST__INIT;
+    gm.known_epoch = mt->map.epoch;
+    rq.op_case = RINGKV__REQUEST__OP_GET_SHARD_MAP;
+    rq.get_shard_map = &gm;
+    if (srv_rpc_call(&s->loop.loop, nd->client_addr, &rq, 2000,
+                     s->cfg->max_frame_bytes, on_fetched, s) == 0)
+        mt->fetching = true;
+}
+
 void srv_meta_tick(struct srv *s)
 {
     struct srv_meta *mt = s->meta;
+    if (mt != NULL && !s->stopping)
+        maybe_fetch(s, srv_loop_now(&s->loop));
     if (mt != NULL && mt->peers_dirty && s->peers_started) {
         mt->peers_dirty = false;
         add_peers(s);
@@ -403,8 +544,7 @@ int srv_meta_node_add(struct srv *s, uint64_t id, const char *peer_addr,
         /* A retried join: the same node again is not an error. */
         shard_map_free(&next);
         *epoch = s->meta->map.epoch;
-        rk_errf(errmsg, "node %" PRIu64 " is already registered", id);
-        return RK_EEXIST;
+        return SRV_META_ALREADY;
     }
     rv = shard_map_node_add(&next, &nd);
     if (rv != 0) {
@@ -427,7 +567,7 @@ int srv_meta_node_remove(struct srv *s, uint64_t id, struct srv_waiter *w,
     const struct shard_node *nd = shard_map_node(&next, id);
     uint32_t hosted = shard_map_node_shards(&next, id, NULL, 0);
     if (nd == NULL || nd->state == SHARD_NODE_REMOVED) {
-        rv = RK_ENOTFOUND;
+        rv = RK_EINVAL;
         rk_errf(errmsg, "node %" PRIu64 " is not a member", id);
     } else if (hosted > 0) {
         rv = RK_EBUSY;

@@ -50,6 +50,18 @@ void srv_meta_bootstrap_conf(const struct srv_config *c, uint64_t shard,
 int srv_meta_init(struct srv *s);
 void srv_meta_free(struct srv *s);
 
+/* Writes the map to <data-dir>/shard-map (what a node without a meta
+ * replica restarts from). 0 or RK_EIO / RK_ENOMEM (logged). */
+int srv_meta_save(const struct srv_config *c, const struct shard_map *m);
+/* Reads it back into an empty m. RK_ENOTFOUND (absent), RK_EIO, RK_EPROTO
+ * (not a map), RK_ENOMEM. */
+int srv_meta_read_file(const struct srv_config *c, struct shard_map *m);
+/* Registers this node with the cluster at cfg->join (MemberAdd through the
+ * meta leader, following NOT_LEADER hints), fetches the map and saves it;
+ * blocking, bounded (start-up only). Sets s->cluster_id. 0, or
+ * RK_EUNAVAILABLE / RK_ETIMEDOUT / RK_EINVAL with s->errmsg set. */
+int srv_meta_join(struct srv *s);
+
 /* Shard 0 applied entries (or installed a snapshot): reload the record. */
 void srv_meta_applied(struct srv *s);
 /* Once per tick: the meta leader's duties (store the bootstrap map, record
@@ -72,9 +84,12 @@ uint64_t srv_meta_shard_hint(const struct srv *s, uint64_t shard);
  * stor_result's status is RK_ECASMISMATCH if the map changed meanwhile:
  * answer UNAVAILABLE, the caller retries). *epoch gets the epoch the change
  * creates. Errors (w->cb not called): RK_ENOTLEADER (not the meta leader),
- * RK_EEXIST (id taken), RK_EINVAL (bad id, address, or state) and RK_ENOTFOUND
+ * RK_EEXIST (id taken), RK_EINVAL (bad or unknown id, address, or state)
  * with a reason in errmsg (RK_ERRMSG_SIZE bytes), or srv_group_propose's.
+ * node_add returns SRV_META_ALREADY (nothing proposed) when the same node
+ * (id and peer address) is registered already: a retried join.
  */
+#define SRV_META_ALREADY 1 /* node_add: registered before (same peer) */
 int srv_meta_node_add(struct srv *s, uint64_t id, const char *peer_addr,
                       const char *client_addr, struct srv_waiter *w,
                       uint64_t timeout_ms, uint64_t *epoch, char *errmsg);

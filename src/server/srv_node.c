@@ -440,6 +440,39 @@ static int make_dir(const char *path)
     return 0;
 }
 
+/* A node without --initial-cluster: restarts from the map it saved when
+ * it joined, or joins now (--join). Sets s->cluster_id. */
+static int joined_identity(struct srv *s, bool *joined)
+{
+    const struct srv_config *c = s->cfg;
+    char path[SRV_PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/shard-map", c->data_dir);
+    if (make_dir(c->data_dir) != 0) {
+        rk_errf(s->errmsg, "cannot create %s: %s", c->data_dir,
+                strerror(errno));
+        return RK_EIO;
+    }
+    if (access(path, F_OK) != 0) {
+        if (c->join.port == 0)
+            return 0;
+        int rv = srv_meta_join(s);
+        if (rv != 0)
+            return rv;
+    }
+    struct shard_map m;
+    shard_map_init(&m);
+    int rv = srv_meta_read_file(c, &m);
+    if (rv != 0) {
+        rk_errf(s->errmsg, "%s is not a shard map: %s", path,
+                rk_strerror(rv));
+        return rv;
+    }
+    s->cluster_id = m.cluster_id;
+    shard_map_free(&m);
+    *joined = true;
+    return 0;
+}
+
 static int open_storage(struct srv *s)
 {
     struct srv_config *c = s->cfg;
@@ -447,29 +480,29 @@ static int open_storage(struct srv *s)
     int rv = read_cluster_file(s, &found);
     if (rv != 0)
         return rv;
-    if (c->n_members == 0) {
-        if (c->join.port != 0)
-            rk_errf(s->errmsg,
-                    "--join: adding a node to a running cluster is not "
-                    "supported by this version; start founding nodes with "
-                    "--initial-cluster");
-        else
-            rk_errf(s->errmsg,
-                    "%s holds no cluster and no --initial-cluster was given",
-                    c->data_dir);
-        return RK_EINVAL;
-    }
-    if (srv_config_member(c, c->id) == NULL) {
-        rk_errf(s->errmsg, "node %" PRIu64 " is not a member of the cluster "
-                "in %s", c->id, c->data_dir);
-        return RK_EFOREIGN;
-    }
-    s->cluster_id = srv_config_cluster_id(c);
     if (make_dir(c->data_dir) != 0) {
         rk_errf(s->errmsg, "cannot create %s: %s", c->data_dir,
                 strerror(errno));
         return RK_EIO;
     }
+    /* A node that joined a running cluster has no cluster.conf: its
+     * identity is the shard map it saved (srv_meta_join). */
+    bool joined = false;
+    if (c->n_members == 0 && (rv = joined_identity(s, &joined)) != 0)
+        return rv;
+    if (c->n_members == 0 && !joined) {
+        rk_errf(s->errmsg,
+                "%s holds no cluster and neither --initial-cluster nor "
+                "--join was given", c->data_dir);
+        return RK_EINVAL;
+    }
+    if (!joined && srv_config_member(c, c->id) == NULL) {
+        rk_errf(s->errmsg, "node %" PRIu64 " is not a member of the cluster "
+                "in %s", c->id, c->data_dir);
+        return RK_EFOREIGN;
+    }
+    if (!joined)
+        s->cluster_id = srv_config_cluster_id(c);
     struct stor_opts o;
     memset(&o, 0, sizeof(o));
     o.path = c->data_dir;
@@ -485,11 +518,11 @@ static int open_storage(struct srv *s)
         return rv;
     }
     uint64_t ids[1];
-    if (stor_shard_list(s->stor, ids, 1) == 0) {
+    if (!joined && stor_shard_list(s->stor, ids, 1) == 0) {
         if ((rv = bootstrap(s)) != 0)
             return rv;
     }
-    if (!found && (rv = write_cluster_file(s)) != 0)
+    if (!joined && !found && (rv = write_cluster_file(s)) != 0)
         return rv;
     s->n_data_shards = c->shards;
     return 0;

@@ -400,6 +400,7 @@ int srv_proto_response_encode(const struct srv_response *r, uint8_t **out,
         map.n_shards = r->n_shards;
         map.shards = sp;
         map.n_nodes = r->n_nodes;
+        map.encoded = to_bin(r->map_blob, (uint32_t)r->map_len);
         resp.result_case = RINGKV__RESPONSE__RESULT_SHARD_MAP;
         resp.shard_map = &map;
         break;

@@ -379,6 +379,18 @@ class Cluster:
         return self.base + 200 + i
 
     def args(self, i):
+        if i > self.n:
+            # A node beyond the founding ones joins through node 1's (or
+            # self.join_via's) client port.
+            return [self.binary, "--id", str(i),
+                    "--listen", "127.0.0.1:%d" % self.client_port(i),
+                    "--peer-listen", "127.0.0.1:%d" % (self.base + 100 + i),
+                    "--metrics-listen", "127.0.0.1:%d" % self.metrics_port(i),
+                    "--data-dir", os.path.join(self.workdir, "node%d" % i),
+                    "--join", "127.0.0.1:%d" % self.client_port(
+                        getattr(self, "join_via", 1)),
+                    "--election-ms", "600", "--heartbeat-ms", "100",
+                    "--tick-ms", "50"] + self.extra
         ic = ",".join("%d=127.0.0.1:%d" % (j, self.base + 100 + j)
                       for j in range(1, self.n + 1))
         icc = ",".join("%d=127.0.0.1:%d" % (j, self.base + j)

@@ -91,13 +91,16 @@ def main():
                         r.node_states.get(4) == "ACTIVE", "node 4 known")
         check(dict(maps[2].nodes)[4] == cli4, "node 4's client address")
 
+        # A retried join of the same node is answered OK, changes nothing.
+        r = rk.call_leader(cl, rk.op_member_add(4, peer4, cli4))
+        check(r.status == "OK" and r.epoch == epoch, "retried add: %r" % r)
         # Bad requests: clear errors, nothing changes.
-        bad = [(rk.op_member_add(4, peer4, cli4), "INVALID_ARGUMENT"),
+        bad = [(rk.op_member_add(4, "127.0.0.1:1", cli4), "INVALID_ARGUMENT"),
                (rk.op_member_add(5, "nonsense", cli4), "INVALID_ARGUMENT"),
                (rk.op_member_add(5, peer4, ""), "INVALID_ARGUMENT"),
                (rk.op_member_add(5, peer4, cli4, shard=2),
                 "INVALID_ARGUMENT"),
-               (rk.op_member_remove(9), "NOT_FOUND"),
+               (rk.op_member_remove(9), "INVALID_ARGUMENT"),
                (rk.op_member_remove(1), "UNAVAILABLE")]
         for op, want in bad:
             # Straight to the meta leader (call_leader would retry
@@ -130,12 +133,36 @@ def main():
         r = rk.call_leader(cl, rk.op_member_add(4, peer4, cli4), timeout=5)
         check(r.status == "INVALID_ARGUMENT", "id reuse: %r" % r)
 
-        # Every node restarts: the same map comes back from the meta group.
+        # Node 5 joins with --join: registered through the meta leader, it
+        # fetches the map and follows later changes.
+        cl.start(5)
+        epoch += 1
+        maps = wait_map(cl, lambda r: r.epoch == epoch and
+                        r.node_states.get(5) == "ACTIVE", "node 5 joined")
+        check(maps[5].map_shards == maps[1].map_shards, "node 5's map")
+        r = rk.call_leader(cl, rk.op_member_add(6, "127.0.0.1:1",
+                                                "127.0.0.1:2"))
+        check(r.status == "OK", "add 6: %r" % r)
+        epoch += 1
+        wait_map(cl, lambda r: r.epoch == epoch, "node 5 follows")
+        r = rk.call_leader(cl, rk.op_member_remove(6))
+        check(r.status == "OK", "remove 6: %r" % r)
+        epoch += 1
+        wait_map(cl, lambda r: r.epoch == epoch, "node 5 follows again")
+        c = rk.Conn(cl.client_port(5))
+        r = c.call(rk.op_get(b"k1"), epoch=epoch)
+        c.close()
+        check(r.status == "NOT_LEADER" and r.leader_id in (1, 2, 3),
+              "node 5 points to a replica: %r" % r)
+
+        # Every node restarts: the same map comes back from the meta group
+        # (node 5: from the map it saved, then the meta replicas).
         before = shard_map(cl, 1)
         rcs = cl.stop_all()
         check(all(rc == 0 for rc in rcs.values()), "exit codes %s" % rcs)
         cl.start_all()
-        cl.wait_leaders(SHARDS + 1)
+        cl.start(5)
+        cl.wait_leaders(SHARDS + 1, nodes=[1, 2, 3])
         maps = wait_map(cl, lambda r: r.epoch == epoch, "map after restart")
         for i, r in maps.items():
             check(r.node_states == before.node_states and
@@ -152,7 +179,7 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
         else:
             print("logs kept in", work)
-            for i in range(1, 4):
+            for i in range(1, 6):
                 try:
                     print("---- node%d\n%s" % (i, cl.log(i)[-3000:]))
                 except OSError:
