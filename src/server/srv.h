@@ -41,6 +41,7 @@
 
 struct srv;
 struct srv_group;
+struct srv_rebal;
 
 /* A client request waiting on Raft: a proposal to be applied, or a read to
  * become safe. The owner (srv_client.c) embeds it. */
@@ -131,6 +132,7 @@ struct srv {
     uint64_t cluster_id;
     uint32_t n_data_shards;
     struct srv_meta *meta; /* the shard map (srv_meta.c) */
+    struct srv_rebal *rebal; /* srv_rebalance.c's state */
 
     struct srv_group **groups; /* indexed by shard id, NULL if not hosted */
     uint32_t groups_cap;
@@ -167,6 +169,20 @@ int srv_run(struct srv *s);
  * srv_init). */
 void srv_fini(struct srv *s);
 
+/* Completes every submitted flush (blocking the loop meanwhile): after it
+ * no batch is in flight, so stor_batch_commit may run. */
+void srv_wait_flushes(struct srv *s);
+
+/* ------------------------------------------------------- srv_rebalance.c */
+
+/* Once per tick: create and drop local replicas as the map says, drive the
+ * Raft membership of the groups this node leads toward the map, and on the
+ * meta leader, advance the placement plan one shard at a time. */
+void srv_rebalance_tick(struct srv *s);
+/* Moves in flight as seen by this node (0 or 1 on the meta leader). */
+uint32_t srv_rebalance_moves(const struct srv *s);
+void srv_rebalance_free(struct srv *s);
+
 /* A node hosting `shard` (from the bootstrap placement) to send a client
  * to when this node does not host it; 0 if none is known. */
 uint64_t srv_shard_hint(struct srv *s, uint64_t shard);
@@ -192,8 +208,9 @@ void srv_groups_tick(struct srv *s);
 int srv_groups_step(struct srv *s, const struct raft_msg *m);
 /* A peer went down: probe it again later and wake idle groups. */
 void srv_groups_peer_down(struct srv *s, uint64_t peer);
-/* Fails every waiter (shutdown or fail-stop). */
+/* Fails every waiter (shutdown or fail-stop); of one group. */
 void srv_groups_fail_all(struct srv *s, int status);
+void srv_group_fail_waiters(struct srv_group *g, int status);
 
 /* Proposes a command on g; w->cb runs once it is applied or failed.
  * Returns RK_ENOTLEADER, RK_EBUSY, RK_ETOOLARGE, RK_EFAILSTOP, ... (then

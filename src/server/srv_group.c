@@ -906,15 +906,19 @@ void srv_groups_peer_down(struct srv *s, uint64_t peer)
     }
 }
 
+void srv_group_fail_waiters(struct srv_group *g, int status)
+{
+    fail_list(&g->proposals, status);
+    fail_list(&g->read_queue, status);
+    fail_list(&g->lease_queue, status);
+    fail_list(&g->reads, status);
+}
+
 void srv_groups_fail_all(struct srv *s, int status)
 {
     for (uint64_t id = 0; id < s->groups_cap; id++) {
         struct srv_group *g = s->groups[id];
-        if (g == NULL)
-            continue;
-        fail_list(&g->proposals, status);
-        fail_list(&g->read_queue, status);
-        fail_list(&g->lease_queue, status);
-        fail_list(&g->reads, status);
+        if (g != NULL)
+            srv_group_fail_waiters(g, status);
     }
 }

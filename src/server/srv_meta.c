@@ -29,6 +29,8 @@ struct srv_meta {
     uint64_t rev;         /* revision of the record; 0 = not committed */
     bool proposing;       /* one own proposal (bootstrap, address) */
     bool peers_dirty;     /* nodes may lack a peer connection */
+    bool trusted;         /* the map came from the meta group (record,
+                             fetched, or saved): replicas may follow it */
     bool fetching;        /* a map fetch is in flight */
     uint64_t next_fetch_ms;
     uint32_t fetch_turn;  /* which meta replica to ask next */
@@ -96,7 +98,9 @@ static int bootstrap_map(struct srv *s, struct shard_map *m)
         si->n_voters = conf.n_voters;
         memcpy(si->voters, conf.voters, conf.n_voters * sizeof(conf.voters[0]));
         si->n_learners = 0;
-        si->leader = conf.n_voters > 0 ? conf.voters[0] : 0;
+        /* No preferred leader until the planner balances leaders after
+         * a move (a fresh cluster keeps the leaders it elects). */
+        si->leader = 0;
     }
     rv = shard_map_validate(m);
     if (rv != 0)
@@ -199,12 +203,18 @@ int srv_meta_read_file(const struct srv_config *c, struct shard_map *m)
     return rv;
 }
 
-/* Takes `next` (a valid map of this cluster, consumed): a fetched map
- * (rev 0) if its epoch is newer, the meta record (its revision) always. */
+/* Takes `next` (a valid map of this cluster, consumed) if its epoch is
+ * newer: a fetched map (rev 0), or the meta record at revision rev (equal
+ * epochs too: the record is the truth). */
 static void install(struct srv *s, struct shard_map *next, uint64_t rev)
 {
     struct srv_meta *mt = s->meta;
-    if (rev == 0 && next->epoch <= mt->map.epoch) {
+    if (rev != 0)
+        mt->rev = rev; /* what the next CAS compares with */
+    if (next->epoch < mt->map.epoch ||
+        (rev == 0 && next->epoch == mt->map.epoch)) {
+        /* Older than what this node knows (a lagging meta replica's record
+         * after a fetched map): keep the newer one. */
         shard_map_free(next);
         return;
     }
@@ -212,8 +222,7 @@ static void install(struct srv *s, struct shard_map *next, uint64_t rev)
     shard_map_free(&mt->map);
     mt->map = *next;
     shard_map_init(next);
-    if (rev != 0)
-        mt->rev = rev;
+    mt->trusted = true;
     if (same)
         return;
     rk_log(RK_LOG_INFO, "shard map epoch %" PRIu64 ": %u nodes, %u shards",
@@ -264,11 +273,21 @@ int srv_meta_init(struct srv *s)
     if (mt == NULL)
         return RK_ENOMEM;
     shard_map_init(&mt->map);
+    mt->peers_dirty = true; /* nodes that joined after the founders */
     s->meta = mt;
-    int rv = s->cfg->n_members > 0 ? bootstrap_map(s, &mt->map)
-                                   : srv_meta_read_file(s->cfg, &mt->map);
+    /* The map saved by a node without a meta replica (a joined node, or a
+     * founder whose meta replica moved away) beats the bootstrap one. */
+    struct shard_map saved;
+    shard_map_init(&saved);
+    int rv = srv_meta_read_file(s->cfg, &saved);
+    if (rv == 0) {
+        mt->map = saved;
+        mt->trusted = true;
+    } else if (s->cfg->n_members > 0) {
+        rv = bootstrap_map(s, &mt->map);
+    }
     if (rv != 0) {
-        rk_errf(s->errmsg, "cannot build the bootstrap shard map: %s",
+        rk_errf(s->errmsg, "cannot build or read the shard map: %s",
                 rk_strerror(rv));
         return rv;
     }
@@ -313,6 +332,11 @@ uint64_t srv_meta_epoch(const struct srv *s)
 bool srv_meta_committed(const struct srv *s)
 {
     return s->meta->rev != 0;
+}
+
+bool srv_meta_trusted(const struct srv *s)
+{
+    return s->meta->trusted;
 }
 
 uint32_t srv_meta_route(const struct srv *s, const void *key, size_t len)
@@ -423,9 +447,20 @@ static void on_fetched(void *arg, int status, const Ringkv__Response *resp)
 static void maybe_fetch(struct srv *s, uint64_t now)
 {
     struct srv_meta *mt = s->meta;
-    if (mt->fetching || now < mt->next_fetch_ms ||
-        srv_group_get(s, SHARD_META_ID) != NULL)
+    struct srv_group *g = srv_group_get(s, SHARD_META_ID);
+    if (mt->fetching || now < mt->next_fetch_ms)
         return;
+    if (g != NULL && g->leader != 0) {
+        /* A meta replica applies the records itself, unless the group
+         * removed it (its log then stops growing). */
+        struct raft_status st;
+        raft_status(g->raft, &st);
+        bool member = false;
+        for (uint32_t i = 0; i < st.conf.n_voters; i++)
+            member = member || st.conf.voters[i] == s->cfg->id;
+        if (member)
+            return;
+    }
     mt->next_fetch_ms = now + FETCH_MS;
     const struct shard_info *si = shard_map_shard(&mt->map, SHARD_META_ID);
     if (si == NULL || si->n_voters == 0)
@@ -442,6 +477,18 @@ static void maybe_fetch(struct srv *s, uint64_t now)
     if (srv_rpc_call(&s->loop.loop, nd->client_addr, &rq, 2000,
                      s->cfg->max_frame_bytes, on_fetched, s) == 0)
         mt->fetching = true;
+}
+
+int srv_meta_propose_own(struct srv *s, const struct shard_map *next)
+{
+    struct srv_meta *mt = s->meta;
+    if (mt->proposing || mt->rev == 0)
+        return RK_EBUSY;
+    mt->w.cb = on_own_applied;
+    int rv = propose_map(s, next, &mt->w, 5000);
+    if (rv == 0)
+        mt->proposing = true;
+    return rv;
 }
 
 void srv_meta_tick(struct srv *s)
@@ -569,12 +616,16 @@ int srv_meta_node_remove(struct srv *s, uint64_t id, struct srv_waiter *w,
     if (nd == NULL || nd->state == SHARD_NODE_REMOVED) {
         rv = RK_EINVAL;
         rk_errf(errmsg, "node %" PRIu64 " is not a member", id);
-    } else if (hosted > 0) {
-        rv = RK_EBUSY;
-        rk_errf(errmsg, "node %" PRIu64 " still hosts %u shard replicas; "
-                "they must move away first", id, hosted);
+    } else if (nd->state == SHARD_NODE_DRAINING) {
+        shard_map_free(&next);
+        *epoch = s->meta->map.epoch;
+        return SRV_META_ALREADY;
     } else {
-        rv = shard_map_node_set_state(&next, id, SHARD_NODE_REMOVED);
+        /* A node with replicas drains first (the rebalancer moves them
+         * away, then marks it REMOVED). */
+        rv = shard_map_node_set_state(&next, id, hosted > 0
+                                                     ? SHARD_NODE_DRAINING
+                                                     : SHARD_NODE_REMOVED);
     }
     if (rv != 0) {
         shard_map_free(&next);

@@ -62,6 +62,10 @@ int srv_meta_read_file(const struct srv_config *c, struct shard_map *m);
  * RK_EUNAVAILABLE / RK_ETIMEDOUT / RK_EINVAL with s->errmsg set. */
 int srv_meta_join(struct srv *s);
 
+/* The meta leader's own change (rebalancer): CAS `next` in, one at a time.
+ * RK_EBUSY (one in flight, or no record yet), RK_ENOTLEADER, ... */
+int srv_meta_propose_own(struct srv *s, const struct shard_map *next);
+
 /* Shard 0 applied entries (or installed a snapshot): reload the record. */
 void srv_meta_applied(struct srv *s);
 /* Once per tick: the meta leader's duties (store the bootstrap map, record
@@ -73,6 +77,9 @@ const struct shard_map *srv_meta_map(const struct srv *s);
 uint64_t srv_meta_epoch(const struct srv *s);
 /* True once the map in use was read from the meta group. */
 bool srv_meta_committed(const struct srv *s);
+/* True once the map came from the meta group (its record, a fetch, or the
+ * saved copy), not only from the bootstrap flags: replicas follow it. */
+bool srv_meta_trusted(const struct srv *s);
 /* The data shard serving a key (SHARD_ID_NONE if the ring is empty). */
 uint32_t srv_meta_route(const struct srv *s, const void *key, size_t len);
 /* A node hosting `shard` (the preferred leader first), 0 if none. */
@@ -86,6 +93,9 @@ uint64_t srv_meta_shard_hint(const struct srv *s, uint64_t shard);
  * creates. Errors (w->cb not called): RK_ENOTLEADER (not the meta leader),
  * RK_EEXIST (id taken), RK_EINVAL (bad or unknown id, address, or state)
  * with a reason in errmsg (RK_ERRMSG_SIZE bytes), or srv_group_propose's.
+ * node_remove of a node hosting replicas marks it DRAINING (the rebalancer
+ * moves them away, then marks it REMOVED), else REMOVED at once; of a node
+ * DRAINING already it returns SRV_META_ALREADY.
  * node_add returns SRV_META_ALREADY (nothing proposed) when the same node
  * (id and peer address) is registered already: a retried join.
  */

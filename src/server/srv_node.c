@@ -360,6 +360,7 @@ static void on_tick(void *data)
     struct srv *s = data;
     srv_groups_tick(s);
     srv_meta_tick(s);
+    srv_rebalance_tick(s);
     /* Keepalives at the heartbeat interval. */
     uint32_t every = s->cfg->heartbeat_ms / s->cfg->tick_ms;
     if (every == 0 || s->loop.ticks % every == 0)
@@ -388,7 +389,7 @@ static void on_http_closed(struct srv_http *h)
     (void)h;
 }
 
-static void wait_flushes(struct srv *s)
+void srv_wait_flushes(struct srv *s)
 {
     /* Let the batches already submitted finish so that nothing the core
      * handed out is left half-done; stor_close also waits for them. */
@@ -416,7 +417,7 @@ static void on_stop(void *data)
         srv_peers_close(&s->peers, on_peers_closed);
     if (s->http_started)
         srv_http_close(&s->http, on_http_closed);
-    wait_flushes(s);
+    srv_wait_flushes(s);
     if (s->done_async_open)
         uv_close((uv_handle_t *)&s->done_async, on_done_async_closed);
 }
@@ -675,6 +676,7 @@ void srv_fini(struct srv *s)
     free(s->groups);
     srv_ring_free(&s->ring);
     srv_meta_free(s);
+    srv_rebalance_free(s);
     if (s->stor != NULL)
         stor_close(s->stor);
     pthread_mutex_destroy(&s->done_mu);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End-to-end: the shard map lives in the meta shard (shard 0). A 3-node
 cluster stores its bootstrap map through Raft; `member add` (shard 0)
-registers a node and `member remove` retires it, each a change of the map
+registers a node (no replica moves onto it before it runs) and `member
+remove` retires it (at once, as it hosts nothing), each a change of the map
 with epoch + 1 that every node converges on; bad requests get clear errors
 and change nothing; a client with an old epoch gets WRONG_SHARD and the
 current epoch; after a restart of every node the same map comes back.
@@ -100,8 +101,7 @@ def main():
                (rk.op_member_add(5, peer4, ""), "INVALID_ARGUMENT"),
                (rk.op_member_add(5, peer4, cli4, shard=2),
                 "INVALID_ARGUMENT"),
-               (rk.op_member_remove(9), "INVALID_ARGUMENT"),
-               (rk.op_member_remove(1), "UNAVAILABLE")]
+               (rk.op_member_remove(9), "INVALID_ARGUMENT")]
         for op, want in bad:
             # Straight to the meta leader (call_leader would retry
             # UNAVAILABLE).
@@ -133,36 +133,12 @@ def main():
         r = rk.call_leader(cl, rk.op_member_add(4, peer4, cli4), timeout=5)
         check(r.status == "INVALID_ARGUMENT", "id reuse: %r" % r)
 
-        # Node 5 joins with --join: registered through the meta leader, it
-        # fetches the map and follows later changes.
-        cl.start(5)
-        epoch += 1
-        maps = wait_map(cl, lambda r: r.epoch == epoch and
-                        r.node_states.get(5) == "ACTIVE", "node 5 joined")
-        check(maps[5].map_shards == maps[1].map_shards, "node 5's map")
-        r = rk.call_leader(cl, rk.op_member_add(6, "127.0.0.1:1",
-                                                "127.0.0.1:2"))
-        check(r.status == "OK", "add 6: %r" % r)
-        epoch += 1
-        wait_map(cl, lambda r: r.epoch == epoch, "node 5 follows")
-        r = rk.call_leader(cl, rk.op_member_remove(6))
-        check(r.status == "OK", "remove 6: %r" % r)
-        epoch += 1
-        wait_map(cl, lambda r: r.epoch == epoch, "node 5 follows again")
-        c = rk.Conn(cl.client_port(5))
-        r = c.call(rk.op_get(b"k1"), epoch=epoch)
-        c.close()
-        check(r.status == "NOT_LEADER" and r.leader_id in (1, 2, 3),
-              "node 5 points to a replica: %r" % r)
-
-        # Every node restarts: the same map comes back from the meta group
-        # (node 5: from the map it saved, then the meta replicas).
+        # Every node restarts: the same map comes back from the meta group.
         before = shard_map(cl, 1)
         rcs = cl.stop_all()
         check(all(rc == 0 for rc in rcs.values()), "exit codes %s" % rcs)
         cl.start_all()
-        cl.start(5)
-        cl.wait_leaders(SHARDS + 1, nodes=[1, 2, 3])
+        cl.wait_leaders(SHARDS + 1)
         maps = wait_map(cl, lambda r: r.epoch == epoch, "map after restart")
         for i, r in maps.items():
             check(r.node_states == before.node_states and
@@ -179,7 +155,7 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
         else:
             print("logs kept in", work)
-            for i in range(1, 6):
+            for i in range(1, 4):
                 try:
                     print("---- node%d\n%s" % (i, cl.log(i)[-3000:]))
                 except OSError:

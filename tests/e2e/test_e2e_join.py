@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""End-to-end: a 4th node joins a loaded 3-node, 16-shard cluster under a
+read/write/cas load. 10,000 keys are written first (pipelined); node 4
+starts with --join; the rebalancer moves replicas onto it one shard at a
+time (learner, snapshot, promotion, removal of the old replica) and then
+balances the leaders. Afterwards replicas and leaders per node differ by
+at most one, every preloaded key reads back, the recorded history of the
+load is linearizable (ringkv-lincheck), and a restart of every node brings
+the same map back.
+
+Usage: test_e2e_join.py PATH/TO/ringkvd BUILD_DIR
+"""
+# ctest-timeout: 240
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rkclient as rk  # noqa: E402
+import rkmove  # noqa: E402
+
+SHARDS = 16
+KEYS = 10000
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def main():
+    binary = sys.argv[1]
+    build = sys.argv[2] if len(sys.argv) > 2 else os.path.dirname(
+        os.path.dirname(os.path.dirname(binary)))
+    work = tempfile.mkdtemp(prefix="rk-e2e-join-")
+    cl = rk.Cluster(binary, work, n_nodes=3, shards=SHARDS)
+    ok = False
+    load = None
+    try:
+        cl.start_all()
+        cl.wait_leaders(SHARDS + 1)
+        t0 = time.time()
+        keys = rkmove.preload(cl, KEYS)
+        print("preloaded %d keys in %.1fs" % (KEYS, time.time() - t0))
+        load = rkmove.Workload(cl)
+        load.start()
+        time.sleep(2)
+        t0 = time.time()
+        cl.start(4)
+        cnt, lc = rkmove.wait_balanced(cl, [1, 2, 3, 4])
+        print("balanced %.1fs after the join: replicas %s leaders %s" %
+              (time.time() - t0, cnt, lc))
+        time.sleep(1)
+        load.finish()
+        print("load: %s" % load.counts)
+        rkmove.check_preloaded(cl, keys)
+        print("lincheck: %s" % load.check(build, os.path.join(
+            work, "history.jsonl")))
+
+        before = rkmove.shard_map(cl, 1)
+        rcs = cl.stop_all()
+        check(all(rc == 0 for rc in rcs.values()), "exit codes %s" % rcs)
+        for i in (1, 2, 3, 4):
+            cl.start(i)
+        cl.wait_leaders(SHARDS + 1)
+        for i in (1, 2, 3, 4):
+            deadline = time.time() + 20
+            while True:
+                m = rkmove.shard_map(cl, i)
+                if m.epoch == before.epoch:
+                    break
+                check(time.time() < deadline, "node %d epoch %d, want %d" %
+                      (i, m.epoch, before.epoch))
+                time.sleep(0.2)
+            check(m.map_shards == before.map_shards and
+                  m.node_states == before.node_states,
+                  "node %d's map after restart differs" % i)
+        rkmove.check_preloaded(cl, keys[:500])
+        ok = True
+        print("join: ok")
+    finally:
+        if load is not None:
+            load.finish()
+        cl.stop_all()
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("logs kept in", work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
