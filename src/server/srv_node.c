@@ -319,6 +319,13 @@ static void render_metrics(void *data, FILE *out)
     srv_metrics_family(out, "ringkv_shards_quiesced", "gauge",
                        "Hosted shards that stopped ticking (idle).");
     fprintf(out, "ringkv_shards_quiesced %" PRIu64 "\n", quiesced);
+    srv_metrics_family(out, "ringkv_map_epoch", "gauge",
+                       "Epoch of the shard map this node routes with.");
+    fprintf(out, "ringkv_map_epoch %" PRIu64 "\n", srv_meta_epoch(s));
+    srv_metrics_family(out, "ringkv_moves_in_flight", "gauge",
+                       "Replica moves the meta leader waits for (0 on "
+                       "other nodes).");
+    fprintf(out, "ringkv_moves_in_flight %u\n", srv_rebalance_moves(s));
     srv_metrics_family(out, "ringkv_fail_stop", "gauge",
                        "1 after a storage failure stopped the node.");
     fprintf(out, "ringkv_fail_stop %d\n", s->failstop ? 1 : 0);
