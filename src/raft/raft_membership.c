@@ -260,6 +260,12 @@ int raft__conf_init(struct raft_node *n)
         }
         for (uint32_t k = 0; k < cnt && rc == 0; k++) {
             struct raft_conf_change cc;
+            /* Entries up to the snapshot index are in the snapshot's
+             * configuration already (a log may keep entries below its
+             * snapshot, e.g. storage whose snapshot is the applied state):
+             * replaying them would apply a change twice. */
+            if (blk[k].index <= sm.index)
+                continue;
             if (blk[k].type == RAFT_ENTRY_CONF &&
                 raft_conf_change_decode(blk[k].data, blk[k].len, &cc) == 0)
                 rc = push_rec(n, blk[k].index, &cc);
