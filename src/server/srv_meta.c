@@ -32,6 +32,7 @@ struct srv_meta {
     bool trusted;         /* the map came from the meta group (record,
                              fetched, or saved): replicas may follow it */
     bool fetching;        /* a map fetch is in flight */
+    uint64_t fetched_ms;  /* when a fetch last answered */
     uint64_t next_fetch_ms;
     uint32_t fetch_turn;  /* which meta replica to ask next */
     uint64_t next_try_ms;
@@ -339,6 +340,21 @@ bool srv_meta_trusted(const struct srv *s)
     return s->meta->trusted;
 }
 
+bool srv_meta_fresh(struct srv *s)
+{
+    struct srv_meta *mt = s->meta;
+    struct srv_group *g = srv_group_get(s, SHARD_META_ID);
+    if (g != NULL && g->leader != 0) {
+        struct raft_status st;
+        raft_status(g->raft, &st);
+        for (uint32_t i = 0; i < st.conf.n_voters; i++)
+            if (st.conf.voters[i] == s->cfg->id)
+                return st.commit <= g->applied;
+    }
+    return mt->fetched_ms != 0 &&
+           srv_loop_now(&s->loop) <= mt->fetched_ms + 3 * FETCH_MS;
+}
+
 uint32_t srv_meta_route(const struct srv *s, const void *key, size_t len)
 {
     return shard_map_route(&s->meta->map, key, len);
@@ -428,6 +444,7 @@ static void on_fetched(void *arg, int status, const Ringkv__Response *resp)
     if (status != 0 || s->stopping || resp->status != RINGKV__STATUS__OK ||
         resp->shard_map == NULL || resp->shard_map->encoded.len == 0)
         return;
+    mt->fetched_ms = srv_loop_now(&s->loop);
     struct shard_map next;
     shard_map_init(&next);
     if (shard_map_decode(&next, resp->shard_map->encoded.data,

@@ -80,6 +80,11 @@ bool srv_meta_committed(const struct srv *s);
 /* True once the map came from the meta group (its record, a fetch, or the
  * saved copy), not only from the bootstrap flags: replicas follow it. */
 bool srv_meta_trusted(const struct srv *s);
+/* True when this node's map is known to be current: its meta replica
+ * applied everything it knows committed, or (without one) a meta replica
+ * answered a fetch lately. A restarted node's saved map may be old: shard
+ * leaders must not drive membership back toward it. */
+bool srv_meta_fresh(struct srv *s);
 /* The data shard serving a key (SHARD_ID_NONE if the ring is empty). */
 uint32_t srv_meta_route(const struct srv *s, const void *key, size_t len);
 /* A node hosting `shard` (the preferred leader first), 0 if none. */

@@ -494,7 +494,8 @@ void srv_rebalance_tick(struct srv *s)
      * node built before the meta group stored or sent one). */
     if (!srv_meta_trusted(s))
         return;
-    follow_map(s, m, now);
+    if (srv_meta_fresh(s))
+        follow_map(s, m, now);
     struct srv_group *mg = srv_group_get(s, SHARD_META_ID);
     if (mg == NULL || !srv_group_is_leader(mg) || !srv_meta_committed(s))
         return;

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""End-to-end: a node leaves a loaded 4-node cluster under a read/write/cas
+load. `member remove 4` marks it draining; the rebalancer moves each of its
+replicas to the other nodes (learner, snapshot, promotion, then removal of
+node 4's replica, leadership handed over first), then marks it REMOVED and
+node 4 drops its replicas. Every shard keeps a quorum throughout (the load
+keeps completing, its history is linearizable), every preloaded key reads
+back, and after node 4 stops the three others serve everything.
+
+Usage: test_e2e_leave.py PATH/TO/ringkvd BUILD_DIR
+"""
+# ctest-timeout: 240
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rkclient as rk  # noqa: E402
+import rkmove  # noqa: E402
+
+SHARDS = 8
+KEYS = 3000
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def main():
+    binary = sys.argv[1]
+    build = sys.argv[2]
+    work = tempfile.mkdtemp(prefix="rk-e2e-leave-")
+    cl = rk.Cluster(binary, work, n_nodes=4, shards=SHARDS)
+    ok = False
+    load = None
+    try:
+        cl.start_all()
+        cl.wait_leaders(SHARDS + 1)
+        keys = rkmove.preload(cl, KEYS)
+        load = rkmove.Workload(cl)
+        load.start()
+        time.sleep(2)
+        t0 = time.time()
+        r = rk.call_leader(cl, rk.op_member_remove(4))
+        check(r.status == "OK", "member remove: %r" % r)
+        m = rkmove.shard_map(cl, 1)
+        check(m.node_states.get(4) in ("LEAVING", "REMOVED"),
+              "node 4 after remove: %s" % m.node_states)
+        deadline = time.time() + 90
+        while True:
+            m = rkmove.shard_map(cl, 1)
+            hosted = [s["shard"] for s in cl.status(4).shards]
+            if m.node_states.get(4) == "REMOVED" and not hosted:
+                break
+            check(time.time() < deadline, "node 4 not drained: %s, hosts %s"
+                  % (m.node_states, hosted))
+            time.sleep(0.5)
+        check(all(4 not in v + l for v, l in m.map_shards.values()),
+              "node 4 still in the map: %s" % m.map_shards)
+        print("drained in %.1fs; replicas %s" % (
+            time.time() - t0, rkmove.replica_counts(m, [1, 2, 3])))
+        cl.kill(4)
+        cl.wait_leaders(SHARDS + 1, nodes=[1, 2, 3])
+        time.sleep(1)
+        load.finish()
+        print("load: %s" % load.counts)
+        rkmove.check_preloaded(cl, keys)
+        print("lincheck: %s" % load.check(build, os.path.join(
+            work, "history.jsonl")))
+        ok = True
+        print("leave: ok")
+    finally:
+        if load is not None:
+            load.finish()
+        cl.stop_all()
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("logs kept in", work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
