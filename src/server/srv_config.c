@@ -67,7 +67,9 @@ static const struct opt opts[] = {
      "shard 0 comes on top)."},
     {"join", OPT_ADDR, F(join), 0, "HOST:PORT",
      "Client address of a member of a running cluster to join instead of "
-     "bootstrapping (the node waits to be added as a learner)."},
+     "bootstrapping: the node registers with --id through the meta leader, "
+     "fetches the shard map, and the rebalancer moves replicas onto it. "
+     "A restart finds the cluster in --data-dir and ignores --join."},
     {"snapshot-count", OPT_U32, F(snapshot_count), 0, "N",
      "Applied log entries a shard keeps before it compacts its log; a "
      "follower further behind catches up from a snapshot (default 10000)."},

@@ -604,11 +604,22 @@ int srv_meta_node_add(struct srv *s, uint64_t id, const char *peer_addr,
         return rv;
     const struct shard_node *old = shard_map_node(&next, id);
     if (old != NULL && old->state != SHARD_NODE_REMOVED &&
-        strcmp(old->peer_addr, peer_addr) == 0) {
-        /* A retried join: the same node again is not an error. */
+        strcmp(old->peer_addr, peer_addr) == 0 &&
+        shard_map_node_shards(&next, id, NULL, 0) == 0) {
+        /* A retried join (its answer was lost): nothing moved onto the node
+         * yet, so this is the same node again, not an error. */
         shard_map_free(&next);
         *epoch = s->meta->map.epoch;
         return SRV_META_ALREADY;
+    }
+    if (old != NULL && old->state != SHARD_NODE_REMOVED) {
+        /* It hosts replicas: a node that lost its data dir must not come
+         * back under its id (an empty voter could elect a stale leader). */
+        shard_map_free(&next);
+        rk_errf(errmsg, "node %" PRIu64 " is a member hosting replicas; a "
+                "node that lost its data joins with a new id after "
+                "`member remove %" PRIu64 "`", id, id);
+        return RK_EEXIST;
     }
     rv = shard_map_node_add(&next, &nd);
     if (rv != 0) {

@@ -3,9 +3,9 @@
 #define SRV_RING_H
 
 /*
- * Kept behind this small interface on purpose: until the meta shard's state
- * machine holds the epoch-versioned map of DESIGN.md §4, every node builds
- * the same ring from the shard count alone: data shards 1..n with `vnodes`
+ * Routing now follows the meta shard's map (srv_meta_route); this ring is
+ * the bootstrap layout that map starts from. Every node builds the same
+ * ring from the shard count alone: data shards 1..n with `vnodes`
  * points each in src/shard's SHARD_RING_BALANCED layout (exactly equal
  * shares, deterministic), keys hashed with shard_key_hash (XXH3-64, Redis
  * hash tags honoured), so a node and a client holding the map's points

@@ -37,6 +37,7 @@ def main():
         os.path.dirname(os.path.dirname(binary)))
     work = tempfile.mkdtemp(prefix="rk-e2e-join-")
     cl = rk.Cluster(binary, work, n_nodes=3, shards=SHARDS)
+    cl.base = rk.free_port_base(4)  # node 4's ports too
     ok = False
     load = None
     try:
