@@ -650,8 +650,10 @@ static void on_admin_applied(struct srv_waiter *w, int status,
         r.message = "the shard map changed meanwhile; retry";
     }
     if (r.status == 0) {
+        /* The epoch the change created (the local map may be reloaded
+         * only once the apply is durable). */
         r.admin_index = res->index;
-        r.epoch = srv_meta_epoch(cs->srv);
+        r.epoch = w->ctx;
     }
     reply(cs, q->conn, q->op, q->started_us, &r);
     creq_free(q);
@@ -699,7 +701,9 @@ static void do_member(struct srv_clients *cs, struct cconn *cc,
         r.epoch = epoch;
         reply(cs, cc, rq->op, t0, &r);
         creq_free(q);
-    } else if (rv != 0) {
+    } else if (rv == 0) {
+        q->w.ctx = epoch;
+    } else {
         reply_error(cs, cc, rq->op, rq->request_id, t0,
                     rv == RK_EBUSY ? RK_EUNAVAILABLE : rv,
                     why[0] != '\0' ? why : NULL, g->leader);
