@@ -47,9 +47,6 @@ def main():
         t0 = time.time()
         r = rk.call_leader(cl, rk.op_member_remove(4))
         check(r.status == "OK", "member remove: %r" % r)
-        m = rkmove.shard_map(cl, 1)
-        check(m.node_states.get(4) in ("LEAVING", "REMOVED"),
-              "node 4 after remove: %s" % m.node_states)
         deadline = time.time() + 90
         while True:
             m = rkmove.shard_map(cl, 1)
