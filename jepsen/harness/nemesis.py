@@ -15,7 +15,7 @@ from cluster import node_ip, proxy_ip
 
 PARTITION_MODES = ["halves", "leader", "ring", "one-way"]
 NEMESES = ["kill", "pause", "partition", "loss", "delay", "clock",
-           "membership", "split"]
+           "membership", "split", "transfer"]
 CHAIN_PREFIX = "rkj-"
 
 
@@ -112,6 +112,7 @@ class Nemesis:
         self.stop_ev = threading.Event()
         self.current = None
         self.killed = set()
+        self.restarted = []
         self.thread = None
         self.partition_modes = partition_modes or PARTITION_MODES
 
@@ -148,6 +149,7 @@ class Nemesis:
             for i in victims:
                 self.c.nodes[i].start()
                 self.killed.discard(i)
+                self.restarted.append(i)
         return "kill %s" % victims, end
 
     def f_pause(self):
@@ -268,6 +270,27 @@ class Nemesis:
             n.start(join=self.c.nodes[others[0]].client_addr)
             self.record("membership", "add n%d: %s" % (n.id, out2), "info")
         return "membership remove n%d: %s" % (victim, out), end
+
+    def f_transfer(self):
+        """Hands a shard's leadership to the node restarted last (or a
+        random one): a new leader that may still be catching up."""
+        shard, leader = self.shard_leader()
+        if shard is None:
+            return "transfer: no shard leader known", None
+        cands = [i for i in self.ids() if i != leader and
+                 self.c.nodes[i].alive()]
+        if not cands:
+            return "transfer: no other live node", None
+        fresh = [i for i in cands if i in self.restarted]
+        to = fresh[-1] if fresh else self.rnd.choice(cands)
+        rc, out = self.c.ringkv("leader", "transfer", str(shard), "--to",
+                                str(to), timeout=12)
+        out = out.strip().replace("\n", " ")[:200]
+        if rc != 0:
+            return "transfer shard %d to n%d refused (rc %d): %s" % (
+                shard, to, rc, out), None
+        return "transfer shard %d n%d -> n%d: %s" % (shard, leader, to,
+                                                     out), lambda: None
 
     def f_split(self):
         shard, _ = self.shard_leader()
