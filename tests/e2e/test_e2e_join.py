@@ -10,7 +10,7 @@ the same map back.
 
 Usage: test_e2e_join.py PATH/TO/ringkvd BUILD_DIR
 """
-# ctest-timeout: 240
+# ctest-timeout: 360
 
 import os
 import shutil
@@ -66,7 +66,7 @@ def main():
         check(all(rc == 0 for rc in rcs.values()), "exit codes %s" % rcs)
         for i in (1, 2, 3, 4):
             cl.start(i)
-        cl.wait_leaders(SHARDS + 1)
+        cl.wait_leaders(SHARDS + 1, timeout=120)  # a full restart under CI load
         for i in (1, 2, 3, 4):
             deadline = time.time() + 20
             while True:
