@@ -74,6 +74,14 @@ int cli_fail(ringkv_t *c, const char *what, ringkv_status st)
     return exit_code(st);
 }
 
+/* cli_fail, then closes the client. */
+static int fail_close(ringkv_t *c, const char *what, ringkv_status st)
+{
+    int rc = cli_fail(c, what, st);
+    ringkv_close(c);
+    return rc;
+}
+
 int cli_open(struct cli *cl, ringkv_t **c)
 {
     ringkv_options o = cl->opts;
@@ -538,9 +546,7 @@ static int cmd_scan(struct cli *cl)
                                    after ? strlen(after) : 0, limit,
                                    keys_only, &kvs);
     if (st != RINGKV_OK) {
-        rc = cli_fail(c, "scan", st);
-        ringkv_close(c);
-        return rc;
+        return fail_close(c, "scan", st);
     }
     if (cl->json) {
         json_t *arr = json_array();
@@ -593,9 +599,7 @@ static int cmd_status(struct cli *cl)
     ringkv_cluster_status cs;
     ringkv_status st = ringkv_get_cluster_status(c, &cs);
     if (st != RINGKV_OK) {
-        rc = cli_fail(c, "status", st);
-        ringkv_close(c);
-        return rc;
+        return fail_close(c, "status", st);
     }
     size_t reachable = 0;
     for (size_t i = 0; i < cs.n_nodes; i++)
@@ -706,9 +710,7 @@ static int cmd_shards(struct cli *cl)
     ringkv_shard_map m;
     ringkv_status st = ringkv_get_shard_map(c, &m);
     if (st != RINGKV_OK) {
-        rc = cli_fail(c, "shards", st);
-        ringkv_close(c);
-        return rc;
+        return fail_close(c, "shards", st);
     }
     bool have_cs = ringkv_get_cluster_status(c, &cs) == RINGKV_OK;
     for (size_t i = 0; have_cs && i < m.n_shards; i++)
@@ -814,9 +816,7 @@ static int cmd_members(struct cli *cl)
         size_t n;
         ringkv_status st = ringkv_member_list(c, &nodes, &n);
         if (st != RINGKV_OK) {
-            rc = cli_fail(c, "members list", st);
-            ringkv_close(c);
-            return rc;
+            return fail_close(c, "members list", st);
         }
         if (cl->json) {
             json_t *a = json_array();
