@@ -393,7 +393,10 @@ int stor_batch_append(struct stor_batch *b, uint64_t shard,
                       const struct raft_entry *ents, uint32_t n);
 int stor_batch_set_hard_state(struct stor_batch *b, uint64_t shard,
                               const struct raft_hard_state *hs);
-/* Configuration as of the last log entry (raft_ready.conf). */
+/* The configuration raft_ready.conf carries (the group's bootstrap
+ * configuration, index 0). While nothing is applied (a replica created
+ * empty), it also becomes the applied configuration, which CONF entries
+ * fold onto as they are applied. */
 int stor_batch_set_conf(struct stor_batch *b, uint64_t shard,
                         const struct raft_conf_state *conf);
 /* Overrides the applied configuration (rarely needed; see conf_decode). */
