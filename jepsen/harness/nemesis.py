@@ -285,7 +285,11 @@ class Nemesis:
         shard, leader = self.shard_leader()
         if shard is None:
             return "transfer: no shard leader known", None
-        cands = [i for i in self.ids() if i != leader and
+        # Only nodes that host a replica of the shard can take it.
+        hosts = {nd.get("id") for nd in (self.c.status() or {}).get(
+            "nodes", []) if any(x.get("shard") == shard
+                                for x in nd.get("shards", []))}
+        cands = [i for i in self.ids() if i != leader and i in hosts and
                  self.c.nodes[i].alive()]
         if not cands:
             return "transfer: no other live node", None
