@@ -616,10 +616,10 @@ int srv_meta_node_add(struct srv *s, uint64_t id, const char *peer_addr,
         strcmp(old->peer_addr, peer_addr) != 0) {
         /* Registered (e.g. by `member add`) under another peer address: a
          * join from this one is another node, or a misconfigured one. */
-        shard_map_free(&next);
         rk_errf(errmsg, "node %" PRIu64 " is registered with peer address "
                 "%s, not %s (a node joins with the --peer-listen address "
                 "it was added with)", id, old->peer_addr, peer_addr);
+        shard_map_free(&next); /* old points into it */
         return RK_EEXIST;
     }
     if (old != NULL && old->state == SHARD_NODE_ACTIVE &&
