@@ -72,13 +72,17 @@
 #include "raft.h"
 #include "rk_err.h"
 
-/* Format version written to `meta`; opening a newer (or older, there is no
- * migration yet) one fails with RK_EVERSION. */
-#define STOR_FORMAT_VERSION 1u
+/* Format version written to `meta`. Version 2 added long keys (over 480
+ * bytes, see stor_int.h) to the kv database; a version 1 dir (which cannot
+ * hold any) is upgraded to 2 when opened, so a build that reads only
+ * version 1 refuses it afterwards instead of misreading long keys. Any
+ * other version fails with RK_EVERSION. */
+#define STOR_FORMAT_VERSION 2u
 
-/* Longest key: LMDB's key limit (511) minus the 8-byte shard prefix, with
- * room to spare. Longer keys are refused with RK_ETOOLARGE. */
-#define STOR_MAX_KEY 480u
+/* Longest key (64 KiB). Keys over 480 bytes are stored under a prefix and
+ * a hash of the full key (stor_int.h); lookups compare the full key.
+ * Longer keys are refused with RK_ETOOLARGE. */
+#define STOR_MAX_KEY 65536u
 /* Longest value. */
 #define STOR_MAX_VALUE (8u << 20)
 /* Default and most bytes of one snapshot chunk (a chunk holding one record
