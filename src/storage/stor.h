@@ -403,7 +403,11 @@ int stor_batch_append(struct stor_batch *b, uint64_t shard,
                       const struct raft_entry *ents, uint32_t n);
 int stor_batch_set_hard_state(struct stor_batch *b, uint64_t shard,
                               const struct raft_hard_state *hs);
-/* Configuration as of the last log entry (raft_ready.conf). */
+/* The configuration raft_ready.conf hands out: the group's bootstrap
+ * configuration (index 0, raft.h), handed back at restart as
+ * stor_shard_state.conf. A replica created with an empty configuration
+ * learns it this way; its first applied entry then starts the applied
+ * configuration from it. */
 int stor_batch_set_conf(struct stor_batch *b, uint64_t shard,
                         const struct raft_conf_state *conf);
 /* Overrides the applied configuration (rarely needed; see conf_decode). */
