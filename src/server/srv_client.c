@@ -475,7 +475,9 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
                     "scan needs a data shard id of the shard map", 0);
         return;
     }
-    if (rq->klen > s->cfg->max_key_bytes || rq->slen > s->cfg->max_key_bytes) {
+    /* The start key is start_after | 0x00 (srv_proto.c): one byte more. */
+    if (rq->klen > s->cfg->max_key_bytes ||
+        rq->slen > s->cfg->max_key_bytes + 1) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ETOOLARGE,
                     "prefix or start key over the key size limit", 0);
         return;
