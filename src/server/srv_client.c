@@ -754,6 +754,17 @@ static void do_admin(struct srv_clients *cs, struct cconn *cc,
     int rv = g->role != RAFT_LEADER ? RK_ENOTLEADER
                                     : raft_transfer_leader(g->raft, to);
     srv_group_wake(g);
+    if (rv == RK_ENOTFOUND || rv == RK_ENOTVOTER) {
+        /* Not "key not found": say which node cannot lead the shard. */
+        char why[RK_ERRMSG_SIZE];
+        rk_errf(why, "node %" PRIu64 " %s shard %" PRIu64 " (only a voter "
+                "can take the leadership)", to, rv == RK_ENOTFOUND
+                ? "is not a replica of" : "is a learner, not a voter, of",
+                rq->shard);
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EINVAL, why,
+                    g->leader);
+        return;
+    }
     struct srv_response r;
     memset(&r, 0, sizeof(r));
     r.request_id = rq->request_id;

@@ -403,11 +403,10 @@ int stor_batch_append(struct stor_batch *b, uint64_t shard,
                       const struct raft_entry *ents, uint32_t n);
 int stor_batch_set_hard_state(struct stor_batch *b, uint64_t shard,
                               const struct raft_hard_state *hs);
-/* The configuration raft_ready.conf hands out: the group's bootstrap
- * configuration (index 0, raft.h), handed back at restart as
- * stor_shard_state.conf. A replica created with an empty configuration
- * learns it this way; its first applied entry then starts the applied
- * configuration from it. */
+/* The configuration raft_ready.conf carries (the group's bootstrap
+ * configuration, index 0). While nothing is applied (a replica created
+ * empty), it also becomes the applied configuration, which CONF entries
+ * fold onto as they are applied. */
 int stor_batch_set_conf(struct stor_batch *b, uint64_t shard,
                         const struct raft_conf_state *conf);
 /* Overrides the applied configuration (rarely needed; see conf_decode). */

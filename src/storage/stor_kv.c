@@ -699,16 +699,6 @@ int stor__apply_entry(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
     }
     if (index != sh->w.applied + 1)
         return RK_EINVAL;
-    if (sh->w.applied == 0 && sh->w.applied_conf.n_voters == 0 &&
-        sh->w.applied_conf.n_learners == 0) {
-        /* The configuration at index 0 is the group's bootstrap one. A
-         * replica created empty (to join a group) learns it from the
-         * leader's first append (stor_batch_set_conf) after its creation:
-         * changes fold into it, not into nothing. Else the applied
-         * configuration, which snapshots and restarts start from, would
-         * lack the founding voters. */
-        sh->w.applied_conf = sh->w.conf;
-    }
     int rc = 0;
     switch (type) {
     case RAFT_ENTRY_NOOP:

@@ -206,6 +206,10 @@ def main():
         j = cli.json("leader", "transfer", str(shard), "--to", str(target))
         check(j["ok"], j)
         cli.run("leader", "transfer", "x", rc=2)
+        # To a node that hosts no replica of the shard: refused, and said so
+        # (it was "key not found", exit 1).
+        _, err = cli.run("leader", "transfer", str(shard), "--to", "7", rc=4)
+        check("node 7 is not a replica of shard %d" % shard in err, err)
         # Membership changes and splits: either done, or refused with a
         # clear message and exit code 4 (by a server without them).
         out, err = cli.run("shard", "split", "0", rc=2)
