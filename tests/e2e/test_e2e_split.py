@@ -13,11 +13,12 @@ Afterwards: the map has shards 1..4 and no split in flight, every node
 hosts what the map says, every preloaded key reads back (from its new
 shard), the moved keys are gone from the donors' scans, the history is
 linearizable, metrics count the splits, and a restart of every node keeps
-all of it.
+all of it. Last, the nodes restart with --split-threshold-bytes and the
+biggest shard splits by itself.
 
 Usage: test_e2e_split.py PATH/TO/ringkvd BUILD_DIR
 """
-# ctest-timeout: 240
+# ctest-timeout: 300
 
 import os
 import shutil
@@ -202,6 +203,19 @@ def main():
         cl.wait_leaders(SHARDS + 3, timeout=120)
         m2 = wait_split_done(cl, new2, timeout=30)
         check(m2.map_shards == m.map_shards, "map changed by the restart")
+        rkmove.check_preloaded(cl, keys)
+
+        # Automatic splits: with --split-threshold-bytes, a shard's leader
+        # asks for a split once its data passes the threshold (shard 2
+        # holds about 90 KB here, the others less than 64 KiB).
+        rcs = cl.stop_all()
+        check(all(rc == 0 for rc in rcs.values()), "exit codes %s" % rcs)
+        cl.extra += ["--split-threshold-bytes", "64KiB"]
+        cl.start_all()
+        t0 = time.time()
+        m3 = wait_split_done(cl, new2 + 1, timeout=60)
+        print("automatic split into shard %d in %.1fs (epoch %d, %d shards)"
+              % (new2 + 1, time.time() - t0, m3.epoch, len(m3.map_shards)))
         rkmove.check_preloaded(cl, keys)
         ok = True
         print("split: ok")
