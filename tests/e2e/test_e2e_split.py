@@ -21,6 +21,7 @@ Usage: test_e2e_split.py PATH/TO/ringkvd BUILD_DIR
 # ctest-timeout: 300
 
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -148,13 +149,47 @@ def main():
         print("split %d -> %d with node %d killed done in %.1fs (epoch %d)" %
               (new, new2, victim, time.time() - t0, m.epoch))
         cl.wait_leaders(SHARDS + 3, timeout=60)
+        # The restarted node counts only what it applied since it came
+        # back; the others applied both SPLIT entries.
+        for i in cl.procs:
+            n = metric(cl, i, "ringkv_splits_applied_total")
+            check(n is not None and (n >= 2 or i == victim),
+                  "node %d ringkv_splits_applied_total %r" % (i, n))
+        n = sum(metric(cl, i, "ringkv_splits_started_total") or 0
+                for i in cl.procs)
+        # (the meta leader that began the first one may be the restarted
+        # node)
+        check(n >= 1, "ringkv_splits_started_total over the nodes: %r" % n)
+
+        # 3. Every node is killed right after a split of shard 2 is
+        # recorded (its SPLIT entry proposed, committed or applied on some
+        # of them, or not yet): after a restart the split completes.
+        t0 = time.time()
+        new3 = split(cl, 2)
+        check(new3 == new2 + 1, "third new shard id %d" % new3)
+        # The kill lands anywhere from "recorded, not proposed" to "applied
+        # on some nodes"; the line below says where.
+        pause = random.uniform(0, 0.15)
+        time.sleep(pause)
+        for i in list(cl.procs):
+            cl.kill(i)
+        logs = {i: cl.log(i) for i in (1, 2, 3)}
+        print("killed %.2fs after the split of shard 2 was recorded: SPLIT "
+              "proposed on %s, applied on %s" % (pause, [i for i, t in logs.items() if "shard 2: proposed the split"
+                  in t], [i for i, t in logs.items()
+                          if "shard 2: split applied" in t]))
+        cl.start_all()
+        m = wait_split_done(cl, new3, timeout=90)
+        print("split 2 -> %d with every node killed done in %.1fs (epoch %d)"
+              % (new3, time.time() - t0, m.epoch))
+        cl.wait_leaders(SHARDS + 4, timeout=90)
         time.sleep(1.0)
         load.finish()
         print("load: %s" % load.counts)
 
         # Every preloaded key reads back; the shards' scans partition them.
         rkmove.check_preloaded(cl, keys)
-        scans = {s: scan_all(cl, s) for s in (1, 2, new, new2)}
+        scans = {s: scan_all(cl, s) for s in (1, 2, new, new2, new3)}
         print("keys per shard: before %s after %s" %
               (before, {s: len(k) for s, k in scans.items()}))
         bulk = {s: [k for k in ks if k.startswith(b"bulk")]
@@ -173,25 +208,20 @@ def main():
         check(len(bulk[new]) > 0 and len(bulk[new2]) > 0,
               "the new shards hold no keys: %s" %
               {s: len(v) for s, v in bulk.items()})
-        check(len(bulk[2]) == before[2], "shard 2 changed: %d keys, had %d"
-              % (len(bulk[2]), before[2]))
+        check(len(bulk[2]) + len(bulk[new3]) == before[2],
+              "shard 2's keys are not partitioned by its split")
+        check(len(bulk[new3]) > 0, "shard %d holds no keys" % new3)
         check(len(bulk[1]) + len(bulk[new]) + len(bulk[new2]) == before[1],
               "shard 1's keys are not partitioned by the splits")
         print("lincheck: %s" % load.check(build, os.path.join(
             work, "history.jsonl")))
-        # The restarted node counts only what it applied since; the others
-        # applied both SPLIT entries.
-        for i in cl.procs:
-            n = metric(cl, i, "ringkv_splits_applied_total")
-            check(n is not None and (n >= 2 or i == victim),
-                  "node %d ringkv_splits_applied_total %r" % (i, n))
         # Every replica of the newest shard holds its state (applied at
         # least the split point), the restarted node's too.
         deadline = time.time() + 30
         while True:
             ap = {i: [s["applied"] for s in cl.status(i).shards
-                      if s["shard"] == new2] for i in cl.procs}
-            if all(a and a[0] > 0 for a in ap.values()):
+                      if s["shard"] in (new2, new3)] for i in cl.procs}
+            if all(len(a) == 2 and min(a) > 0 for a in ap.values()):
                 break
             check(time.time() < deadline, "shard %d applied: %s" % (new2, ap))
             time.sleep(0.2)
@@ -200,22 +230,22 @@ def main():
         rcs = cl.stop_all()
         check(all(rc == 0 for rc in rcs.values()), "exit codes %s" % rcs)
         cl.start_all()
-        cl.wait_leaders(SHARDS + 3, timeout=120)
-        m2 = wait_split_done(cl, new2, timeout=30)
+        cl.wait_leaders(SHARDS + 4, timeout=120)
+        m2 = wait_split_done(cl, new3, timeout=30)
         check(m2.map_shards == m.map_shards, "map changed by the restart")
         rkmove.check_preloaded(cl, keys)
 
         # Automatic splits: with --split-threshold-bytes, a shard's leader
-        # asks for a split once its data passes the threshold (shard 2
-        # holds about 90 KB here, the others less than 64 KiB).
+        # asks for a split once its data passes the threshold (shards 1, 2
+        # and 5 hold about 45 KB each here, 3 and 4 about 22 KB).
         rcs = cl.stop_all()
         check(all(rc == 0 for rc in rcs.values()), "exit codes %s" % rcs)
-        cl.extra += ["--split-threshold-bytes", "64KiB"]
+        cl.extra += ["--split-threshold-bytes", "40KiB"]
         cl.start_all()
         t0 = time.time()
-        m3 = wait_split_done(cl, new2 + 1, timeout=60)
+        m3 = wait_split_done(cl, new3 + 1, timeout=60)
         print("automatic split into shard %d in %.1fs (epoch %d, %d shards)"
-              % (new2 + 1, time.time() - t0, m3.epoch, len(m3.map_shards)))
+              % (new3 + 1, time.time() - t0, m3.epoch, len(m3.map_shards)))
         rkmove.check_preloaded(cl, keys)
         ok = True
         print("split: ok")
