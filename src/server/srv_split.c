@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rk_assert.h"
 #include "rk_log.h"
 #include "srv.h"
 #include "srv_rpc.h"
@@ -51,7 +52,19 @@
 /* Between two size checks of a led shard (automatic splits). */
 #define SIZE_EVERY_MS 10000
 
+/* A size count of one shard on the libuv thread pool (a cursor walk of
+ * up to the threshold's bytes must not stall the loop). */
+struct size_work {
+    uv_work_t req;
+    struct srv *srv;
+    uint64_t shard;
+    uint64_t limit;
+    uint64_t bytes;
+    int rv;
+};
+
 struct srv_splits {
+    struct size_work *sizing; /* one size count in flight */
     bool asking;          /* one request to the meta leader in flight */
     uint64_t next_ask_ms;
     uint64_t meta_hint;   /* the meta leader as last heard */
@@ -67,6 +80,8 @@ static struct srv_splits *state(struct srv *s)
 
 void srv_split_free(struct srv *s)
 {
+    /* A size count still queued ends with the loop (its done callback
+     * sees s->splits NULL); the loop has stopped by now. */
     free(s->splits);
     s->splits = NULL;
 }
@@ -402,23 +417,59 @@ static void ask_meta(struct srv *s, uint32_t donor, uint32_t to, bool finish,
         sp->asking = true;
 }
 
+static void size_work_cb(uv_work_t *req)
+{
+    struct size_work *w = container_of(req, struct size_work, req);
+    w->rv = stor_kv_bytes(w->srv->stor, w->shard, w->limit, &w->bytes);
+}
+
+static void size_done_cb(uv_work_t *req, int status)
+{
+    struct size_work *w = container_of(req, struct size_work, req);
+    struct srv *s = w->srv;
+    if (s->splits != NULL)
+        s->splits->sizing = NULL;
+    if (status != 0 || w->rv != 0 || w->bytes <= w->limit || s->stopping ||
+        s->failstop || s->splits == NULL) {
+        free(w);
+        return;
+    }
+    const struct shard_map *m = srv_meta_map(s);
+    const struct shard_info *si = shard_map_shard(m, (shard_id)w->shard);
+    struct srv_group *g = srv_group_get(s, w->shard);
+    if (si != NULL && si->state == SHARD_STATE_ACTIVE && m->n_moves == 0 &&
+        g != NULL && g->role == RAFT_LEADER) {
+        rk_log(RK_LOG_INFO, "shard %" PRIu64 ": over %" PRIu64 " bytes: "
+               "asking for a split", w->shard, w->limit);
+        ask_meta(s, (uint32_t)w->shard, 0, false, srv_loop_now(&s->loop));
+    }
+    free(w);
+}
+
 /* Automatic split: a led ACTIVE shard whose data exceeds the threshold. */
 static void check_size(struct srv *s, struct srv_group *g,
                        const struct shard_map *m,
                        const struct shard_info *si, uint64_t now)
 {
     uint64_t limit = s->cfg->split_threshold_bytes;
-    if (limit == 0 || m->n_moves > 0 || si->state != SHARD_STATE_ACTIVE ||
-        si->n_learners > 0 || now < g->size_next_ms)
+    struct srv_splits *sp = state(s);
+    if (limit == 0 || sp == NULL || sp->sizing != NULL || m->n_moves > 0 ||
+        si->state != SHARD_STATE_ACTIVE || si->n_learners > 0 ||
+        now < g->size_next_ms)
         return;
     g->size_next_ms = now + SIZE_EVERY_MS;
-    uint64_t bytes = 0;
-    if (stor_kv_bytes(s->stor, g->shard, limit, &bytes) != 0 ||
-        bytes <= limit)
+    struct size_work *w = calloc(1, sizeof(*w));
+    if (w == NULL)
         return;
-    rk_log(RK_LOG_INFO, "shard %" PRIu64 ": over %" PRIu64 " bytes: asking "
-           "for a split", g->shard, limit);
-    ask_meta(s, (uint32_t)g->shard, 0, false, now);
+    w->srv = s;
+    w->shard = g->shard;
+    w->limit = limit;
+    if (uv_queue_work(&s->loop.loop, &w->req, size_work_cb, size_done_cb) !=
+        0) {
+        free(w);
+        return;
+    }
+    sp->sizing = w;
 }
 
 void srv_split_tick(struct srv *s)
