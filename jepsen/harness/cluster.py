@@ -95,6 +95,27 @@ class Node:
         return "%s:%d" % (ip, self.c.peer_port)
 
     @property
+    def listen_peer_addr(self):
+        """The node's own peer address (--peer-listen)."""
+        return "%s:%d" % (self.ip, self.c.peer_port)
+
+    def exited_at_start(self, wait=3.0):
+        """None while the process runs `wait` s after a start; else the
+        last error line of its log."""
+        deadline = time.time() + wait
+        while self.alive() and time.time() < deadline:
+            time.sleep(0.1)
+        if self.alive():
+            return None
+        self.proc = None
+        try:
+            with open(self.log_path, errors="replace") as f:
+                lines = [x.strip() for x in f if " E node=" in x]
+        except OSError:
+            lines = []
+        return lines[-1][:300] if lines else "exited"
+
+    @property
     def data_dir(self):
         return os.path.join(self.c.outdir, "data", "n%d" % self.id)
 
@@ -109,7 +130,7 @@ class Node:
         c = self.c
         a = [c.binary, "--id", str(self.id),
              "--listen", self.client_addr,
-             "--peer-listen", "%s:%d" % (self.ip, c.peer_port),
+             "--peer-listen", self.listen_peer_addr,
              "--metrics-listen", "%s:%d" % (self.ip, c.metrics_port),
              "--data-dir", self.data_dir,
              "--shards", str(c.shards),
@@ -281,30 +302,57 @@ class Cluster:
         except ValueError:
             return None
 
-    def leaders(self):
-        """{shard: leader id} agreed by every node that answered; a shard is
-        missing while they disagree or know no leader."""
-        st = self.status()
+    @staticmethod
+    def _agreed(st):
+        """({shard: leader} agreed by every node of `st` that hosts the
+        shard, {shard: views} of the others)."""
         views = {}
         for nd in (st or {}).get("nodes", []):
             for s in nd.get("shards", []):
-                views.setdefault(s.get("shard"), set()).add(s.get("leader"))
-        return {sh: ls.pop() for sh, ls in views.items()
-                if len(ls) == 1 and 0 not in ls and None not in ls}
+                views.setdefault(s.get("shard"), {})[nd.get("id")] = \
+                    s.get("leader")
+        agreed, split = {}, {}
+        for sh, v in views.items():
+            ls = set(v.values())
+            if len(ls) == 1 and 0 not in ls and None not in ls:
+                agreed[sh] = ls.pop()
+            else:
+                split[sh] = v
+        return agreed, split
+
+    def leaders(self):
+        """{shard: leader id} agreed by every node that answered; a shard is
+        missing while they disagree or know no leader."""
+        return self._agreed(self.status())[0]
 
     def wait_healthy(self, timeout):
         """Waits until every shard (and the meta shard) has a leader agreed
-        by every live node and every live node answers."""
+        by every live node and every live node answers. On a timeout,
+        self.unhealthy says what was still wrong."""
         deadline = time.time() + timeout
-        live = [n for n in self.nodes.values() if n.alive()]
+        self.unhealthy = "no status"
         while time.time() < deadline:
+            # A node may exit (e.g. a joiner that was refused): count the
+            # processes that run now.
+            live = {i for i, n in self.nodes.items() if n.alive()}
             st = self.status() or {}
-            answered = [nd for nd in st.get("nodes", [])
-                        if nd.get("reachable") and
-                        nd.get("shards")]
-            ls = self.leaders()
-            if len(ls) >= self.shards + 1 and len(answered) >= len(live):
+            answered = {nd.get("id") for nd in st.get("nodes", [])
+                        if nd.get("reachable")}
+            ls, split = self._agreed(st)
+            if len(ls) >= self.shards + 1 and live <= answered:
                 return ls
+            why = []
+            if live - answered:
+                why.append("running but not answering: %s" %
+                           sorted(live - answered))
+            if split:
+                why.append("no agreed leader: %s" % "; ".join(
+                    "shard %s %s" % (sh, " ".join(
+                        "n%s->%s" % kv for kv in sorted(v.items())))
+                    for sh, v in sorted(split.items())))
+            elif len(ls) < self.shards + 1:
+                why.append("leaders known for shards %s only" % sorted(ls))
+            self.unhealthy = "; ".join(why) or "?"
             time.sleep(0.3)
         return None
 

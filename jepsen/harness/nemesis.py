@@ -259,8 +259,12 @@ class Nemesis:
                 self.record("membership", "no address left for a new node",
                             "info")
                 return
+            # The address the node registers itself with when it joins (its
+            # --peer-listen; a joiner is not behind the delay proxy): the
+            # same node asked twice, so the join is answered as a retry.
             rc2, out2 = self.c.ringkv("members", "add", str(n.id),
-                                      n.peer_addr, n.client_addr, timeout=12)
+                                      n.listen_peer_addr, n.client_addr,
+                                      timeout=12)
             out2 = out2.strip().replace("\n", " ")[:200]
             if rc2 != 0:
                 n.removed = True
@@ -270,6 +274,10 @@ class Nemesis:
             others = [x for x in self.ids() if x != n.id]
             n.start(join=self.c.nodes[others[0]].client_addr)
             self.record("membership", "add n%d: %s" % (n.id, out2), "info")
+            err = n.exited_at_start()
+            if err:
+                self.record("membership", "n%d did not start: %s" % (n.id, err),
+                            "info")
         return "membership remove n%d: %s" % (victim, out), end
 
     def f_transfer(self):
@@ -278,7 +286,11 @@ class Nemesis:
         shard, leader = self.shard_leader()
         if shard is None:
             return "transfer: no shard leader known", None
-        cands = [i for i in self.ids() if i != leader and
+        # Only nodes that host a replica of the shard can take it.
+        hosts = {nd.get("id") for nd in (self.c.status() or {}).get(
+            "nodes", []) if any(x.get("shard") == shard
+                                for x in nd.get("shards", []))}
+        cands = [i for i in self.ids() if i != leader and i in hosts and
                  self.c.nodes[i].alive()]
         if not cands:
             return "transfer: no other live node", None

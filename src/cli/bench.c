@@ -41,6 +41,7 @@ struct bench {
     uint64_t n_keys;
     unsigned key_size, value_size;
     char *value;
+    char *keybuf; /* key_size bytes: the key being sent (the client copies) */
     struct rk_rand rng;
     /* phases */
     bool prefill;
@@ -123,7 +124,7 @@ static void issue(struct bclient *c)
     uint64_t now = rk_time_mono_ns();
     if (b->rate > 0 && now < c->next_at)
         return; /* the tick timer sends it at its slot */
-    char key[1024];
+    char *key = b->keybuf;
     bool put;
     uint64_t k;
     if (b->prefill) {
@@ -284,7 +285,7 @@ int cli_bench(struct cli *cl)
         else if (strcmp(a, "--keys") == 0 && cli_parse_u64(v, &x) && x > 0)
             b->n_keys = x;
         else if (strcmp(a, "--key-size") == 0 && cli_parse_u64(v, &x) &&
-                 x >= 4 && x <= 1000)
+                 x >= 4 && x <= 65536)
             b->key_size = (unsigned)x;
         else if (strcmp(a, "--rate") == 0 && cli_parse_u64(v, &x) && x > 0)
             b->rate = (double)x; /* total; divided per client below */
@@ -305,9 +306,11 @@ int cli_bench(struct cli *cl)
         b->rate /= b->n_clients;
     b->tty = isatty(STDERR_FILENO);
     b->value = malloc(b->value_size + 1);
+    b->keybuf = malloc(b->key_size);
     b->clients = calloc(b->n_clients, sizeof(*b->clients));
-    if (b->value == NULL || b->clients == NULL) {
+    if (b->value == NULL || b->keybuf == NULL || b->clients == NULL) {
         free(b->value);
+        free(b->keybuf);
         free(b->clients);
         free(b);
         return CLI_INTERNAL;
@@ -324,6 +327,7 @@ int cli_bench(struct cli *cl)
         cli_err("bad endpoints \"%s\": %s", o.endpoints, ringkv_strerror(st));
         uv_loop_close(&b->loop);
         free(b->value);
+        free(b->keybuf);
         free(b->clients);
         free(b);
         return CLI_USAGE;
@@ -397,6 +401,7 @@ int cli_bench(struct cli *cl)
     uv_loop_close(&b->loop);
     rc = b->ops == 0 ? CLI_UNAVAILABLE : CLI_OK;
     free(b->value);
+    free(b->keybuf);
     free(b->clients);
     free(b);
     return rc;

@@ -983,7 +983,8 @@ static const struct command {
      "write them first). Prints a progress line each second on stderr,\n"
      "then ops/s, p50, p90, p99, p99.9, max and errors; with -o json one\n"
      "object with ops_per_sec, p50_ms, p90_ms, p99_ms, p999_ms, max_ms,\n"
-     "errors, ops.\n"
+     "errors, ops. Keys are N bytes (default 16, 4 to 65536; the\n"
+     "server's --max-key-bytes still applies).\n"
      "  ringkv bench --clients 64 --duration 10s --op put --value-size 256"},
     {"version", cmd_version, "version", "Prints the version."},
     {"help", cmd_help, "help [COMMAND]", "Prints help."},

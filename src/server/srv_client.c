@@ -506,7 +506,9 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
                     "scan needs a data shard id of the shard map", 0);
         return;
     }
-    if (rq->klen > s->cfg->max_key_bytes || rq->slen > s->cfg->max_key_bytes) {
+    /* The start key is start_after | 0x00 (srv_proto.c): one byte more. */
+    if (rq->klen > s->cfg->max_key_bytes ||
+        rq->slen > s->cfg->max_key_bytes + 1) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ETOOLARGE,
                     "prefix or start key over the key size limit", 0);
         return;
@@ -858,6 +860,17 @@ static void do_admin(struct srv_clients *cs, struct cconn *cc,
     int rv = g->role != RAFT_LEADER ? RK_ENOTLEADER
                                     : raft_transfer_leader(g->raft, to);
     srv_group_wake(g);
+    if (rv == RK_ENOTFOUND || rv == RK_ENOTVOTER) {
+        /* Not "key not found": say which node cannot lead the shard. */
+        char why[RK_ERRMSG_SIZE];
+        rk_errf(why, "node %" PRIu64 " %s shard %" PRIu64 " (only a voter "
+                "can take the leadership)", to, rv == RK_ENOTFOUND
+                ? "is not a replica of" : "is a learner, not a voter, of",
+                rq->shard);
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EINVAL, why,
+                    g->leader);
+        return;
+    }
     struct srv_response r;
     memset(&r, 0, sizeof(r));
     r.request_id = rq->request_id;

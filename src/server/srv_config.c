@@ -87,7 +87,8 @@ static const struct opt opts[] = {
      "Length of one Raft logical clock tick; election and heartbeat times "
      "are rounded to whole ticks (default 50)."},
     {"max-key-bytes", OPT_SIZE, F(max_key_bytes), 0, "SIZE",
-     "Largest key accepted (default 4KiB)."},
+     "Largest key accepted, at most 64KiB (default 4KiB); a longer key "
+     "is answered TOO_LARGE."},
     {"max-value-bytes", OPT_SIZE, F(max_value_bytes), 0, "SIZE",
      "Largest value accepted (default 1MiB)."},
     {"max-frame-bytes", OPT_SIZE, F(max_frame_bytes), 0, "SIZE",

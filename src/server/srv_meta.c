@@ -603,8 +603,26 @@ int srv_meta_node_add(struct srv *s, uint64_t id, const char *peer_addr,
     if (rv != 0)
         return rv;
     const struct shard_node *old = shard_map_node(&next, id);
-    if (old != NULL && old->state != SHARD_NODE_REMOVED &&
-        strcmp(old->peer_addr, peer_addr) == 0 &&
+    if (old != NULL && old->state == SHARD_NODE_DRAINING) {
+        /* Leaving: answering OK would change nothing (the drain goes on and
+         * the node ends removed), and its id can never come back. */
+        shard_map_free(&next);
+        rk_errf(errmsg, "node %" PRIu64 " is leaving (being drained after "
+                "`member remove`); its id cannot be added again (ids are "
+                "never reused): add the node under a new id", id);
+        return RK_EEXIST;
+    }
+    if (old != NULL && old->state == SHARD_NODE_ACTIVE &&
+        strcmp(old->peer_addr, peer_addr) != 0) {
+        /* Registered (e.g. by `member add`) under another peer address: a
+         * join from this one is another node, or a misconfigured one. */
+        rk_errf(errmsg, "node %" PRIu64 " is registered with peer address "
+                "%s, not %s (a node joins with the --peer-listen address "
+                "it was added with)", id, old->peer_addr, peer_addr);
+        shard_map_free(&next); /* old points into it */
+        return RK_EEXIST;
+    }
+    if (old != NULL && old->state == SHARD_NODE_ACTIVE &&
         shard_map_node_shards(&next, id, NULL, 0) == 0) {
         /* A retried join (its answer was lost): nothing moved onto the node
          * yet, so this is the same node again, not an error. */

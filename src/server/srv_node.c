@@ -631,12 +631,10 @@ int srv_init(struct srv *s, struct srv_config *cfg)
         s->heartbeat_ticks = 1;
     if (s->election_ticks <= s->heartbeat_ticks)
         s->election_ticks = s->heartbeat_ticks * 3;
-    if (cfg->max_key_bytes > STOR_MAX_KEY) {
-        rk_log(RK_LOG_WARN, "--max-key-bytes %" PRIu64 " lowered to %u, the "
-               "storage engine's key limit", cfg->max_key_bytes,
-               STOR_MAX_KEY);
-        cfg->max_key_bytes = STOR_MAX_KEY;
-    }
+    /* srv_config caps --max-key-bytes at 64 KiB, which storage holds. */
+    _Static_assert(STOR_MAX_KEY >= (64u << 10),
+                   "storage must hold the largest --max-key-bytes");
+    RK_ASSERT(cfg->max_key_bytes <= STOR_MAX_KEY);
 
     struct srv_loop_hooks hooks = {.data = s,
                                    .before_sleep = before_sleep,

@@ -12,6 +12,9 @@
  *                                          (compacted index/term), applied
  *                                          index/term/conf, staging status
  *   kv        shard(8 BE) | key         -> create rev(8) mod rev(8) value
+ *             (a key over 480 bytes:
+ *              shard | key[0..480) | hash(8) -> full key(s) and records;
+ *              see "KV key encoding" in stor_int.h)
  *   sessions  shard(8 BE) | client(8 BE)-> exactly-once window (see below)
  *   stage     shard(8 BE) | seq(4 BE)   -> received snapshot chunks
  *   meta      name                      -> cluster id, node id, format
@@ -72,13 +75,17 @@
 #include "raft.h"
 #include "rk_err.h"
 
-/* Format version written to `meta`; opening a newer (or older, there is no
- * migration yet) one fails with RK_EVERSION. */
-#define STOR_FORMAT_VERSION 1u
+/* Format version written to `meta`. Version 2 added long keys (over 480
+ * bytes, see stor_int.h) to the kv database; a version 1 dir (which cannot
+ * hold any) is upgraded to 2 when opened, so a build that reads only
+ * version 1 refuses it afterwards instead of misreading long keys. Any
+ * other version fails with RK_EVERSION. */
+#define STOR_FORMAT_VERSION 2u
 
-/* Longest key: LMDB's key limit (511) minus the 8-byte shard prefix, with
- * room to spare. Longer keys are refused with RK_ETOOLARGE. */
-#define STOR_MAX_KEY 480u
+/* Longest key (64 KiB). Keys over 480 bytes are stored under a prefix and
+ * a hash of the full key (stor_int.h); lookups compare the full key.
+ * Longer keys are refused with RK_ETOOLARGE. */
+#define STOR_MAX_KEY 65536u
 /* Longest value. */
 #define STOR_MAX_VALUE (8u << 20)
 /* Default and most bytes of one snapshot chunk (a chunk holding one record
@@ -373,10 +380,13 @@ struct stor_scan {
     bool more; /* stopped by limit/max_bytes: resume after the last key */
 };
 
-/* Keys of `shard` starting with prefix (plen 0 = all), in order, from
- * `start` (inclusive; NULL = the first with the prefix), at most `limit`
- * items (0 = no limit) and about max_bytes of keys+values (0 = 4 MiB; at
- * least one item). RK_EINVAL, RK_ETOOLARGE, RK_ENOMEM, RK_ECORRUPT. */
+/* Keys of `shard` starting with prefix (plen 0 = all), in byte order (long
+ * keys included), from `start` (inclusive; NULL = the first with the
+ * prefix; up to STOR_MAX_KEY + 1 bytes, so that "after key K" = K | 0x00
+ * fits), at most `limit` items (0 = no limit) and about max_bytes of
+ * keys+values (0 = 4 MiB; at least one item). Cost: long keys that share
+ * their first 480 bytes are read and sorted together, whatever the limit.
+ * RK_EINVAL, RK_ETOOLARGE, RK_ENOMEM, RK_ECORRUPT. */
 int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
                  size_t plen, const void *start, size_t slen, uint32_t limit,
                  size_t max_bytes, struct stor_scan *out);
@@ -449,7 +459,10 @@ int stor_batch_append(struct stor_batch *b, uint64_t shard,
                       const struct raft_entry *ents, uint32_t n);
 int stor_batch_set_hard_state(struct stor_batch *b, uint64_t shard,
                               const struct raft_hard_state *hs);
-/* Configuration as of the last log entry (raft_ready.conf). */
+/* The configuration raft_ready.conf carries (the group's bootstrap
+ * configuration, index 0). While nothing is applied (a replica created
+ * empty), it also becomes the applied configuration, which CONF entries
+ * fold onto as they are applied. */
 int stor_batch_set_conf(struct stor_batch *b, uint64_t shard,
                         const struct raft_conf_state *conf);
 /* Overrides the applied configuration (rarely needed; see conf_decode). */

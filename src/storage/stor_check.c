@@ -144,19 +144,38 @@ static int check_log(struct ctx *c, struct shard_info *si, const uint8_t *k,
 static int check_kv(struct ctx *c, struct shard_info *si, const uint8_t *k,
                     size_t klen, const MDB_val *v, void *arg)
 {
-    (void)k;
     (void)arg;
     unsigned long long id = (unsigned long long)si->id;
-    if (klen == 0 || klen > STOR_MAX_KEY || v->mv_size < STOR__VAL_HDR) {
-        rk_errf(c->err, "kv of shard %llu: malformed record", id);
-        return -1;
+    /* The slot helpers check the encoding: lengths, and for a long key
+     * that its entries' full keys have the slot's prefix and hash. */
+    MDB_val key = {.mv_size = klen + 8, .mv_data = (void *)(k - 8)};
+    struct stor__kvslot it;
+    struct stor__kvrec r;
+    const uint8_t *prev = NULL;
+    uint32_t prev_len = 0;
+    int rc;
+    stor__kvslot_begin(&it, &key, v);
+    while ((rc = stor__kvslot_next(&it, &r)) == 1) {
+        if (prev && stor__key_cmp(prev, prev_len, r.key, r.klen) == 0) {
+            rk_errf(c->err, "kv of shard %llu: a key stored twice in a slot",
+                    id);
+            return -1;
+        }
+        prev = r.key;
+        prev_len = r.klen;
+        if (r.create_rev > r.mod_rev || r.mod_rev > si->st.applied ||
+            r.create_rev == 0) {
+            rk_errf(c->err,
+                    "kv of shard %llu: revisions %llu/%llu vs applied %llu",
+                    id, (unsigned long long)r.create_rev,
+                    (unsigned long long)r.mod_rev,
+                    (unsigned long long)si->st.applied);
+            return -1;
+        }
     }
-    uint64_t create = stor__get64(v->mv_data);
-    uint64_t mod = stor__get64((const uint8_t *)v->mv_data + 8);
-    if (create > mod || mod > si->st.applied || create == 0) {
-        rk_errf(c->err, "kv of shard %llu: revisions %llu/%llu vs applied %llu",
-                id, (unsigned long long)create, (unsigned long long)mod,
-                (unsigned long long)si->st.applied);
+    if (rc < 0) {
+        rk_errf(c->err, "kv of shard %llu: malformed record (key of %zu "
+                "bytes)", id, klen);
         return -1;
     }
     return 0;

@@ -425,10 +425,27 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
     rc = meta_get_u64(s, txn, META_FORMAT, &fmt, errmsg);
     if (rc)
         goto err_abort;
+    if (fmt == 1) {
+        /* Version 1 holds no key over 480 bytes, which is all version 2
+         * adds: mark it 2 so that a build reading version 1 only refuses
+         * it from now on (it would misread long keys). */
+        rc = meta_put_u64(s, txn, META_FORMAT, STOR_FORMAT_VERSION);
+        if (rc) {
+            rk_errf(errmsg, "data dir %s: upgrading the format: %s", s->path,
+                    mdb_strerror(rc));
+            rc = stor__from_mdb(rc);
+            goto err_abort;
+        }
+        rk_log(RK_LOG_INFO,
+               "storage %s: format version 1 upgraded to %u (keys over 480 "
+               "bytes); builds before it will refuse this data dir",
+               s->path, STOR_FORMAT_VERSION);
+        fmt = STOR_FORMAT_VERSION;
+    }
     if (fmt != STOR_FORMAT_VERSION) {
         rk_errf(errmsg,
                 "data dir %s has format version %llu; this build reads "
-                "version %u only",
+                "versions 1 and %u only",
                 s->path, (unsigned long long)fmt, STOR_FORMAT_VERSION);
         rc = RK_EVERSION;
         goto err_abort;

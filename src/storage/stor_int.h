@@ -239,6 +239,94 @@ int stor__apply_entry(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
 /* Value record: create rev(8) mod rev(8) value. */
 #define STOR__VAL_HDR 16
 
+/* ------------------------------------------------------ KV key encoding
+ *
+ * LMDB keys hold at most 511 bytes, user keys up to STOR_MAX_KEY. The kv
+ * database stores
+ *
+ *   a SHORT key (1..STOR__KEY_INLINE bytes) as  shard(8) | key
+ *       -> value record: create rev(8) mod rev(8) value
+ *   a LONG key (more bytes)                  as  shard(8) | key[0..480) | h(8)
+ *       -> slot: one or more entries  u32 klen | key | u32 rlen | record
+ *
+ * with h the XXH3-64 (seed STOR__KEY_HASH_SEED, big-endian) of the FULL key
+ * and `record` the same value record as a short key's. Encoded short keys
+ * are 9..488 bytes, long ones exactly STOR__KV_KEY_MAX (496): the two never
+ * meet. A slot holds more than one entry only when two long keys share
+ * their first 480 bytes AND their 64-bit hash; every lookup compares the
+ * full key, so such a collision is handled, not assumed away.
+ *
+ * ORDER. LMDB orders a long key correctly against every short key and
+ * every long key with another 480-byte prefix (the prefix decides first);
+ * long keys sharing their 480-byte prefix form one contiguous run of slots
+ * ordered by hash, which readers sort by full key (stor_kv_scan does).
+ *
+ * These helpers are the only code that knows the encoding: anything that
+ * reads or writes the kv database (apply, reads, snapshots, stor_check, a
+ * shard split copying a key range) goes through them.
+ */
+#define STOR__KEY_INLINE    480u
+#define STOR__KV_KEY_MAX    (8u + STOR__KEY_INLINE + 8u)
+#define STOR__KEY_HASH_SEED 0x726b6b65793a3031ull /* "rkkey:01" */
+
+/* Encodes (shard, user key) into out (STOR__KV_KEY_MAX bytes); returns the
+ * encoded length. klen must be 1..STOR_MAX_KEY (caller checks). */
+size_t stor__kv_key_encode(uint8_t *out, uint64_t shard, const void *key,
+                           size_t klen);
+static inline bool stor__kv_key_is_long(size_t enc_len)
+{
+    return enc_len == STOR__KV_KEY_MAX;
+}
+
+/* One stored KV record. Pointers go into the read txn's map or the slot
+ * being walked: valid until the transaction writes or ends. */
+struct stor__kvrec {
+    const uint8_t *key; /* the full user key */
+    uint32_t klen;
+    const uint8_t *rec; /* value record: create(8) mod(8) value */
+    size_t rlen;
+    uint64_t create_rev;
+    uint64_t mod_rev;
+    const uint8_t *val;
+    uint32_t vlen;
+};
+
+/* Walks the records of one kv database entry (a short key: one record; a
+ * long slot: its entries). k is the LMDB key WITH the shard prefix. */
+struct stor__kvslot {
+    const uint8_t *k;
+    size_t klen;
+    const uint8_t *p;
+    size_t left;
+    bool started;
+};
+void stor__kvslot_begin(struct stor__kvslot *it, const MDB_val *k,
+                        const MDB_val *v);
+/* 1: a record in *out; 0: no more; RK_ECORRUPT: a malformed entry (bad
+ * lengths, revisions missing, a long key whose prefix or hash does not
+ * match the slot's key). */
+int stor__kvslot_next(struct stor__kvslot *it, struct stor__kvrec *out);
+
+/* Finds a user key of `shard` in txn. RK_ENOTFOUND, RK_ECORRUPT, or an
+ * LMDB error (translated). */
+int stor__kv_find(struct stor *s, MDB_txn *txn, uint64_t shard,
+                  const void *key, size_t klen, struct stor__kvrec *out);
+/* Writes a user key's value record (create(8) mod(8) value, rlen >= 16),
+ * replacing the key's old record if any. rec must not point into the map
+ * (copy first). */
+int stor__kv_write_rec(struct stor *s, MDB_txn *txn, uint64_t shard,
+                       const void *key, size_t klen, const void *rec,
+                       size_t rlen);
+/* The same with the record given as its parts. */
+int stor__kv_write(struct stor *s, MDB_txn *txn, uint64_t shard,
+                   const void *key, size_t klen, uint64_t create,
+                   uint64_t mod, const void *val, size_t vlen);
+/* Deletes a user key. RK_ENOTFOUND if absent. */
+int stor__kv_delete(struct stor *s, MDB_txn *txn, uint64_t shard,
+                    const void *key, size_t klen);
+/* Byte order of user keys (memcmp, then the shorter first). */
+int stor__key_cmp(const void *a, size_t alen, const void *b, size_t blen);
+
 /* Snapshots (stor_snapshot.c). Both return op-level statuses through *op_rc
  * and transaction failures through the return value. */
 int stor__stage_chunk(struct stor *s, MDB_txn *txn, struct stor_shard *sh,

@@ -2,6 +2,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
+#include "rk_assert.h"
 #include "stor_int.h"
 
 #define SCAN_DEFAULT_BYTES ((size_t)4 << 20)
@@ -119,21 +122,236 @@ static void sess_record(struct sess *ss, const struct stor_result *res)
     ss->r[victim].flags = res->flags;
 }
 
-/* ------------------------------------------------------------ commands */
+/* ------------------------------------------------------ key encoding */
 
-static void kv_key(uint8_t *kb, uint64_t shard, const void *key, uint32_t klen)
+int stor__key_cmp(const void *a, size_t alen, const void *b, size_t blen)
 {
-    stor__put64(kb, shard);
-    memcpy(kb + 8, key, klen);
+    size_t m = alen < blen ? alen : blen;
+    int c = m ? memcmp(a, b, m) : 0;
+    if (c)
+        return c;
+    return alen < blen ? -1 : alen > blen;
 }
 
-static int kv_put(struct stor *s, MDB_txn *txn, MDB_val *k, uint64_t create,
-                  uint64_t mod, const void *val, uint32_t vlen)
+static uint64_t key_hash(const void *key, size_t klen)
 {
-    MDB_val v = {.mv_size = STOR__VAL_HDR + (size_t)vlen, .mv_data = NULL};
-    int rc = mdb_put(txn, s->dbi_kv, k, &v, MDB_RESERVE);
-    if (rc)
-        return stor__from_mdb(rc);
+    uint64_t h = XXH3_64bits_withSeed(key, klen, STOR__KEY_HASH_SEED);
+#ifdef STOR_TEST_HASH_BITS
+    /* Test builds only (rk_storage_weakhash): force collisions. */
+    h &= ((uint64_t)1 << STOR_TEST_HASH_BITS) - 1;
+#endif
+    return h;
+}
+
+size_t stor__kv_key_encode(uint8_t *out, uint64_t shard, const void *key,
+                           size_t klen)
+{
+    RK_ASSERT(klen > 0 && klen <= STOR_MAX_KEY);
+    stor__put64(out, shard);
+    if (klen <= STOR__KEY_INLINE) {
+        memcpy(out + 8, key, klen);
+        return 8 + klen;
+    }
+    memcpy(out + 8, key, STOR__KEY_INLINE);
+    stor__put64(out + 8 + STOR__KEY_INLINE, key_hash(key, klen));
+    return STOR__KV_KEY_MAX;
+}
+
+/* Fills the parts of a value record; false if it is too short. */
+static bool rec_parse(const uint8_t *rec, size_t rlen, struct stor__kvrec *out)
+{
+    if (rlen < STOR__VAL_HDR || rlen - STOR__VAL_HDR > UINT32_MAX)
+        return false;
+    out->rec = rec;
+    out->rlen = rlen;
+    out->create_rev = stor__get64(rec);
+    out->mod_rev = stor__get64(rec + 8);
+    out->val = rec + STOR__VAL_HDR;
+    out->vlen = (uint32_t)(rlen - STOR__VAL_HDR);
+    return true;
+}
+
+void stor__kvslot_begin(struct stor__kvslot *it, const MDB_val *k,
+                        const MDB_val *v)
+{
+    it->k = k->mv_data;
+    it->klen = k->mv_size;
+    it->p = v->mv_data;
+    it->left = v->mv_size;
+    it->started = false;
+}
+
+int stor__kvslot_next(struct stor__kvslot *it, struct stor__kvrec *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (it->klen < 9 || (it->klen > 8 + STOR__KEY_INLINE &&
+                         !stor__kv_key_is_long(it->klen)))
+        return RK_ECORRUPT;
+    if (!stor__kv_key_is_long(it->klen)) {
+        if (it->started)
+            return 0;
+        it->started = true;
+        out->key = it->k + 8;
+        out->klen = (uint32_t)(it->klen - 8);
+        return rec_parse(it->p, it->left, out) ? 1 : RK_ECORRUPT;
+    }
+    if (it->left == 0)
+        return it->started ? 0 : RK_ECORRUPT; /* an empty slot */
+    it->started = true;
+    /* u32 klen | key | u32 rlen | record */
+    if (it->left < 4)
+        return RK_ECORRUPT;
+    uint32_t klen = stor__get32(it->p);
+    if (klen <= STOR__KEY_INLINE || klen > STOR_MAX_KEY ||
+        it->left - 4 < (size_t)klen + 4)
+        return RK_ECORRUPT;
+    const uint8_t *key = it->p + 4;
+    uint32_t rlen = stor__get32(key + klen);
+    size_t used = 4 + (size_t)klen + 4 + rlen;
+    if (it->left < used)
+        return RK_ECORRUPT;
+    if (memcmp(key, it->k + 8, STOR__KEY_INLINE) != 0 ||
+        stor__get64(it->k + 8 + STOR__KEY_INLINE) != key_hash(key, klen))
+        return RK_ECORRUPT;
+    out->key = key;
+    out->klen = klen;
+    if (!rec_parse(key + klen + 4, rlen, out))
+        return RK_ECORRUPT;
+    it->p += used;
+    it->left -= used;
+    return 1;
+}
+
+int stor__kv_find(struct stor *s, MDB_txn *txn, uint64_t shard,
+                  const void *key, size_t klen, struct stor__kvrec *out)
+{
+    uint8_t kb[STOR__KV_KEY_MAX];
+    MDB_val k = {.mv_data = kb}, v;
+    memset(out, 0, sizeof(*out));
+    k.mv_size = stor__kv_key_encode(kb, shard, key, klen);
+    int mrc = mdb_get(txn, s->dbi_kv, &k, &v);
+    if (mrc)
+        return stor__from_mdb(mrc);
+    struct stor__kvslot it;
+    stor__kvslot_begin(&it, &k, &v);
+    int rc;
+    while ((rc = stor__kvslot_next(&it, out)) == 1)
+        if (stor__key_cmp(out->key, out->klen, key, klen) == 0)
+            return 0;
+    memset(out, 0, sizeof(*out));
+    return rc == 0 ? RK_ENOTFOUND : rc;
+}
+
+/* Rewrites a long slot: its entries except `key`'s, then (if rec) the new
+ * entry; deletes the slot when nothing is left. */
+static int slot_rewrite(struct stor *s, MDB_txn *txn, MDB_val *k,
+                        const void *key, size_t klen, const void *rec,
+                        size_t rlen, bool *found)
+{
+    MDB_val v;
+    uint8_t *others = NULL;
+    size_t olen = 0;
+    *found = false;
+    int mrc = mdb_get(txn, s->dbi_kv, k, &v);
+    if (mrc && mrc != MDB_NOTFOUND)
+        return stor__from_mdb(mrc);
+    if (mrc == 0) {
+        /* Keep the other keys' entries (a 64-bit hash collision: rare). */
+        struct stor__kvslot it;
+        struct stor__kvrec r;
+        int rc;
+        stor__kvslot_begin(&it, k, &v);
+        const uint8_t *at = it.p;
+        while ((rc = stor__kvslot_next(&it, &r)) == 1) {
+            size_t n = (size_t)(it.p - at);
+            if (stor__key_cmp(r.key, r.klen, key, klen) == 0) {
+                *found = true;
+            } else {
+                uint8_t *np = realloc(others, olen + n);
+                if (!np) {
+                    free(others);
+                    return RK_ENOMEM;
+                }
+                others = np;
+                memcpy(others + olen, at, n);
+                olen += n;
+            }
+            at = it.p;
+        }
+        if (rc) {
+            free(others);
+            return rc;
+        }
+    }
+    if (!rec && olen == 0) {
+        free(others);
+        return mrc == 0 ? stor__from_mdb(mdb_del(txn, s->dbi_kv, k, NULL))
+                        : 0;
+    }
+    size_t elen = rec ? 8 + klen + rlen : 0;
+    MDB_val nv = {.mv_size = olen + elen, .mv_data = NULL};
+    mrc = mdb_put(txn, s->dbi_kv, k, &nv, MDB_RESERVE);
+    if (mrc) {
+        free(others);
+        return stor__from_mdb(mrc);
+    }
+    uint8_t *p = nv.mv_data;
+    if (olen)
+        memcpy(p, others, olen);
+    free(others);
+    if (rec) {
+        p += olen;
+        stor__put32(p, (uint32_t)klen);
+        memcpy(p + 4, key, klen);
+        stor__put32(p + 4 + klen, (uint32_t)rlen);
+        memcpy(p + 8 + klen, rec, rlen);
+    }
+    return 0;
+}
+
+int stor__kv_write_rec(struct stor *s, MDB_txn *txn, uint64_t shard,
+                       const void *key, size_t klen, const void *rec,
+                       size_t rlen)
+{
+    uint8_t kb[STOR__KV_KEY_MAX];
+    MDB_val k = {.mv_data = kb};
+    if (rlen < STOR__VAL_HDR)
+        return RK_EINVAL;
+    k.mv_size = stor__kv_key_encode(kb, shard, key, klen);
+    if (stor__kv_key_is_long(k.mv_size)) {
+        bool found;
+        return slot_rewrite(s, txn, &k, key, klen, rec, rlen, &found);
+    }
+    MDB_val v = {.mv_size = rlen, .mv_data = (void *)rec};
+    return stor__from_mdb(mdb_put(txn, s->dbi_kv, &k, &v, 0));
+}
+
+int stor__kv_write(struct stor *s, MDB_txn *txn, uint64_t shard,
+                   const void *key, size_t klen, uint64_t create,
+                   uint64_t mod, const void *val, size_t vlen)
+{
+    uint8_t kb[STOR__KV_KEY_MAX];
+    MDB_val k = {.mv_data = kb};
+    k.mv_size = stor__kv_key_encode(kb, shard, key, klen);
+    if (stor__kv_key_is_long(k.mv_size)) {
+        /* Build the record once; slot_rewrite copies it into the slot. */
+        uint8_t *rec = malloc(STOR__VAL_HDR + vlen);
+        if (!rec)
+            return RK_ENOMEM;
+        stor__put64(rec, create);
+        stor__put64(rec + 8, mod);
+        if (vlen)
+            memcpy(rec + STOR__VAL_HDR, val, vlen);
+        bool found;
+        int rc = slot_rewrite(s, txn, &k, key, klen, rec, STOR__VAL_HDR + vlen,
+                              &found);
+        free(rec);
+        return rc;
+    }
+    MDB_val v = {.mv_size = STOR__VAL_HDR + vlen, .mv_data = NULL};
+    int mrc = mdb_put(txn, s->dbi_kv, &k, &v, MDB_RESERVE);
+    if (mrc)
+        return stor__from_mdb(mrc);
     uint8_t *p = v.mv_data;
     stor__put64(p, create);
     stor__put64(p + 8, mod);
@@ -142,35 +360,52 @@ static int kv_put(struct stor *s, MDB_txn *txn, MDB_val *k, uint64_t create,
     return 0;
 }
 
+int stor__kv_delete(struct stor *s, MDB_txn *txn, uint64_t shard,
+                    const void *key, size_t klen)
+{
+    uint8_t kb[STOR__KV_KEY_MAX];
+    MDB_val k = {.mv_data = kb};
+    k.mv_size = stor__kv_key_encode(kb, shard, key, klen);
+    if (stor__kv_key_is_long(k.mv_size)) {
+        bool found;
+        int rc = slot_rewrite(s, txn, &k, key, klen, NULL, 0, &found);
+        return rc ? rc : found ? 0 : RK_ENOTFOUND;
+    }
+    return stor__from_mdb(mdb_del(txn, s->dbi_kv, &k, NULL));
+}
+
+/* ------------------------------------------------------------ commands */
+
 static int exec_kv(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
                    const struct stor_cmd *c, struct stor_result *res)
 {
-    uint8_t kb[8 + STOR_MAX_KEY];
-    MDB_val k = {.mv_size = 8 + (size_t)c->klen, .mv_data = kb}, old;
-    kv_key(kb, sh->id, c->key, c->klen);
-    int mrc = mdb_get(txn, s->dbi_kv, &k, &old);
-    if (mrc && mrc != MDB_NOTFOUND)
-        return stor__from_mdb(mrc);
-    bool exists = mrc == 0;
-    if (exists && old.mv_size < STOR__VAL_HDR)
-        return RK_ECORRUPT;
-    uint64_t ocreate = exists ? stor__get64(old.mv_data) : 0;
-    uint64_t omod = exists ? stor__get64((uint8_t *)old.mv_data + 8) : 0;
+    struct stor__kvrec old;
+    if (c->klen == 0) {
+        /* The encoders refuse it; a log from elsewhere gets a status. */
+        res->status = RK_EPROTO;
+        return 0;
+    }
+    int rc = stor__kv_find(s, txn, sh->id, c->key, c->klen, &old);
+    if (rc && rc != RK_ENOTFOUND)
+        return rc;
+    bool exists = rc == 0;
+    uint64_t ocreate = exists ? old.create_rev : 0;
+    uint64_t omod = exists ? old.mod_rev : 0;
 
     switch (c->op) {
     case STOR_CMD_PUT:
         res->prev_revision = omod;
         res->revision = res->index;
-        return kv_put(s, txn, &k, exists ? ocreate : res->index, res->index,
-                      c->value, c->vlen);
+        return stor__kv_write(s, txn, sh->id, c->key, c->klen,
+                              exists ? ocreate : res->index, res->index,
+                              c->value, c->vlen);
     case STOR_CMD_DEL:
         if (!exists) {
             res->status = RK_ENOTFOUND;
             return 0;
         }
         res->revision = omod;
-        mrc = mdb_del(txn, s->dbi_kv, &k, NULL);
-        return stor__from_mdb(mrc);
+        return stor__kv_delete(s, txn, sh->id, c->key, c->klen);
     case STOR_CMD_CAS: {
         bool match;
         if (c->cas_flags & STOR_CAS_REVISION) {
@@ -180,10 +415,8 @@ static int exec_kv(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
             res->status = RK_ENOTFOUND;
             return 0;
         } else {
-            match =
-                old.mv_size - STOR__VAL_HDR == c->elen &&
-                (c->elen == 0 || memcmp((uint8_t *)old.mv_data + STOR__VAL_HDR,
-                                        c->expect, c->elen) == 0);
+            match = old.vlen == c->elen &&
+                    (c->elen == 0 || memcmp(old.val, c->expect, c->elen) == 0);
         }
         if (!match) {
             res->status = RK_ECASMISMATCH;
@@ -194,12 +427,13 @@ static int exec_kv(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
             res->revision = omod;
             if (!exists)
                 return 0; /* "must be absent" matched: nothing to delete */
-            return stor__from_mdb(mdb_del(txn, s->dbi_kv, &k, NULL));
+            return stor__kv_delete(s, txn, sh->id, c->key, c->klen);
         }
         res->prev_revision = omod;
         res->revision = res->index;
-        return kv_put(s, txn, &k, exists ? ocreate : res->index, res->index,
-                      c->value, c->vlen);
+        return stor__kv_write(s, txn, sh->id, c->key, c->klen,
+                              exists ? ocreate : res->index, res->index,
+                              c->value, c->vlen);
     }
     default:
         res->status = RK_EPROTO;
@@ -397,37 +631,27 @@ int stor__apply_entry(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
 int stor_kv_get(struct stor *s, uint64_t shard, const void *key, size_t klen,
                 struct stor_value *out)
 {
-    uint8_t kb[8 + STOR_MAX_KEY];
     memset(out, 0, sizeof(*out));
     if (klen == 0 || !key)
         return RK_EINVAL;
     if (klen > STOR_MAX_KEY)
         return RK_ETOOLARGE;
-    kv_key(kb, shard, key, (uint32_t)klen);
-    MDB_val k = {.mv_size = 8 + klen, .mv_data = kb}, v;
     MDB_txn *txn;
+    struct stor__kvrec r;
     int rc = stor__read_begin(s, &txn);
     if (rc)
         return rc;
-    int mrc = mdb_get(txn, s->dbi_kv, &k, &v);
-    if (mrc == 0) {
-        if (v.mv_size < STOR__VAL_HDR ||
-            v.mv_size - STOR__VAL_HDR > UINT32_MAX) {
-            rc = RK_ECORRUPT;
+    rc = stor__kv_find(s, txn, shard, key, klen, &r);
+    if (rc == 0) {
+        out->len = r.vlen;
+        out->data = malloc(r.vlen ? r.vlen : 1);
+        if (!out->data) {
+            rc = RK_ENOMEM;
         } else {
-            out->len = (uint32_t)(v.mv_size - STOR__VAL_HDR);
-            out->data = malloc(out->len ? out->len : 1);
-            if (!out->data) {
-                rc = RK_ENOMEM;
-            } else {
-                memcpy(out->data, (uint8_t *)v.mv_data + STOR__VAL_HDR,
-                       out->len);
-                out->create_revision = stor__get64(v.mv_data);
-                out->revision = stor__get64((uint8_t *)v.mv_data + 8);
-            }
+            memcpy(out->data, r.val, r.vlen);
+            out->create_revision = r.create_rev;
+            out->revision = r.mod_rev;
         }
-    } else {
-        rc = stor__from_mdb(mrc);
     }
     stor__read_end(s, txn);
     if (rc) {
@@ -437,72 +661,152 @@ int stor_kv_get(struct stor *s, uint64_t shard, const void *key, size_t klen,
     return rc;
 }
 
+/* A scan collects references into the read txn's map first, then copies. */
+struct scan_refs {
+    struct stor__kvrec *r;
+    size_t n, cap;
+    size_t bytes; /* keys + values of r[0..n) */
+};
+
+static int refs_push(struct scan_refs *rs, const struct stor__kvrec *r)
+{
+    if (rs->n == rs->cap) {
+        size_t nc = rs->cap ? rs->cap * 2 : 64;
+        struct stor__kvrec *np = realloc(rs->r, nc * sizeof(*np));
+        if (!np)
+            return RK_ENOMEM;
+        rs->r = np;
+        rs->cap = nc;
+    }
+    rs->r[rs->n++] = *r;
+    rs->bytes += (size_t)r->klen + r->vlen;
+    return 0;
+}
+
+static int rec_cmp(const void *a, const void *b)
+{
+    const struct stor__kvrec *x = a, *y = b;
+    return stor__key_cmp(x->key, x->klen, y->key, y->klen);
+}
+
+/* Does r belong to the scan: key >= start and starts with prefix? */
+static bool scan_wants(const struct stor__kvrec *r, const void *prefix,
+                       size_t plen, const void *start, size_t slen)
+{
+    if (r->klen < plen || (plen && memcmp(r->key, prefix, plen) != 0))
+        return false;
+    return !start || stor__key_cmp(r->key, r->klen, start, slen) >= 0;
+}
+
+/* Pushes the wanted records of the kv entry at the cursor (k, v); for a
+ * long slot, of the whole run of slots sharing its 480-byte prefix, sorted
+ * by full key. Leaves the cursor on the next entry (*mrc its status). */
+static int scan_entry(MDB_cursor *cur, MDB_val *k, MDB_val *v, int *mrc,
+                      struct scan_refs *rs, const void *prefix, size_t plen,
+                      const void *start, size_t slen)
+{
+    struct stor__kvslot it;
+    struct stor__kvrec r;
+    int rc;
+    if (!stor__kv_key_is_long(k->mv_size)) {
+        stor__kvslot_begin(&it, k, v);
+        rc = stor__kvslot_next(&it, &r);
+        if (rc < 0)
+            return rc;
+        if (scan_wants(&r, prefix, plen, start, slen) &&
+            (rc = refs_push(rs, &r)))
+            return rc;
+        *mrc = mdb_cursor_get(cur, k, v, MDB_NEXT);
+        return 0;
+    }
+    const uint8_t *run = k->mv_data; /* shard | 480-byte prefix */
+    size_t from = rs->n;
+    do {
+        stor__kvslot_begin(&it, k, v);
+        while ((rc = stor__kvslot_next(&it, &r)) == 1)
+            if (scan_wants(&r, prefix, plen, start, slen) &&
+                (rc = refs_push(rs, &r)))
+                return rc;
+        if (rc < 0)
+            return rc;
+        *mrc = mdb_cursor_get(cur, k, v, MDB_NEXT);
+    } while (*mrc == 0 && stor__kv_key_is_long(k->mv_size) &&
+             memcmp(k->mv_data, run, 8 + STOR__KEY_INLINE) == 0);
+    if (rs->n - from > 1)
+        qsort(rs->r + from, rs->n - from, sizeof(*rs->r), rec_cmp);
+    return 0;
+}
+
 int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
                  size_t plen, const void *start, size_t slen, uint32_t limit,
                  size_t max_bytes, struct stor_scan *out)
 {
-    uint8_t pk[8 + STOR_MAX_KEY];
-    uint8_t sk[8 + STOR_MAX_KEY];
     memset(out, 0, sizeof(*out));
     if ((plen && !prefix) || (slen && !start))
         return RK_EINVAL;
-    if (plen > STOR_MAX_KEY || slen > STOR_MAX_KEY)
+    /* A start key may be one byte longer than a key: "after key K" is
+     * K | 0x00. */
+    if (plen > STOR_MAX_KEY || slen > STOR_MAX_KEY + 1)
         return RK_ETOOLARGE;
     if (max_bytes == 0)
         max_bytes = SCAN_DEFAULT_BYTES;
-    stor__put64(pk, shard);
-    if (plen)
-        memcpy(pk + 8, prefix, plen);
-    /* Seek to max(prefix, start). */
-    const uint8_t *seek = pk;
-    size_t seek_len = 8 + plen;
-    if (start) {
-        stor__put64(sk, shard);
-        if (slen)
-            memcpy(sk + 8, start, slen);
-        size_t m = slen < plen ? slen : plen;
-        int c = memcmp(start, prefix ? prefix : "", m);
-        if (c > 0 || (c == 0 && slen > plen)) {
-            seek = sk;
-            seek_len = 8 + slen;
-        }
+    /* The first wanted key is at or after max(prefix, start); LMDB's order
+     * agrees with key order up to the 480-byte prefix, so seek there. */
+    const uint8_t *lo = prefix;
+    size_t lo_len = plen;
+    if (start && stor__key_cmp(start, slen, prefix, plen) > 0) {
+        lo = start;
+        lo_len = slen;
     }
+    uint8_t seek[8 + STOR__KEY_INLINE];
+    size_t seek_part = lo_len < STOR__KEY_INLINE ? lo_len : STOR__KEY_INLINE;
+    stor__put64(seek, shard);
+    if (seek_part)
+        memcpy(seek + 8, lo, seek_part);
+    /* Every wanted entry's LMDB key starts with shard | prefix (its first
+     * 480 bytes for a longer prefix). */
+    size_t ppart = plen < STOR__KEY_INLINE ? plen : STOR__KEY_INLINE;
+    uint8_t pk[8 + STOR__KEY_INLINE];
+    stor__put64(pk, shard);
+    if (ppart)
+        memcpy(pk + 8, prefix, ppart);
+
     MDB_txn *txn;
     MDB_cursor *cur = NULL;
     MDB_val k, v;
+    struct scan_refs rs = {0};
     int rc = stor__read_begin(s, &txn);
     if (rc)
         return rc;
     int mrc = mdb_cursor_open(txn, s->dbi_kv, &cur);
     if (mrc)
         goto done;
-    /* Pass 1: count items and bytes. */
-    uint32_t n = 0;
-    size_t bytes = 0;
-    bool more = false;
-    k.mv_data = (void *)seek;
-    k.mv_size = seek_len;
+    k.mv_data = seek;
+    k.mv_size = 8 + seek_part;
     mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    while (mrc == 0) {
-        if (k.mv_size < 8 + plen || memcmp(k.mv_data, pk, 8 + plen) != 0)
+    /* Collect until one record more than fits is known (that sets more). */
+    while (mrc == 0 && k.mv_size >= 8 + ppart &&
+           memcmp(k.mv_data, pk, 8 + ppart) == 0) {
+        if ((limit && rs.n > limit) || (rs.n > 1 && rs.bytes > max_bytes))
             break;
-        if (v.mv_size < STOR__VAL_HDR) {
-            rc = RK_ECORRUPT;
+        rc = scan_entry(cur, &k, &v, &mrc, &rs, prefix, plen, start, slen);
+        if (rc)
             goto done;
-        }
-        size_t sz = k.mv_size - 8 + v.mv_size - STOR__VAL_HDR;
-        if ((limit && n >= limit) || (n > 0 && bytes + sz > max_bytes)) {
-            more = true;
-            break;
-        }
-        n++;
-        bytes += sz;
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
     if (mrc && mrc != MDB_NOTFOUND)
         goto done;
     mrc = 0;
-    out->more = more;
+    /* Cut at the limit and the byte budget (at least one record). */
+    uint32_t n = 0;
+    size_t bytes = 0;
+    while (n < rs.n && (!limit || n < limit)) {
+        size_t sz = (size_t)rs.r[n].klen + rs.r[n].vlen;
+        if (n > 0 && bytes + sz > max_bytes)
+            break;
+        bytes += sz;
+        n++;
+    }
+    out->more = n < rs.n;
     if (n == 0)
         goto done;
     size_t arr = (size_t)n * sizeof(struct stor_kv_item);
@@ -513,31 +817,25 @@ int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
     }
     struct stor_kv_item *items = (struct stor_kv_item *)blk;
     uint8_t *d = blk + arr;
-    k.mv_data = (void *)seek;
-    k.mv_size = seek_len;
-    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    for (uint32_t i = 0; i < n && mrc == 0; i++) {
+    for (uint32_t i = 0; i < n; i++) {
+        const struct stor__kvrec *r = &rs.r[i];
         struct stor_kv_item *it = &items[i];
-        it->klen = (uint32_t)(k.mv_size - 8);
-        memcpy(d, (uint8_t *)k.mv_data + 8, it->klen);
+        it->klen = r->klen;
+        memcpy(d, r->key, r->klen);
         it->key = d;
-        d += it->klen;
-        it->create_revision = stor__get64(v.mv_data);
-        it->revision = stor__get64((uint8_t *)v.mv_data + 8);
-        it->vlen = (uint32_t)(v.mv_size - STOR__VAL_HDR);
-        memcpy(d, (uint8_t *)v.mv_data + STOR__VAL_HDR, it->vlen);
+        d += r->klen;
+        it->vlen = r->vlen;
+        if (r->vlen)
+            memcpy(d, r->val, r->vlen);
         it->value = d;
-        d += it->vlen;
-        if (i + 1 < n)
-            mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-    }
-    if (mrc) {
-        free(blk);
-        goto done;
+        d += r->vlen;
+        it->revision = r->mod_rev;
+        it->create_revision = r->create_rev;
     }
     out->items = items;
     out->n = n;
 done:
+    free(rs.r);
     if (cur)
         mdb_cursor_close(cur);
     stor__read_end(s, txn);

@@ -8,13 +8,18 @@
 
 /*
  * Chunk format (integers big-endian):
- *   "RKS1" | crc32c(u32, of everything after it) | snap index (u64)
+ *   "RKS2" | crc32c(u32, of everything after it) | snap index (u64)
  *   | snap term (u64) | seq (u32) | flags (u8, bit 0 = last) | records
  * Records:
  *   INFO  0 | applied (u64) | term (u64) | conf      first record of chunk 0
- *   KV    1 | klen (u16) key | vlen (u32) value record (create, mod, bytes)
+ *   KV    1 | klen (u32) key | vlen (u32) value record (create, mod, bytes)
  *   SESS  2 | client (u64) | len (u32) session record
  *   END   3                                           last record of the last
+ * A KV record carries the full user key (up to STOR_MAX_KEY), whatever its
+ * LMDB encoding (stor_int.h). Chunks are cut as "RKS2"; "RKS1" chunks (the
+ * same with a u16 klen, from builds that kept keys <= 480 bytes) are still
+ * accepted, e.g. staged before an upgrade or sent by an older peer. Any
+ * other magic is refused (RK_EPROTO), never misread.
  */
 
 #define CHUNK_HDR         29
@@ -33,7 +38,7 @@ enum { PH_INFO = 0, PH_KV = 1, PH_SESS = 2, PH_END = 3, PH_DONE = 4 };
 struct exp_pos {
     uint8_t phase;
     uint16_t klen; /* full LMDB key (with the shard prefix) */
-    uint8_t key[8 + STOR_MAX_KEY];
+    uint8_t key[STOR__KV_KEY_MAX];
 };
 
 struct stor_export {
@@ -320,13 +325,20 @@ static int cut_chunk(struct stor *s, struct stor_export *e, uint32_t seq,
                 break;
             size_t klen = k.mv_size - 8;
             size_t n;
+            struct stor__kvslot it;
+            struct stor__kvrec r;
+            int src;
             if (phase == PH_KV) {
-                if (klen == 0 || klen > STOR_MAX_KEY ||
-                    v.mv_size < STOR__VAL_HDR || v.mv_size > UINT32_MAX) {
+                /* One record per user key in the entry (a long slot may
+                 * hold several); the entry goes whole into one chunk. */
+                n = 0;
+                stor__kvslot_begin(&it, &k, &v);
+                while ((src = stor__kvslot_next(&it, &r)) == 1)
+                    n += 1 + 4 + (size_t)r.klen + 4 + r.rlen;
+                if (src < 0 || n == 0) {
                     rc = RK_ECORRUPT;
                     goto out;
                 }
-                n = 1 + 2 + klen + 4 + v.mv_size;
             } else {
                 if (klen != 8 || v.mv_size != STOR__SESS_SIZE) {
                     rc = RK_ECORRUPT;
@@ -345,18 +357,23 @@ static int cut_chunk(struct stor *s, struct stor_export *e, uint32_t seq,
             uint8_t *p = b->p + b->len;
             const uint8_t *kd = (const uint8_t *)k.mv_data + 8;
             if (phase == PH_KV) {
-                *p++ = REC_KV;
-                *p++ = (uint8_t)(klen >> 8);
-                *p++ = (uint8_t)klen;
-                memcpy(p, kd, klen);
-                p += klen;
+                stor__kvslot_begin(&it, &k, &v);
+                while (stor__kvslot_next(&it, &r) == 1) {
+                    *p++ = REC_KV;
+                    stor__put32(p, r.klen);
+                    memcpy(p + 4, r.key, r.klen);
+                    p += 4 + r.klen;
+                    stor__put32(p, (uint32_t)r.rlen);
+                    memcpy(p + 4, r.rec, r.rlen);
+                    p += 4 + r.rlen;
+                }
             } else {
                 *p++ = REC_SESS;
                 memcpy(p, kd, 8);
                 p += 8;
+                stor__put32(p, (uint32_t)v.mv_size);
+                memcpy(p + 4, v.mv_data, v.mv_size);
             }
-            stor__put32(p, (uint32_t)v.mv_size);
-            memcpy(p + 4, v.mv_data, v.mv_size);
             b->len += n;
             any = true;
             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
@@ -370,7 +387,7 @@ static int cut_chunk(struct stor *s, struct stor_export *e, uint32_t seq,
     next->phase = PH_DONE;
     next->klen = 0;
 done:
-    memcpy(b->p, "RKS1", 4);
+    memcpy(b->p, "RKS2", 4);
     stor__put64(b->p + 8, e->meta.index);
     stor__put64(b->p + 16, e->meta.term);
     stor__put32(b->p + 24, seq);
@@ -463,12 +480,25 @@ out:
 
 /* ---------------------------------------------------- staging (writer) */
 
+/* The chunk format version of a frame: 2 ("RKS2"), 1 ("RKS1", u16 key
+ * lengths) or 0 (not a chunk). */
+static int frame_version(const uint8_t *p, size_t len)
+{
+    if (len < CHUNK_HDR + 1)
+        return 0;
+    if (memcmp(p, "RKS2", 4) == 0)
+        return 2;
+    if (memcmp(p, "RKS1", 4) == 0)
+        return 1;
+    return 0;
+}
+
 /* Checks a chunk's frame; 0 or RK_EPROTO. */
 static int check_frame(const void *data, size_t len, raft_index index,
                        raft_term term, uint32_t seq, bool last)
 {
     const uint8_t *p = data;
-    if (len < CHUNK_HDR + 1 || memcmp(p, "RKS1", 4) != 0)
+    if (frame_version(p, len) == 0)
         return RK_EPROTO;
     if (stor__get32(p + 4) != stor__crc32c(0, p + 8, len - 8))
         return RK_EPROTO;
@@ -532,7 +562,8 @@ static int walk_chunk(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
                       bool *saw_end)
 {
     struct stor__rd r = {.p = p + CHUNK_HDR, .left = len - CHUNK_HDR};
-    uint8_t kb[8 + STOR_MAX_KEY];
+    int version = frame_version(p, len);
+    uint8_t kb[8];
     stor__put64(kb, sh->id);
     bool first = true;
     while (r.left > 0) {
@@ -553,21 +584,23 @@ static int walk_chunk(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
             break;
         }
         case REC_KV: {
-            uint16_t klen;
-            uint32_t vlen;
+            uint32_t klen = 0, vlen;
+            uint16_t klen16 = 0;
             const void *key, *val;
-            if (!stor__rd_u16(&r, &klen) || klen == 0 || klen > STOR_MAX_KEY ||
+            bool ok = version == 1 ? stor__rd_u16(&r, &klen16)
+                                   : stor__rd_u32(&r, &klen);
+            if (version == 1)
+                klen = klen16;
+            if (!ok || klen == 0 || klen > STOR_MAX_KEY ||
                 !stor__rd_bytes(&r, klen, &key) || !stor__rd_u32(&r, &vlen) ||
                 vlen < STOR__VAL_HDR || vlen - STOR__VAL_HDR > STOR_MAX_VALUE ||
                 !stor__rd_bytes(&r, vlen, &val))
                 return RK_EPROTO;
             if (write) {
-                memcpy(kb + 8, key, klen);
-                MDB_val k = {.mv_size = 8 + (size_t)klen, .mv_data = kb};
-                MDB_val v = {.mv_size = vlen, .mv_data = (void *)val};
-                int mrc = mdb_put(txn, s->dbi_kv, &k, &v, 0);
-                if (mrc)
-                    return stor__from_mdb(mrc);
+                int rc = stor__kv_write_rec(s, txn, sh->id, key, klen, val,
+                                            vlen);
+                if (rc)
+                    return rc;
             }
             break;
         }

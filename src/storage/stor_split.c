@@ -22,8 +22,8 @@
  *    its snapshots carry it): later writes of keys in them fail with
  *    RK_EWRONGSHARD, deterministically on every replica.
  *
- * The KV key layout (8-byte shard prefix, then the key) is known here and
- * in stor_kv.c only.
+ * KV records are read and written through stor_kv.c's key encoding
+ * helpers (short and long keys); sessions are copied as they are.
  */
 
 #define REC_VERSION 1
@@ -55,30 +55,24 @@ int stor_split_parse(const void *buf, size_t len, struct stor_split_arc **out,
     return 0;
 }
 
-static void split_key(uint8_t *kb, uint64_t shard)
-{
-    stor__put64(kb, shard);
-    memcpy(kb + 8, STOR_SPLIT_KEY, STOR_SPLIT_KEY_LEN);
-}
-
-/* The record's value (after the value header) in txn; *len 0 if absent. */
+/* The record's value in txn (valid until the txn writes); *len 0 if
+ * absent; *create its create revision. */
 static int rec_get(struct stor *s, MDB_txn *txn, uint64_t shard,
-                   const uint8_t **rec, size_t *len)
+                   const uint8_t **rec, size_t *len, uint64_t *create)
 {
-    uint8_t kb[8 + STOR_SPLIT_KEY_LEN];
-    split_key(kb, shard);
-    MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
-    int rc = mdb_get(txn, s->dbi_kv, &k, &v);
+    struct stor__kvrec r;
     *rec = NULL;
     *len = 0;
-    if (rc == MDB_NOTFOUND)
+    int rc = stor__kv_find(s, txn, shard, STOR_SPLIT_KEY, STOR_SPLIT_KEY_LEN,
+                           &r);
+    if (rc == RK_ENOTFOUND)
         return 0;
     if (rc)
-        return stor__from_mdb(rc);
-    if (v.mv_size < STOR__VAL_HDR)
-        return RK_ECORRUPT;
-    *rec = (const uint8_t *)v.mv_data + STOR__VAL_HDR;
-    *len = v.mv_size - STOR__VAL_HDR;
+        return rc;
+    *rec = r.val;
+    *len = r.vlen;
+    if (create != NULL)
+        *create = r.create_rev;
     return 0;
 }
 
@@ -93,7 +87,7 @@ int stor_split_out(struct stor *s, uint64_t shard, struct stor_split_arc **out,
         return rc;
     const uint8_t *rec;
     size_t len;
-    rc = rec_get(s, txn, shard, &rec, &len);
+    rc = rec_get(s, txn, shard, &rec, &len, NULL);
     if (rc == 0 && len > 0)
         rc = stor_split_parse(rec, len, out, n);
     stor__read_end(s, txn);
@@ -125,7 +119,7 @@ int stor__split_moved(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
     const uint8_t *rec;
     size_t len;
     *moved = false;
-    int rc = rec_get(s, txn, sh->id, &rec, &len);
+    int rc = rec_get(s, txn, sh->id, &rec, &len, NULL);
     if (rc || len == 0 || s->key_hash == NULL)
         return rc;
     *moved = rec_has(rec, len, s->key_hash(key, klen), 0);
@@ -165,61 +159,66 @@ static int cbuf_fit(struct cbuf *b, size_t n)
     return 0;
 }
 
+static bool reserved(const uint8_t *key, size_t klen)
+{
+    return klen >= STOR_RESERVED_PREFIX_LEN &&
+           memcmp(key, STOR_RESERVED_PREFIX, STOR_RESERVED_PREFIX_LEN) == 0;
+}
+
 /*
- * Walks the records of `from` in dbi whose rest of key passes pick() and,
- * if `to` is non-zero, writes each under `to`'s prefix; with `del` deletes
- * them from `from`. The cursor seeks again after every write (writes may
- * move pages under it).
+ * Moves the donor's KV records whose key hashes into the command's arcs:
+ * written under `to` (when `to` is not 0) and deleted from `from`. Each
+ * LMDB entry (a short key's record, or a long keys' slot) is copied before
+ * it is walked, and the cursor seeks again after every write.
  */
-static int move_range(struct stor *s, MDB_txn *txn, MDB_dbi dbi,
-                      uint64_t from, uint64_t to, bool del,
-                      const struct stor_cmd *c, bool kv)
+static int move_kv(struct stor *s, MDB_txn *txn, uint64_t from, uint64_t to,
+                   const struct stor_cmd *c)
 {
     MDB_cursor *cur;
     struct cbuf kb = {0}, vb = {0};
     int rc = 0;
-    int mrc = mdb_cursor_open(txn, dbi, &cur);
+    int mrc = mdb_cursor_open(txn, s->dbi_kv, &cur);
     if (mrc)
         return stor__from_mdb(mrc);
     uint8_t pfx[8];
     stor__put64(pfx, from);
     MDB_val k = {.mv_size = 8, .mv_data = pfx}, v;
     mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    while (mrc == 0 && k.mv_size >= 8 && memcmp(k.mv_data, pfx, 8) == 0) {
-        const uint8_t *key = (const uint8_t *)k.mv_data + 8;
-        size_t klen = k.mv_size - 8;
-        bool pick = true;
-        if (kv) {
-            bool reserved = klen >= STOR_RESERVED_PREFIX_LEN &&
-                            memcmp(key, STOR_RESERVED_PREFIX,
-                                   STOR_RESERVED_PREFIX_LEN) == 0;
-            pick = !reserved && in_arcs(c, s->key_hash(key, klen));
+    while (rc == 0 && mrc == 0 && k.mv_size >= 8 &&
+           memcmp(k.mv_data, pfx, 8) == 0) {
+        if ((rc = cbuf_fit(&kb, k.mv_size)) || (rc = cbuf_fit(&vb, v.mv_size)))
+            break;
+        size_t ksz = k.mv_size;
+        memcpy(kb.p, k.mv_data, ksz);
+        memcpy(vb.p, v.mv_data, v.mv_size);
+        MDB_val ck = {.mv_size = ksz, .mv_data = kb.p};
+        MDB_val cv = {.mv_size = v.mv_size, .mv_data = vb.p};
+        struct stor__kvslot it;
+        struct stor__kvrec r;
+        bool wrote = false;
+        stor__kvslot_begin(&it, &ck, &cv);
+        while ((rc = stor__kvslot_next(&it, &r)) == 1) {
+            if (reserved(r.key, r.klen) ||
+                !in_arcs(c, s->key_hash(r.key, r.klen)))
+                continue;
+            /* r points into the copies: stable across the writes. */
+            if (to != 0 && (rc = stor__kv_write_rec(s, txn, to, r.key, r.klen,
+                                                    r.rec, r.rlen)))
+                break;
+            if ((rc = stor__kv_delete(s, txn, from, r.key, r.klen)))
+                break;
+            wrote = true;
         }
-        if (!pick) {
+        if (rc < 0)
+            break;
+        rc = 0;
+        if (!wrote) {
             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
             continue;
         }
-        if ((rc = cbuf_fit(&kb, k.mv_size)) || (rc = cbuf_fit(&vb, v.mv_size)))
-            break;
-        size_t ksz = k.mv_size, vsz = v.mv_size;
-        memcpy(kb.p, k.mv_data, ksz);
-        memcpy(vb.p, v.mv_data, vsz);
-        if (to != 0) {
-            stor__put64(kb.p, to);
-            MDB_val nk = {.mv_size = ksz, .mv_data = kb.p};
-            MDB_val nv = {.mv_size = vsz, .mv_data = vb.p};
-            mrc = mdb_put(txn, dbi, &nk, &nv, 0);
-            stor__put64(kb.p, from);
-            if (mrc)
-                break;
-        }
-        MDB_val ok = {.mv_size = ksz, .mv_data = kb.p};
-        if (del && (mrc = mdb_del(txn, dbi, &ok, NULL)))
-            break;
-        /* Seek again (the writes may have moved pages under the cursor):
-         * the first record at or after the one just handled. */
-        k.mv_size = ksz;
-        k.mv_data = kb.p;
+        /* The first entry after the one just handled (it may remain, with
+         * the records that stay). */
+        k = ck;
         mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
         if (mrc == 0 && k.mv_size == ksz && memcmp(k.mv_data, kb.p, ksz) == 0)
             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
@@ -232,6 +231,42 @@ static int move_range(struct stor *s, MDB_txn *txn, MDB_dbi dbi,
     return rc;
 }
 
+/* Copies every client session of `from` to `to` (same records). */
+static int copy_sessions(struct stor *s, MDB_txn *txn, uint64_t from,
+                         uint64_t to)
+{
+    MDB_cursor *cur;
+    uint8_t kb[16], vb[STOR__SESS_SIZE];
+    int mrc = mdb_cursor_open(txn, s->dbi_sess, &cur);
+    if (mrc)
+        return stor__from_mdb(mrc);
+    stor__put64(kb, from);
+    MDB_val k = {.mv_size = 8, .mv_data = kb}, v;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (mrc == 0 && k.mv_size == 16 && stor__get64(k.mv_data) == from) {
+        if (v.mv_size != STOR__SESS_SIZE) {
+            mrc = MDB_CORRUPTED;
+            break;
+        }
+        memcpy(kb, k.mv_data, 16);
+        memcpy(vb, v.mv_data, STOR__SESS_SIZE);
+        stor__put64(kb, to);
+        MDB_val nk = {.mv_size = 16, .mv_data = kb};
+        MDB_val nv = {.mv_size = STOR__SESS_SIZE, .mv_data = vb};
+        if ((mrc = mdb_put(txn, s->dbi_sess, &nk, &nv, 0)))
+            break;
+        /* Seek past the copied client in the donor's range. */
+        stor__put64(kb, from);
+        k.mv_size = 16;
+        k.mv_data = kb;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (mrc == 0 && k.mv_size == 16 && memcmp(k.mv_data, kb, 16) == 0)
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    return mrc == 0 || mrc == MDB_NOTFOUND ? 0 : stor__from_mdb(mrc);
+}
+
 /* Appends the command's arcs to the donor's record (create rev: the first
  * split; mod rev: this one). */
 static int rec_append(struct stor *s, MDB_txn *txn, uint64_t shard,
@@ -240,25 +275,21 @@ static int rec_append(struct stor *s, MDB_txn *txn, uint64_t shard,
     const uint8_t *old;
     size_t olen;
     uint64_t create = index;
-    int rc = rec_get(s, txn, shard, &old, &olen);
+    int rc = rec_get(s, txn, shard, &old, &olen, &create);
     if (rc)
         return rc;
     uint32_t cnt = olen >= 5 ? stor__get32(old + 1) : 0;
     size_t len = 5 + (size_t)(cnt + c->n_arcs) * REC_ITEM;
-    uint8_t *buf = malloc(STOR__VAL_HDR + len);
+    uint8_t *buf = malloc(len);
     if (buf == NULL)
         return RK_ENOMEM;
-    if (olen >= 5) {
-        /* create rev of the old record sits right before its value */
-        create = stor__get64(old - STOR__VAL_HDR);
-        memcpy(buf + STOR__VAL_HDR, old, olen);
-    }
-    stor__put64(buf, create);
-    stor__put64(buf + 8, index);
-    uint8_t *p = buf + STOR__VAL_HDR;
-    p[0] = REC_VERSION;
-    stor__put32(p + 1, cnt + c->n_arcs);
-    p += 5 + (size_t)cnt * REC_ITEM;
+    if (olen >= 5)
+        memcpy(buf, old, 5 + (size_t)cnt * REC_ITEM);
+    else
+        create = index;
+    buf[0] = REC_VERSION;
+    stor__put32(buf + 1, cnt + c->n_arcs);
+    uint8_t *p = buf + 5 + (size_t)cnt * REC_ITEM;
     for (uint32_t i = 0; i < c->n_arcs; i++, p += REC_ITEM) {
         uint64_t first, last;
         stor_cmd_arc(c, i, &first, &last);
@@ -266,13 +297,10 @@ static int rec_append(struct stor *s, MDB_txn *txn, uint64_t shard,
         stor__put64(p + 4, first);
         stor__put64(p + 12, last);
     }
-    uint8_t kb[8 + STOR_SPLIT_KEY_LEN];
-    split_key(kb, shard);
-    MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb};
-    MDB_val v = {.mv_size = STOR__VAL_HDR + len, .mv_data = buf};
-    rc = mdb_put(txn, s->dbi_kv, &k, &v, 0);
+    rc = stor__kv_write(s, txn, shard, STOR_SPLIT_KEY, STOR_SPLIT_KEY_LEN,
+                        create, index, buf, len);
     free(buf);
-    return stor__from_mdb(rc);
+    return rc;
 }
 
 int stor__split_apply(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
@@ -287,7 +315,7 @@ int stor__split_apply(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
         res->status = RK_EINVAL;
         return 0;
     }
-    int rc = rec_get(s, txn, sh->id, &rec, &len);
+    int rc = rec_get(s, txn, sh->id, &rec, &len, NULL);
     if (rc)
         return rc;
     if (rec_has(rec, len, 0, c->split_to))
@@ -317,11 +345,9 @@ int stor__split_apply(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
         rsh->compact_pending = false;
     }
     /* Keys: copied when this node builds the recipient, deleted always. */
-    rc = move_range(s, txn, s->dbi_kv, sh->id, fill ? c->split_to : 0, true,
-                    c, true);
+    rc = move_kv(s, txn, sh->id, fill ? c->split_to : 0, c);
     if (rc == 0 && fill)
-        rc = move_range(s, txn, s->dbi_sess, sh->id, c->split_to, false, c,
-                        false);
+        rc = copy_sessions(s, txn, sh->id, c->split_to);
     if (rc == 0)
         rc = rec_append(s, txn, sh->id, index, c);
     return rc;

@@ -434,6 +434,15 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
         return 0;
     case BOP_CONF:
         memcpy(&sh->w.conf, pl, sizeof(sh->w.conf));
+        /* A replica created empty (to join a group) learns the group's
+         * bootstrap configuration with the leader's first append. Until
+         * anything is applied, that is also the applied configuration the
+         * CONF entries fold onto: folding them onto the empty one left a
+         * replica promoted into {a, b, c} with {self} as its applied conf,
+         * so after a restart (snapshot_meta's conf) it was a group of one
+         * that elected itself and served its stale state. */
+        if (sh->w.applied == 0 && sh->w.snap.index == 0)
+            sh->w.applied_conf = sh->w.conf;
         sh->w_dirty = true;
         return 0;
     case BOP_APPLIED_CONF:

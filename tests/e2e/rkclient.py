@@ -174,7 +174,9 @@ class Response:
                     "shard": _one(si, 1), "leader": _one(si, 2),
                     "term": _one(si, 3), "commit": _one(si, 4),
                     "applied": _one(si, 5),
-                    "role": ROLES[role] if role < len(ROLES) else "?"})
+                    "role": ROLES[role] if role < len(ROLES) else "?",
+                    "replicas": sorted(_packed(si.get(7, []))),
+                    "learners": sorted(_packed(si.get(8, [])))})
             self.nodes = _nodes(st.get(9, []))
         if 16 in f:
             self.result = "shard_map"

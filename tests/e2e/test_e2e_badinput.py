@@ -136,6 +136,36 @@ def main():
         check(r.status == "INVALID_ARGUMENT", "empty key get: %r" % r)
         r = c.call(rk.op_put("k" * 5000, "v"), client_id=5, seq=1001)
         check(r.status == "TOO_LARGE", "long key: %r" % r)
+        # A key of exactly --max-key-bytes (4 KiB by default, far over
+        # LMDB's 511-byte key limit) is served by every operation; one byte
+        # more is TOO_LARGE with a message, for writes and reads alike.
+        k4 = b"L" * 4090 + b"\x00\xff-end"
+        check(len(k4) == 4096, len(k4))
+        r = rk.call_leader(cl, rk.op_put(k4, "four"), client_id=7, seq=1)
+        check(r.status == "OK" and r.revision > 0, "4 KiB key put: %r" % r)
+        r = rk.call_leader(cl, rk.op_get(k4))
+        check(r.status == "OK" and r.found and r.value == b"four",
+              "4 KiB key get: %r" % r)
+        r = rk.call_leader(cl, rk.op_get(k4[:-1] + b"X"))
+        check(r.status == "NOT_FOUND", "a sibling 4 KiB key: %r" % r)
+        r = rk.call_leader(cl, rk.op_cas(k4, "five", expect_value="four"),
+                           client_id=7, seq=2)
+        check(r.status == "OK", "4 KiB key cas: %r" % r)
+        r = rk.call_leader(cl, rk.op_get(k4))
+        check(r.value == b"five", "4 KiB key after cas: %r" % r)
+        k4x = k4 + b"!"
+        for op, kw in ((rk.op_put(k4x, "v"), dict(client_id=7, seq=3)),
+                       (rk.op_get(k4x), {}),
+                       (rk.op_delete(k4x), dict(client_id=7, seq=4)),
+                       (rk.op_cas(k4x, "v", expect_absent=True),
+                        dict(client_id=7, seq=5))):
+            r = c.call(op, **kw)
+            check(r.status == "TOO_LARGE" and "key" in r.message,
+                  "4 KiB + 1 key: %r" % r)
+        r = rk.call_leader(cl, rk.op_delete(k4), client_id=7, seq=6)
+        check(r.status == "OK" and r.found, "4 KiB key delete: %r" % r)
+        r = rk.call_leader(cl, rk.op_get(k4))
+        check(r.status == "NOT_FOUND", "4 KiB key after delete: %r" % r)
         r = c.call(rk.op_put("big", b"v" * ((1 << 20) + 1)), client_id=5,
                    seq=1002)
         check(r.status == "TOO_LARGE", "big value: %r" % r)

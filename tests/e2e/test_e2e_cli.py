@@ -130,6 +130,56 @@ def main():
         j = cli.json("scan", "--prefix", "scan:", "--start-after", "scan:27")
         check([x["key"] for x in j["items"]] == ["scan:28", "scan:29"], j)
 
+        # long keys (over LMDB's 511-byte key limit, up to the default
+        # --max-key-bytes of 4 KiB): put/get, and a prefix scan across the
+        # shards in byte order, each key once, also page by page. Keys
+        # around the 480-byte threshold share prefixes so that the store's
+        # long-key slots (first 480 bytes + hash) must be sorted back.
+        base = "long:" + "abcdefghij" * 420
+        longs = set()
+        for n in (6, 470, 479, 480, 481, 488, 496, 497, 512, 1000, 4095):
+            longs.add(base[:n])
+        for i in range(12):
+            longs.add(base[:480] + "%02d" % (37 * i % 100) + "x" * (i * 301))
+            longs.add(base[:700] + chr(ord("a") + i))
+        longs.add(base[:4090] + "zzzzzz")
+        longs = sorted(k for k in longs if len(k) <= 4096)
+        check(max(len(k) for k in longs) == 4096, "no 4 KiB key")
+        for k in longs:
+            cli.run("put", k, "v%d" % len(k))
+        k4 = base[:4090] + "zzzzzz"
+        out, _ = cli.run("get", k4)
+        check(out == b"v4096", "4 KiB key get: %r" % out[:40])
+        j = cli.json("scan", "--prefix", "long:", "--limit", "1000")
+        got = [x["key"] for x in j["items"]]
+        check(got == longs, "long-key scan: %d keys, wanted %d; first "
+              "difference at %s" % (len(got), len(longs), next(
+                  (i for i, (a, b) in enumerate(zip(got, longs)) if a != b),
+                  min(len(got), len(longs)))))
+        paged = []
+        after = None
+        for _ in range(len(longs) + 2):
+            args = ["scan", "--prefix", "long:", "--limit", "5",
+                    "--keys-only"]
+            if after is not None:
+                args += ["--start-after", after]
+            items = cli.json(*args)["items"]
+            if not items:
+                break
+            paged += [x["key"] for x in items]
+            after = items[-1]["key"]
+        check(paged == longs, "paged long-key scan: %d keys" % len(paged))
+        j = cli.json("scan", "--prefix", base[:485], "--limit", "1000")
+        check([x["key"] for x in j["items"]] ==
+              [k for k in longs if k.startswith(base[:485])],
+              "scan with a 485-byte prefix")
+        # One byte over the limit: refused (exit 4, TOO_LARGE), not stored.
+        _, err = cli.run("put", base[:4096] + "+", "v", rc=4)
+        check("TOO_LARGE" in err or "over the limit" in err, err)
+        cli.run("get", base[:4096] + "+", rc=4)
+        cli.run("del", k4)
+        cli.run("get", k4, rc=1)
+
         # cluster commands
         out, _ = cli.run("status")
         check(out.decode().count("leader") >= SHARDS + 1, out)
@@ -156,6 +206,10 @@ def main():
         j = cli.json("leader", "transfer", str(shard), "--to", str(target))
         check(j["ok"], j)
         cli.run("leader", "transfer", "x", rc=2)
+        # To a node that hosts no replica of the shard: refused, and said so
+        # (it was "key not found", exit 1).
+        _, err = cli.run("leader", "transfer", str(shard), "--to", "7", rc=4)
+        check("node 7 is not a replica of shard %d" % shard in err, err)
         # Membership changes and splits: either done, or refused with a
         # clear message and exit code 4 (by a server without them).
         out, err = cli.run("shard", "split", "0", rc=2)

@@ -36,13 +36,15 @@
  * unapplied suffix with a higher term), apply a few (sessions: client =
  * shard, seq = index), compact now and then. Entry i of term t is
  * PUT k<i % 16> = "<i>.<t>", so after applied index A key k<j> must hold the
- * largest i <= A with i % 16 == j, at revision i.
+ * largest i <= A with i % 16 == j, at revision i. Half the keys are long
+ * (over LMDB's key limit, stored under a prefix and a hash): key_of().
  */
 
 #define N_SHARDS  4
 #define N_KEYS    16
 #define MAX_LAG   32
 #define MAX_BATCH 8
+#define CMD_MAX   4096 /* an encoded command */
 
 enum { REC_INTENT = 1, REC_ACK = 2 };
 
@@ -107,18 +109,34 @@ static void on_done(struct stor_batch *b, int status, void *arg)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Key j: "k<j>" for even j; for odd j a long key: 490 'L's then "k<j>"
+ * (just over the 480-byte threshold), or 480 'L's, "k<j>" and 3000 'p's.
+ * All the long ones share their first 480 bytes. Returns the length. */
+static size_t key_of(uint64_t j, char *key)
+{
+    size_t n = 0;
+    if (j % 2)
+        for (size_t pad = j % 4 == 1 ? 490 : 480; n < pad; n++)
+            key[n] = 'L';
+    n += (size_t)snprintf(key + n, 16, "k%llu", (unsigned long long)j);
+    if (j % 4 == 3)
+        for (size_t e = n + 3000; n < e; n++)
+            key[n] = 'p';
+    return n;
+}
+
 static size_t make_cmd(uint8_t *buf, size_t cap, uint64_t shard, uint64_t i,
                        uint64_t t)
 {
-    char key[16], val[48];
-    snprintf(key, sizeof key, "k%llu", (unsigned long long)(i % N_KEYS));
+    char key[3600], val[48];
+    size_t klen = key_of(i % N_KEYS, key);
     snprintf(val, sizeof val, "%llu.%llu", (unsigned long long)i,
              (unsigned long long)t);
     struct stor_cmd c = {.op = STOR_CMD_PUT,
                          .client_id = shard,
                          .seq = i,
                          .key = key,
-                         .klen = (uint32_t)strlen(key),
+                         .klen = (uint32_t)klen,
                          .value = val,
                          .vlen = (uint32_t)strlen(val)};
     size_t len;
@@ -179,7 +197,7 @@ static void child_main(const char *dir, int fd, uint64_t seed)
     memcpy(r.sh, st, sizeof st);
     write_rec(fd, &r);
 
-    static uint8_t payload[N_SHARDS][MAX_LAG + MAX_BATCH + 1][64];
+    static uint8_t payload[N_SHARDS][MAX_LAG + MAX_BATCH + 1][CMD_MAX];
     struct raft_entry app[MAX_LAG + MAX_BATCH + 1];
     struct raft_entry ent[MAX_BATCH];
     for (uint32_t n = 1;; n++) {
@@ -216,7 +234,7 @@ static void child_main(const char *dir, int fd, uint64_t seed)
                 ent[j].term = term;
                 ent[j].type = RAFT_ENTRY_NORMAL;
                 ent[j].data = p;
-                ent[j].len = (uint32_t)make_cmd(p, 64, id, i, term);
+                ent[j].len = (uint32_t)make_cmd(p, CMD_MAX, id, i, term);
                 terms[k][i - x->applied - 1] = term;
             }
             if (stor_batch_append(b, id, ent, cnt))
@@ -236,7 +254,8 @@ static void child_main(const char *dir, int fd, uint64_t seed)
                 app[na].type = RAFT_ENTRY_NORMAL;
                 app[na].data = payload[k][na];
                 app[na].len =
-                    (uint32_t)make_cmd(app[na].data, 64, id, i, app[na].term);
+                    (uint32_t)make_cmd(app[na].data, CMD_MAX, id, i,
+                                    app[na].term);
             }
             struct raft_hard_state hs = {.term = term, .vote = 3, .commit = to};
             if (stor_batch_set_hard_state(b, id, &hs) ||
@@ -326,17 +345,17 @@ static int check_store(const char *dir, const struct rec *intents,
         }
         /* KV contents == exactly the entries up to applied. */
         for (uint64_t j = 0; j < N_KEYS && !bad; j++) {
-            char key[16];
-            snprintf(key, sizeof key, "k%llu", (unsigned long long)j);
+            char key[3600];
+            size_t klen = key_of(j, key);
             uint64_t want = 0;
             if (ss.applied >= j && ss.applied > 0)
                 want = ss.applied - ((ss.applied - j) % N_KEYS);
             struct stor_value v;
-            rc = stor_kv_get(s, (uint64_t)k + 1, key, strlen(key), &v);
+            rc = stor_kv_get(s, (uint64_t)k + 1, key, klen, &v);
             if (want == 0) {
                 if (rc != RK_ENOTFOUND) {
-                    snprintf(why, whylen, "shard %d key %s should be absent",
-                             k + 1, key);
+                    snprintf(why, whylen, "shard %d key k%llu should be absent",
+                             k + 1, (unsigned long long)j);
                     bad = 1;
                 }
                 if (rc == 0)
@@ -349,9 +368,9 @@ static int check_store(const char *dir, const struct rec *intents,
             if (rc || v.revision != want || v.len <= (uint32_t)pl ||
                 memcmp(v.data, pre, (size_t)pl) != 0) {
                 snprintf(why, whylen,
-                         "shard %d key %s: rc %d rev %llu, want rev %llu "
+                         "shard %d key k%llu: rc %d rev %llu, want rev %llu "
                          "(applied %llu)",
-                         k + 1, key, rc, (unsigned long long)v.revision,
+                         k + 1, (unsigned long long)j, rc, (unsigned long long)v.revision,
                          (unsigned long long)want,
                          (unsigned long long)ss.applied);
                 bad = 1;

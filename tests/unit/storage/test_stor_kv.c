@@ -365,6 +365,76 @@ static void test_apply_garbage_and_order(void **state)
     assert_true(stor_batch_empty(f->b));
 }
 
+static bool conf_has_voter(const struct raft_conf_state *c, uint64_t id)
+{
+    for (uint32_t i = 0; i < c->n_voters; i++)
+        if (c->voters[i] == id)
+            return true;
+    return false;
+}
+
+/* A replica created empty (the rebalancer's new learner) learns the group's
+ * bootstrap configuration with the leader's first append and then applies
+ * its own addition and promotion: the applied configuration (what
+ * snapshot_meta and a restart start from) must be the group's, not {self}.
+ * Found by a 5-node jepsen kill campaign: such a node restarted as a group
+ * of one, elected itself and served a stale (nil) read. */
+static void test_learned_bootstrap_conf_is_applied_base(void **state)
+{
+    struct fx *f = *state;
+    struct raft_conf_state empty = {0};
+    assert_int_equal(stor_batch_create_shard(f->b, 2, &empty), 0);
+    assert_int_equal(stor_batch_commit(f->s, f->b), 0);
+    /* Node 4 joins {1,2,3}: add-learner 4, promote 4, remove 1. */
+    uint8_t add4[9] = {RAFT_CC_ADD_LEARNER, 0, 0, 0, 0, 0, 0, 0, 4};
+    uint8_t pro4[9] = {RAFT_CC_PROMOTE, 0, 0, 0, 0, 0, 0, 0, 4};
+    uint8_t rem1[9] = {RAFT_CC_REMOVE, 0, 0, 0, 0, 0, 0, 0, 1};
+    struct raft_entry ents[4] = {
+        {.term = 1, .index = 1, .type = RAFT_ENTRY_NOOP},
+        {.term = 1, .index = 2, .type = RAFT_ENTRY_CONF, .len = 9,
+         .data = add4},
+        {.term = 1, .index = 3, .type = RAFT_ENTRY_CONF, .len = 9,
+         .data = pro4},
+        {.term = 1, .index = 4, .type = RAFT_ENTRY_CONF, .len = 9,
+         .data = rem1},
+    };
+    struct raft_conf_state boot = {.n_voters = 3, .voters = {1, 2, 3}};
+    /* As stor_batch_add_ready orders them: entries, then the conf; the
+     * first two entries are applied in the same batch, the rest later. */
+    uint32_t r0;
+    stor_batch_reset(f->b);
+    assert_int_equal(stor_batch_append(f->b, 2, ents, 4), 0);
+    assert_int_equal(stor_batch_set_conf(f->b, 2, &boot), 0);
+    assert_int_equal(stor_batch_apply(f->b, 2, ents, 2, &r0), 0);
+    assert_int_equal(stor_batch_commit(f->s, f->b), 0);
+    struct stor_shard_state st;
+    assert_int_equal(stor_shard_load(stor_shard_get(f->s, 2), &st), 0);
+    assert_int_equal(st.applied, 2);
+    assert_int_equal(st.applied_conf.n_voters, 3);
+    assert_int_equal(st.applied_conf.n_learners, 1);
+    assert_int_equal(st.applied_conf.learners[0], 4);
+    stor_batch_reset(f->b);
+    assert_int_equal(stor_batch_apply(f->b, 2, ents + 2, 2, &r0), 0);
+    /* A restart hands the same bootstrap conf again: nothing changes. */
+    assert_int_equal(stor_batch_set_conf(f->b, 2, &boot), 0);
+    assert_int_equal(stor_batch_commit(f->s, f->b), 0);
+    stor_close(f->s);
+    f->s = tu_open(f->dir, 0, 0);
+    assert_int_equal(stor_shard_load(stor_shard_get(f->s, 2), &st), 0);
+    assert_int_equal(st.applied, 4);
+    assert_int_equal(st.applied_conf.n_voters, 3);
+    assert_int_equal(st.applied_conf.n_learners, 0);
+    assert_true(conf_has_voter(&st.applied_conf, 2));
+    assert_true(conf_has_voter(&st.applied_conf, 3));
+    assert_true(conf_has_voter(&st.applied_conf, 4));
+    struct raft_snapshot_meta sm;
+    assert_int_equal(stor_log_ops.snapshot_meta(stor_shard_get(f->s, 2), &sm),
+                     0);
+    assert_int_equal(sm.index, 4);
+    assert_int_equal(sm.conf.n_voters, 3);
+    assert_true(conf_has_voter(&sm.conf, 4) && !conf_has_voter(&sm.conf, 1));
+}
+
 static void test_cmd_codec(void **state)
 {
     (void)state;
@@ -598,6 +668,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_apply_garbage_and_order, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_learned_bootstrap_conf_is_applied_base, setup, teardown),
         cmocka_unit_test(test_cmd_codec),
         cmocka_unit_test_setup_teardown(test_which_batches_sync, setup,
                                         teardown),

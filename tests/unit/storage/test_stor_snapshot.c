@@ -595,9 +595,83 @@ static void test_add_ready_and_conf(void **state)
     stor_batch_free(b);
 }
 
+/* A replica created empty to join a group learns the bootstrap
+ * configuration from the leader's first append (rd.conf) and then applies
+ * the log from index 1: the membership changes fold into the bootstrap
+ * configuration. (They folded into an empty one: after a restart the joined
+ * node of e2e_join believed it was a group's only voter and elected itself
+ * beside the real leader, in the same term.) */
+static void test_joined_replica_applied_conf(void **state)
+{
+    struct fx *f = *state;
+    struct raft_conf_state empty = {0};
+    struct stor_batch *b;
+    assert_int_equal(stor_batch_new(&b), 0);
+    assert_int_equal(stor_batch_create_shard(b, 1, &empty), 0);
+    assert_int_equal(stor_batch_commit(f->a, b), 0);
+    uint8_t add4[9] = {RAFT_CC_ADD_LEARNER, 0, 0, 0, 0, 0, 0, 0, 4};
+    uint8_t pro4[9] = {RAFT_CC_PROMOTE, 0, 0, 0, 0, 0, 0, 0, 4};
+    uint8_t rm2[9] = {RAFT_CC_REMOVE, 0, 0, 0, 0, 0, 0, 0, 2};
+    struct raft_entry ents[4] = {
+        {.term = 1, .index = 1, .type = RAFT_ENTRY_NOOP},
+        {.term = 1, .index = 2, .type = RAFT_ENTRY_CONF, .len = 9,
+         .data = add4},
+        {.term = 1, .index = 3, .type = RAFT_ENTRY_CONF, .len = 9,
+         .data = pro4},
+        {.term = 1, .index = 4, .type = RAFT_ENTRY_CONF, .len = 9,
+         .data = rm2},
+    };
+    struct raft_ready rd;
+    memset(&rd, 0, sizeof rd);
+    rd.entries = ents;
+    rd.n_entries = 4;
+    rd.hs = (struct raft_hard_state){.term = 1, .commit = 4};
+    rd.hs_changed = true;
+    rd.conf = (struct raft_conf_state){.n_voters = 3, .voters = {1, 2, 3}};
+    rd.conf_changed = true;
+    stor_batch_reset(b);
+    assert_int_equal(stor_batch_add_ready(b, 1, &rd), 0);
+    assert_int_equal(stor_batch_commit(f->a, b), 0);
+    /* Applied in a later batch, one entry at a time. */
+    for (int i = 0; i < 4; i++) {
+        stor_batch_reset(b);
+        assert_int_equal(stor_batch_apply(b, 1, &ents[i], 1, NULL), 0);
+        assert_int_equal(stor_batch_commit(f->a, b), 0);
+    }
+    struct stor_shard_state st;
+    assert_int_equal(stor_shard_load(stor_shard_get(f->a, 1), &st), 0);
+    assert_int_equal(st.applied, 4);
+    assert_int_equal(st.applied_conf.n_voters, 3);
+    assert_int_equal(st.applied_conf.n_learners, 0);
+    assert_int_equal(st.applied_conf.voters[0], 1);
+    assert_int_equal(st.applied_conf.voters[1], 3);
+    assert_int_equal(st.applied_conf.voters[2], 4);
+    struct raft_snapshot_meta meta;
+    assert_int_equal(stor_snapshot_meta(stor_shard_get(f->a, 1), &meta), 0);
+    assert_int_equal(meta.index, 4);
+    assert_int_equal(meta.conf.n_voters, 3);
+    assert_int_equal(meta.conf.voters[2], 4);
+    /* A founder (created with the bootstrap configuration) is unchanged. */
+    struct raft_conf_state boot = {.n_voters = 3, .voters = {1, 2, 3}};
+    stor_batch_reset(b);
+    assert_int_equal(stor_batch_create_shard(b, 1, &boot), 0);
+    assert_int_equal(stor_batch_commit(f->b, b), 0);
+    stor_batch_reset(b);
+    assert_int_equal(stor_batch_append(b, 1, ents, 4), 0);
+    assert_int_equal(stor_batch_apply(b, 1, ents, 4, NULL), 0);
+    assert_int_equal(stor_batch_commit(f->b, b), 0);
+    assert_int_equal(stor_shard_load(stor_shard_get(f->b, 1), &st), 0);
+    assert_int_equal(st.applied_conf.n_voters, 3);
+    assert_int_equal(st.applied_conf.voters[2], 4);
+    stor_exports_expire(f->a);
+    stor_batch_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_joined_replica_applied_conf,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip_many_shards, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_export_is_pinned_while_writing,
