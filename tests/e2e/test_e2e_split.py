@@ -114,8 +114,13 @@ def main():
         cl.wait_leaders(SHARDS + 1)
         t0 = time.time()
         keys = rkmove.preload(cl, KEYS)
-        print("preloaded %d keys in %.1fs" % (KEYS, time.time() - t0))
-        before = {s: len(scan_all(cl, s)) for s in (1, 2)}
+        # Long keys too (over the 480 bytes LMDB keys hold inline).
+        longs = [("long%03d-" % i).encode() + b"y" * 1000 for i in range(100)]
+        rkmove.pipelined(cl, [(k, rk.op_put(k, b"v-" + k)) for k in longs])
+        keys += longs
+        print("preloaded %d keys in %.1fs" % (len(keys), time.time() - t0))
+        before = {s: sum(1 for k in scan_all(cl, s) if k.startswith(b"bulk"))
+                  for s in (1, 2)}
         load = rkmove.Workload(cl, n_threads=6, n_keys=24)
         load.start()
         time.sleep(1.5)
@@ -200,6 +205,9 @@ def main():
         check(sum(1 for ks in scans.values() for k in ks
                   if k.startswith(b"more")) == len(more),
               "scans miss keys written during the second split")
+        check(sum(1 for ks in scans.values() for k in ks
+                  if k.startswith(b"long")) == len(longs),
+              "scans miss long keys")
         log = cl.log(victim)
         how = ("by snapshot (created empty, filled by its leader)"
                if "shard %d: local replica created" % new2 in log else
