@@ -227,6 +227,10 @@ bool srv_split_moved(const struct srv_group *g, const void *key, size_t len);
  * (a split recipient is created by its donor's SPLIT entry, not empty; a
  * recipient storage already holds is opened here). */
 bool srv_split_may_create(struct srv *s, const struct shard_info *si);
+/* False when this node hosts the donor and its log has not committed the
+ * SPLIT entry into `to` yet (finishing then could strand the arcs); true
+ * otherwise (committed here, or not known here). */
+bool srv_split_committed_here(struct srv *s, uint32_t donor, uint32_t to);
 /* Split phase of a shard for `ringkv shards` (SplitState.Phase). */
 uint8_t srv_split_phase(struct srv *s, const struct shard_info *si);
 

@@ -703,6 +703,15 @@ int srv_meta_split(struct srv *s, uint32_t donor, bool finish,
             *epoch = s->meta->map.epoch;
             return SRV_META_ALREADY;
         }
+        /* The switch is safe once the donor's SPLIT entry is committed
+         * (every donor replica then builds the new shard). The donor's
+         * leader asks only after applying it; a replica here must agree. */
+        if (!srv_split_committed_here(s, donor, *recipient)) {
+            shard_map_free(&next);
+            rk_errf(errmsg, "shard %u's split is not committed here yet; "
+                    "retry", donor);
+            return RK_EBUSY;
+        }
         rv = shard_map_split_finish(&next, donor);
     } else if (si->state == SHARD_STATE_SPLIT_DONOR) {
         *recipient = si->split_peer;
@@ -739,6 +748,8 @@ int srv_meta_split_finish_own(struct srv *s, uint32_t donor,
     if (si == NULL || si->state != SHARD_STATE_SPLIT_DONOR ||
         si->split_peer != recipient)
         return 0;
+    if (!srv_split_committed_here(s, donor, recipient))
+        return RK_EBUSY;
     struct shard_map next;
     int rv = shard_map_copy(&next, &mt->map);
     if (rv != 0)

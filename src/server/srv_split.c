@@ -230,6 +230,12 @@ void srv_split_completed(struct srv_group *g)
         open_local(s, g->moved[i].to);
 }
 
+bool srv_split_committed_here(struct srv *s, uint32_t donor, uint32_t to)
+{
+    struct srv_group *g = srv_group_get(s, donor);
+    return g == NULL || has_to(g, to);
+}
+
 /* ---------------------------------------------------- local replicas */
 
 /* Whether the donor's APPLIED state (storage) names the recipient. */

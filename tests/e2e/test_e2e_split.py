@@ -112,6 +112,15 @@ def main():
     try:
         cl.start_all()
         cl.wait_leaders(SHARDS + 1)
+        # Bad requests get a clear refusal and change nothing.
+        for bad in (0, 99):
+            r = rk.call_leader(cl, rk.op_split(bad))
+            check(r.status == "INVALID_ARGUMENT",
+                  "split of shard %d: %r" % (bad, r))
+        r = rk.call_leader(cl, rk.op_split(1, new_shard=7))
+        check(r.status == "INVALID_ARGUMENT", "split with an id: %r" % r)
+        r = rk.call_leader(cl, rk.op_put(b"\xffringkv/split-out", b"x"))
+        check(r.status == "INVALID_ARGUMENT", "reserved key: %r" % r)
         t0 = time.time()
         keys = rkmove.preload(cl, KEYS)
         # Long keys too (over the 480 bytes LMDB keys hold inline).
