@@ -111,6 +111,7 @@ struct srv_group {
     uint32_t n_moved;
     uint64_t split_next_ms; /* donor leader: next SPLIT proposal */
     uint64_t size_next_ms;  /* leader: next size check (auto split) */
+    bool auto_off;          /* a split would not divide its data: stop */
 };
 
 /* A gathered batch: the groups whose ready it carries. */

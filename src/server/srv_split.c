@@ -52,14 +52,19 @@
 /* Between two size checks of a led shard (automatic splits). */
 #define SIZE_EVERY_MS 10000
 
-/* A size count of one shard on the libuv thread pool (a cursor walk of
- * up to the threshold's bytes must not stall the loop). */
+/* A size count of one shard on the libuv thread pool (a scan of up to a
+ * few times the threshold must not stall the loop): its bytes, and how many
+ * of them lie in the arcs a split would move now. */
 struct size_work {
     uv_work_t req;
     struct srv *srv;
     uint64_t shard;
     uint64_t limit;
+    uint64_t stop;
+    struct shard_move *arcs; /* what shard_map_split_begin would move */
+    uint32_t n_arcs;
     uint64_t bytes;
+    uint64_t moving;
     int rv;
 };
 
@@ -426,7 +431,49 @@ static void ask_meta(struct srv *s, uint32_t donor, uint32_t to, bool finish,
 static void size_work_cb(uv_work_t *req)
 {
     struct size_work *w = container_of(req, struct size_work, req);
-    w->rv = stor_kv_bytes(w->srv->stor, w->shard, w->limit, &w->bytes);
+    struct stor *st = w->srv->stor;
+    uint8_t *start = NULL;
+    size_t slen = 0;
+    for (;;) {
+        struct stor_scan sc;
+        w->rv = stor_kv_scan(st, w->shard, NULL, 0, start, slen, 1000, 0, &sc);
+        if (w->rv != 0)
+            break;
+        for (uint32_t i = 0; i < sc.n; i++) {
+            const struct stor_kv_item *it = &sc.items[i];
+            if (it->klen >= STOR_RESERVED_PREFIX_LEN &&
+                memcmp(it->key, STOR_RESERVED_PREFIX,
+                       STOR_RESERVED_PREFIX_LEN) == 0)
+                continue;
+            uint64_t sz = (uint64_t)it->klen + it->vlen + 16;
+            uint64_t h = shard_key_hash(it->key, it->klen);
+            w->bytes += sz;
+            for (uint32_t k = 0; k < w->n_arcs; k++)
+                if (h >= w->arcs[k].first && h <= w->arcs[k].last) {
+                    w->moving += sz;
+                    break;
+                }
+        }
+        bool more = sc.more && sc.n > 0 && w->bytes <= w->stop;
+        if (more) {
+            /* Resume after the last key: the key with a 0 byte appended. */
+            const struct stor_kv_item *last = &sc.items[sc.n - 1];
+            uint8_t *p = realloc(start, (size_t)last->klen + 1);
+            if (p == NULL) {
+                w->rv = RK_ENOMEM;
+                more = false;
+            } else {
+                start = p;
+                memcpy(start, last->key, last->klen);
+                start[last->klen] = 0;
+                slen = (size_t)last->klen + 1;
+            }
+        }
+        free(sc.items);
+        if (!more)
+            break;
+    }
+    free(start);
 }
 
 static void size_done_cb(uv_work_t *req, int status)
@@ -435,24 +482,37 @@ static void size_done_cb(uv_work_t *req, int status)
     struct srv *s = w->srv;
     if (s->splits != NULL)
         s->splits->sizing = NULL;
-    if (status != 0 || w->rv != 0 || w->bytes <= w->limit || s->stopping ||
-        s->failstop || s->splits == NULL) {
-        free(w);
-        return;
-    }
+    struct srv_group *g = status == 0 && w->rv == 0 && !s->stopping &&
+                                  !s->failstop && s->splits != NULL
+                              ? srv_group_get(s, w->shard)
+                              : NULL;
     const struct shard_map *m = srv_meta_map(s);
-    const struct shard_info *si = shard_map_shard(m, (shard_id)w->shard);
-    struct srv_group *g = srv_group_get(s, w->shard);
-    if (si != NULL && si->state == SHARD_STATE_ACTIVE && m->n_moves == 0 &&
-        g != NULL && g->role == RAFT_LEADER) {
-        rk_log(RK_LOG_INFO, "shard %" PRIu64 ": over %" PRIu64 " bytes: "
-               "asking for a split", w->shard, w->limit);
-        ask_meta(s, (uint32_t)w->shard, 0, false, srv_loop_now(&s->loop));
+    const struct shard_info *si =
+        g != NULL ? shard_map_shard(m, (shard_id)w->shard) : NULL;
+    if (si != NULL && w->bytes > w->limit && si->state == SHARD_STATE_ACTIVE &&
+        m->n_moves == 0 && g->role == RAFT_LEADER) {
+        if (w->moving < w->bytes / 10 || w->bytes - w->moving < w->bytes / 10) {
+            /* Its data sits on too few ring positions (one hot hash tag):
+             * a split would move (almost) nothing, or (almost) everything. */
+            g->auto_off = true;
+            rk_log(RK_LOG_WARN, "shard %" PRIu64 ": over %" PRIu64 " bytes, "
+                   "but a split would move %" PRIu64 " of %" PRIu64 " (its "
+                   "keys share few ring positions, e.g. one hash tag): no "
+                   "automatic split", w->shard, w->limit, w->moving, w->bytes);
+        } else {
+            rk_log(RK_LOG_INFO, "shard %" PRIu64 ": %" PRIu64 " bytes, over "
+                   "%" PRIu64 ": asking for a split (about %" PRIu64 " would "
+                   "move)", w->shard, w->bytes, w->limit, w->moving);
+            ask_meta(s, (uint32_t)w->shard, 0, false,
+                     srv_loop_now(&s->loop));
+        }
     }
+    free(w->arcs);
     free(w);
 }
 
-/* Automatic split: a led ACTIVE shard whose data exceeds the threshold. */
+/* Automatic split: a led ACTIVE shard whose data exceeds the threshold,
+ * if the split the meta leader would make now moves a fair part of it. */
 static void check_size(struct srv *s, struct srv_group *g,
                        const struct shard_map *m,
                        const struct shard_info *si, uint64_t now)
@@ -461,17 +521,33 @@ static void check_size(struct srv *s, struct srv_group *g,
     struct srv_splits *sp = state(s);
     if (limit == 0 || sp == NULL || sp->sizing != NULL || m->n_moves > 0 ||
         si->state != SHARD_STATE_ACTIVE || si->n_learners > 0 ||
-        now < g->size_next_ms)
+        g->auto_off || now < g->size_next_ms)
         return;
     g->size_next_ms = now + SIZE_EVERY_MS;
     struct size_work *w = calloc(1, sizeof(*w));
-    if (w == NULL)
+    struct shard_map next;
+    if (w == NULL || shard_map_copy(&next, m) != 0) {
+        free(w);
         return;
+    }
+    /* The split is a pure function of the map: compute its arcs here. */
+    shard_id rid;
+    int rv = shard_map_split_begin(&next, si->id, &rid, &w->arcs, &w->n_arcs);
+    shard_map_free(&next);
+    if (rv != 0) {
+        free(w);
+        if (rv == RK_EINVAL)
+            g->auto_off = true; /* its arcs are too short to split */
+        return;
+    }
     w->srv = s;
     w->shard = g->shard;
     w->limit = limit;
+    /* Counted up to 4x the threshold: a fair sample of a bigger shard. */
+    w->stop = limit > UINT64_MAX / 4 ? UINT64_MAX : 4 * limit;
     if (uv_queue_work(&s->loop.loop, &w->req, size_work_cb, size_done_cb) !=
         0) {
+        free(w->arcs);
         free(w);
         return;
     }

@@ -405,10 +405,6 @@ int stor_split_out(struct stor *s, uint64_t shard, struct stor_split_arc **out,
 /* Decodes such a record. RK_ECORRUPT, RK_ENOMEM. */
 int stor_split_parse(const void *buf, size_t len, struct stor_split_arc **out,
                      uint32_t *n);
-/* Bytes of keys and values `shard` holds, counted up to `stop` (a scan of
- * the shard's KV range; stops early once stop is passed). */
-int stor_kv_bytes(struct stor *s, uint64_t shard, uint64_t stop,
-                  uint64_t *bytes);
 
 /* The last seq applied for a client session (0 if none): tests, admin. */
 int stor_session_last_seq(struct stor *s, uint64_t shard, uint64_t client_id,

@@ -352,31 +352,3 @@ int stor__split_apply(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
         rc = rec_append(s, txn, sh->id, index, c);
     return rc;
 }
-
-int stor_kv_bytes(struct stor *s, uint64_t shard, uint64_t stop,
-                  uint64_t *bytes)
-{
-    MDB_txn *txn;
-    MDB_cursor *cur;
-    *bytes = 0;
-    int rc = stor__read_begin(s, &txn);
-    if (rc)
-        return rc;
-    int mrc = mdb_cursor_open(txn, s->dbi_kv, &cur);
-    if (mrc) {
-        stor__read_end(s, txn);
-        return stor__from_mdb(mrc);
-    }
-    uint8_t pfx[8];
-    stor__put64(pfx, shard);
-    MDB_val k = {.mv_size = 8, .mv_data = pfx}, v;
-    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    while (mrc == 0 && k.mv_size >= 8 && memcmp(k.mv_data, pfx, 8) == 0 &&
-           *bytes <= stop) {
-        *bytes += k.mv_size - 8 + v.mv_size;
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-    }
-    mdb_cursor_close(cur);
-    stor__read_end(s, txn);
-    return mrc == 0 || mrc == MDB_NOTFOUND ? 0 : stor__from_mdb(mrc);
-}

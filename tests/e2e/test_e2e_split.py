@@ -13,8 +13,8 @@ Afterwards: the map has shards 1..4 and no split in flight, every node
 hosts what the map says, every preloaded key reads back (from its new
 shard), the moved keys are gone from the donors' scans, the history is
 linearizable, metrics count the splits, and a restart of every node keeps
-all of it. Last, the nodes restart with --split-threshold-bytes and the
-biggest shard splits by itself.
+all of it. Last, the nodes restart with --split-threshold-bytes: big
+shards split by themselves, but not the one whose data is one hash tag.
 
 Usage: test_e2e_split.py PATH/TO/ringkvd BUILD_DIR
 """
@@ -255,6 +255,12 @@ def main():
         # Automatic splits: with --split-threshold-bytes, a shard's leader
         # asks for a split once its data passes the threshold (shards 1, 2
         # and 5 hold about 45 KB each here, 3 and 4 about 22 KB).
+        # 3,000 keys with one hash tag land on one ring position: their
+        # shard must not be split over and over (a split cannot divide
+        # them); it is left alone with a warning.
+        hot = [b"{hot}%05d" % i for i in range(3000)]
+        rkmove.pipelined(cl, [(k, rk.op_put(k, b"v-" + k)) for k in hot])
+        keys += hot
         rcs = cl.stop_all()
         check(all(rc == 0 for rc in rcs.values()), "exit codes %s" % rcs)
         cl.extra += ["--split-threshold-bytes", "40KiB"]
@@ -263,6 +269,13 @@ def main():
         m3 = wait_split_done(cl, new3 + 1, timeout=60)
         print("automatic split into shard %d in %.1fs (epoch %d, %d shards)"
               % (new3 + 1, time.time() - t0, m3.epoch, len(m3.map_shards)))
+        deadline = time.time() + 60
+        while not any("no automatic split" in cl.log(i) for i in cl.procs):
+            check(time.time() < deadline, "the hot shard was not left alone")
+            time.sleep(0.5)
+        m4 = wait_split_done(cl, new3 + 1, timeout=30)
+        print("hot hash tag: left alone after %d shards (epoch %d)" %
+              (len(m4.map_shards), m4.epoch))
         rkmove.check_preloaded(cl, keys)
         ok = True
         print("split: ok")
