@@ -75,9 +75,10 @@ static const struct opt opts[] = {
      "follower further behind catches up from a snapshot (default 10000)."},
     {"split-threshold-bytes", OPT_SIZE, F(split_threshold_bytes), 0, "SIZE",
      "Split a data shard automatically once its keys and values exceed "
-     "SIZE (checked every 10 s by its leader; one split at a time); 0 turns "
-     "automatic splits off (default 0). `ringkv shard split` works "
-     "either way."},
+     "SIZE (checked every 10 s by its leader; one split at a time; not if "
+     "the split would move under 10% or over 90% of it, e.g. one hash "
+     "tag); 0 turns automatic splits off (default 0). `ringkv shard split` "
+     "works either way."},
     {"election-ms", OPT_U32, F(election_ms), 0, "MS",
      "Base election timeout; the effective one is random in [e, 2e) "
      "(default 1000)."},
