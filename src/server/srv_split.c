@@ -70,10 +70,10 @@ struct size_work {
 
 struct srv_splits {
     struct size_work *sizing; /* one size count in flight */
-    bool asking;          /* one request to the meta leader in flight */
+    bool asking;              /* one request to the meta leader in flight */
     uint64_t next_ask_ms;
-    uint64_t meta_hint;   /* the meta leader as last heard */
-    uint32_t turn;        /* rotation over the meta voters */
+    uint64_t meta_hint; /* the meta leader as last heard */
+    uint32_t turn;      /* rotation over the meta voters */
 };
 
 static struct srv_splits *state(struct srv *s)
@@ -114,8 +114,7 @@ static int add_arc(struct srv_group *g, uint32_t to, uint64_t first,
 {
     if (has_arc(g, to, first))
         return 0;
-    struct stor_split_arc *p =
-        realloc(g->moved, (g->n_moved + 1) * sizeof(*p));
+    struct stor_split_arc *p = realloc(g->moved, (g->n_moved + 1) * sizeof(*p));
     if (p == NULL)
         return RK_ENOMEM;
     g->moved = p;
@@ -157,11 +156,9 @@ bool srv_split_moved(const struct srv_group *g, const void *key, size_t len)
 static bool split_cmd(const struct raft_entry *e, struct stor_cmd *c)
 {
     const uint8_t *d = e->data;
-    if (e->type != RAFT_ENTRY_NORMAL || e->len < 2 ||
-        d[1] != STOR_CMD_SPLIT)
+    if (e->type != RAFT_ENTRY_NORMAL || e->len < 2 || d[1] != STOR_CMD_SPLIT)
         return false;
-    return stor_cmd_decode(e->data, e->len, c) == 0 &&
-           c->op == STOR_CMD_SPLIT;
+    return stor_cmd_decode(e->data, e->len, c) == 0 && c->op == STOR_CMD_SPLIT;
 }
 
 void srv_split_gather(struct srv_group *g, const struct raft_entry *ents,
@@ -179,8 +176,10 @@ void srv_split_gather(struct srv_group *g, const struct raft_entry *ents,
             if (add_arc(g, c.split_to, first, last) != 0) {
                 /* Without the fence reads could see a half-moved shard:
                  * stop answering rather than answer wrong. */
-                rk_log(RK_LOG_ERROR, "shard %" PRIu64 ": out of memory "
-                       "recording a split", g->shard);
+                rk_log(RK_LOG_ERROR,
+                       "shard %" PRIu64 ": out of memory "
+                       "recording a split",
+                       g->shard);
                 g->srv->failstop = true;
                 srv_groups_fail_all(g->srv, RK_EFAILSTOP);
                 return;
@@ -200,8 +199,10 @@ static void open_local(struct srv *s, uint32_t shard)
     if (rv == 0)
         rv = srv_group_open(s, shard, &ng);
     if (rv != 0) {
-        rk_log(RK_LOG_ERROR, "shard %u: cannot start the split's new group: "
-               "%s", shard, rk_strerror(rv));
+        rk_log(RK_LOG_ERROR,
+               "shard %u: cannot start the split's new group: "
+               "%s",
+               shard, rk_strerror(rv));
         return;
     }
     s->groups[shard] = ng;
@@ -221,16 +222,19 @@ void srv_split_completed(struct srv_group *g)
         if (split_cmd(&rd->committed[i], &c)) {
             split = true;
             s->metrics.splits_applied++;
-            rk_log(RK_LOG_INFO, "shard %" PRIu64 ": split applied at index "
-                   "%" PRIu64 ": %u arcs to shard %u", g->shard,
-                   rd->committed[i].index, c.n_arcs, c.split_to);
+            rk_log(RK_LOG_INFO,
+                   "shard %" PRIu64 ": split applied at index "
+                   "%" PRIu64 ": %u arcs to shard %u",
+                   g->shard, rd->committed[i].index, c.n_arcs, c.split_to);
         }
     }
     if (!split)
         return;
     if (load_record(g) != 0)
-        rk_log(RK_LOG_ERROR, "shard %" PRIu64 ": cannot read its split "
-               "record", g->shard);
+        rk_log(RK_LOG_ERROR,
+               "shard %" PRIu64 ": cannot read its split "
+               "record",
+               g->shard);
     for (uint32_t i = 0; i < g->n_moved; i++)
         open_local(s, g->moved[i].to);
 }
@@ -278,10 +282,10 @@ uint8_t srv_split_phase(struct srv *s, const struct shard_info *si)
 {
     if (si->state == SHARD_STATE_ACTIVE)
         return 0;
-    uint32_t donor = si->state == SHARD_STATE_SPLIT_DONOR ? si->id
-                                                          : si->split_peer;
-    uint32_t to = si->state == SHARD_STATE_SPLIT_DONOR ? si->split_peer
-                                                       : si->id;
+    uint32_t donor =
+        si->state == SHARD_STATE_SPLIT_DONOR ? si->id : si->split_peer;
+    uint32_t to =
+        si->state == SHARD_STATE_SPLIT_DONOR ? si->split_peer : si->id;
     struct srv_group *g = srv_group_get(s, donor);
     /* 1 PREPARING: the donor serves; 2 HANDOFF: applied here, the map
      * switch is pending. */
@@ -321,8 +325,10 @@ static void propose_split(struct srv *s, struct srv_group *g,
      * until it is the one the map gives the recipient. */
     const struct shard_info *ri = shard_map_shard(m, si->split_peer);
     if (ri == NULL || !conf_matches(&st.conf, ri)) {
-        rk_log(RK_LOG_VERBOSE, "shard %" PRIu64 ": split waits for the "
-               "group's configuration to match the map", g->shard);
+        rk_log(RK_LOG_VERBOSE,
+               "shard %" PRIu64 ": split waits for the "
+               "group's configuration to match the map",
+               g->shard);
         return;
     }
     uint32_t n = 0;
@@ -356,9 +362,10 @@ static void propose_split(struct srv *s, struct srv_group *g,
         rv = raft_propose(g->raft, buf, len, &index);
     srv_group_wake(g);
     if (rv == 0)
-        rk_log(RK_LOG_INFO, "shard %" PRIu64 ": proposed the split into "
-               "shard %u (%u arcs) at index %" PRIu64, g->shard,
-               si->split_peer, n, index);
+        rk_log(RK_LOG_INFO,
+               "shard %" PRIu64 ": proposed the split into "
+               "shard %u (%u arcs) at index %" PRIu64,
+               g->shard, si->split_peer, n, index);
     else
         rk_log(RK_LOG_DEBUG, "shard %" PRIu64 ": split not proposed: %s",
                g->shard, rk_strerror(rv));
@@ -405,8 +412,10 @@ static void ask_meta(struct srv *s, uint32_t donor, uint32_t to, bool finish,
     if (finish && id == s->cfg->id) {
         if (srv_meta_split_finish_own(s, donor, to) == 0) {
             s->metrics.splits_finished++;
-            rk_log(RK_LOG_INFO, "split of shard %u into %u: map switch "
-                   "proposed", donor, to);
+            rk_log(RK_LOG_INFO,
+                   "split of shard %u into %u: map switch "
+                   "proposed",
+                   donor, to);
         }
         return;
     }
@@ -495,16 +504,19 @@ static void size_done_cb(uv_work_t *req, int status)
             /* Its data sits on too few ring positions (one hot hash tag):
              * a split would move (almost) nothing, or (almost) everything. */
             g->auto_off = true;
-            rk_log(RK_LOG_WARN, "shard %" PRIu64 ": over %" PRIu64 " bytes, "
+            rk_log(RK_LOG_WARN,
+                   "shard %" PRIu64 ": over %" PRIu64 " bytes, "
                    "but a split would move %" PRIu64 " of %" PRIu64 " (its "
                    "keys share few ring positions, e.g. one hash tag): no "
-                   "automatic split", w->shard, w->limit, w->moving, w->bytes);
+                   "automatic split",
+                   w->shard, w->limit, w->moving, w->bytes);
         } else {
-            rk_log(RK_LOG_INFO, "shard %" PRIu64 ": %" PRIu64 " bytes, over "
+            rk_log(RK_LOG_INFO,
+                   "shard %" PRIu64 ": %" PRIu64 " bytes, over "
                    "%" PRIu64 ": asking for a split (about %" PRIu64 " would "
-                   "move)", w->shard, w->bytes, w->limit, w->moving);
-            ask_meta(s, (uint32_t)w->shard, 0, false,
-                     srv_loop_now(&s->loop));
+                   "move)",
+                   w->shard, w->bytes, w->limit, w->moving);
+            ask_meta(s, (uint32_t)w->shard, 0, false, srv_loop_now(&s->loop));
         }
     }
     free(w->arcs);
@@ -514,14 +526,14 @@ static void size_done_cb(uv_work_t *req, int status)
 /* Automatic split: a led ACTIVE shard whose data exceeds the threshold,
  * if the split the meta leader would make now moves a fair part of it. */
 static void check_size(struct srv *s, struct srv_group *g,
-                       const struct shard_map *m,
-                       const struct shard_info *si, uint64_t now)
+                       const struct shard_map *m, const struct shard_info *si,
+                       uint64_t now)
 {
     uint64_t limit = s->cfg->split_threshold_bytes;
     struct srv_splits *sp = state(s);
     if (limit == 0 || sp == NULL || sp->sizing != NULL || m->n_moves > 0 ||
-        si->state != SHARD_STATE_ACTIVE || si->n_learners > 0 ||
-        g->auto_off || now < g->size_next_ms)
+        si->state != SHARD_STATE_ACTIVE || si->n_learners > 0 || g->auto_off ||
+        now < g->size_next_ms)
         return;
     g->size_next_ms = now + SIZE_EVERY_MS;
     struct size_work *w = calloc(1, sizeof(*w));
@@ -556,16 +568,14 @@ static void check_size(struct srv *s, struct srv_group *g,
 
 void srv_split_tick(struct srv *s)
 {
-    if (s->stopping || s->failstop || s->meta == NULL ||
-        !srv_meta_trusted(s))
+    if (s->stopping || s->failstop || s->meta == NULL || !srv_meta_trusted(s))
         return;
     const struct shard_map *m = srv_meta_map(s);
     uint64_t now = srv_loop_now(&s->loop);
     for (uint32_t i = 0; i < m->n_shards; i++) {
         const struct shard_info *si = &m->shards[i];
         struct srv_group *g = srv_group_get(s, si->id);
-        if (si->id == SHARD_META_ID || g == NULL ||
-            g->role != RAFT_LEADER)
+        if (si->id == SHARD_META_ID || g == NULL || g->role != RAFT_LEADER)
             continue;
         if (si->state == SHARD_STATE_SPLIT_DONOR) {
             if (!has_to(g, si->split_peer))

@@ -63,8 +63,8 @@ static int rec_get(struct stor *s, MDB_txn *txn, uint64_t shard,
     struct stor__kvrec r;
     *rec = NULL;
     *len = 0;
-    int rc = stor__kv_find(s, txn, shard, STOR_SPLIT_KEY, STOR_SPLIT_KEY_LEN,
-                           &r);
+    int rc =
+        stor__kv_find(s, txn, shard, STOR_SPLIT_KEY, STOR_SPLIT_KEY_LEN, &r);
     if (rc == RK_ENOTFOUND)
         return 0;
     if (rc)

@@ -35,7 +35,8 @@ static char *long_key(int i)
     return k;
 }
 
-#define ARC(a, b) ((uint64_t)(a) << 56), (((uint64_t)(b) << 56) | ((1ull << 56) - 1))
+#define ARC(a, b)                                                              \
+    ((uint64_t)(a) << 56), (((uint64_t)(b) << 56) | ((1ull << 56) - 1))
 
 struct fx {
     char *dir;
@@ -123,8 +124,8 @@ static struct stor_result put(struct fx *f, uint64_t client, uint64_t seq,
     return run(f, &c);
 }
 
-static struct stor_result split(struct fx *f, uint32_t to,
-                                const uint64_t *arcs, uint32_t n)
+static struct stor_result split(struct fx *f, uint32_t to, const uint64_t *arcs,
+                                uint32_t n)
 {
     struct stor_cmd c = {
         .op = STOR_CMD_SPLIT, .split_to = to, .n_arcs = n, .arcs = arcs};
@@ -146,8 +147,8 @@ static bool has_key(struct stor *s, uint64_t shard, const char *k,
     return true;
 }
 
-static const char *KEYS[] = {"apple", "kiwi", "lemon", "mango", "melon",
-                             "pear",  "plum", "zucchini"};
+static const char *KEYS[] = {"apple", "kiwi", "lemon", "mango",
+                             "melon", "pear", "plum",  "zucchini"};
 #define N_KEYS (sizeof(KEYS) / sizeof(KEYS[0]))
 
 /* Keys from 'm' on move: mango, melon, pear, plum, zucchini. */
@@ -342,8 +343,8 @@ static void test_snapshot_after_split(void **state)
     for (uint32_t seq = 0; !last; seq++) {
         void *data;
         uint32_t len;
-        assert_int_equal(stor_log_ops.snapshot_chunk(sh, meta.index, seq,
-                                                     &data, &len, &last),
+        assert_int_equal(stor_log_ops.snapshot_chunk(sh, meta.index, seq, &data,
+                                                     &len, &last),
                          0);
         struct raft_snap_chunk c = {
             .meta = meta, .seq = seq, .last = last, .len = len, .data = data};
