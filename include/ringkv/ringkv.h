@@ -245,6 +245,12 @@ ringkv_status ringkv_member_remove(ringkv_t *c, uint64_t node_id,
 ringkv_status ringkv_leader_transfer(ringkv_t *c, uint64_t shard,
                                      uint64_t to_node,
                                      ringkv_admin_result *res);
+/* Starts splitting data shard `shard`: about half of its ring arcs go to a
+ * new shard on the same nodes (res->shard is its id). Returns once the
+ * meta shard recorded the split; the hand-off completes in the background
+ * (watch ringkv_get_shard_map: split_phase back to 0). RINGKV_UNAVAILABLE
+ * while another split runs or the shard moves replicas; a shard already
+ * splitting answers OK with its new shard again. */
 ringkv_status ringkv_shard_split(ringkv_t *c, uint64_t shard,
                                  ringkv_admin_result *res);
 

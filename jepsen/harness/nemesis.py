@@ -113,6 +113,7 @@ class Nemesis:
         self.current = None
         self.killed = set()
         self.restarted = []
+        self.n_splits = 0
         self.thread = None
         self.partition_modes = partition_modes or PARTITION_MODES
 
@@ -305,7 +306,7 @@ class Nemesis:
                                                      out), lambda: None
 
     def f_split(self):
-        shard, _ = self.shard_leader()
+        shard, leader = self.shard_leader()
         if shard is None:
             shard = 1
         rc, out = self.c.ringkv("shard", "split", str(shard), timeout=12)
@@ -313,6 +314,21 @@ class Nemesis:
         if rc != 0:
             return "split shard %d refused (rc %d): %s" % (shard, rc, out), \
                 None
+        # Every second split also kills the donor's leader the moment the
+        # split is recorded: the next leader must carry it out, and the
+        # node must converge when it comes back at the fault's end.
+        self.n_splits += 1
+        if (leader is not None and self.n_splits % 2 == 0 and
+                leader not in self.killed and self.c.nodes[leader].alive()):
+            self.c.nodes[leader].kill()
+            self.killed.add(leader)
+
+            def end():
+                self.c.nodes[leader].start()
+                self.killed.discard(leader)
+                self.restarted.append(leader)
+            return "split shard %d: %s; killed its leader n%d" % (
+                shard, out, leader), end
         return "split shard %d: %s" % (shard, out), lambda: None
 
     # --------------------------------------------------------- schedule

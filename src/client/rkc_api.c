@@ -647,8 +647,11 @@ ringkv_status ringkv_shard_split(ringkv_t *c, uint64_t shard,
     if (c == NULL || shard == 0)
         return RINGKV_INVALID;
     struct rkc_op *op = rkc_op_new(&c->a, RKC_SPLIT, NULL, 0, NULL, 0, NULL, 0);
-    if (op != NULL)
-        op->shard = shard;
+    if (op != NULL) {
+        /* The meta leader (shard 0) decides splits: route there. */
+        op->shard = 0;
+        op->arg_node = shard;
+    }
     return admin_call(c, op, res);
 }
 

@@ -660,7 +660,7 @@ static int encode(struct rkc_op *op, struct rk_buf *out)
         rq.transfer_leader = &tl;
         break;
     case RKC_SPLIT:
-        ss.shard = op->shard;
+        ss.shard = op->arg_node;
         rq.op_case = RINGKV__REQUEST__OP_SPLIT_SHARD;
         rq.split_shard = &ss;
         break;

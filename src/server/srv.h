@@ -42,6 +42,7 @@
 struct srv;
 struct srv_group;
 struct srv_rebal;
+struct srv_splits;
 
 /* A client request waiting on Raft: a proposal to be applied, or a read to
  * become safe. The owner (srv_client.c) embeds it. */
@@ -101,6 +102,16 @@ struct srv_group {
     uint64_t next_read_ctx;
 
     struct srv_group *flush_next; /* in the flush being gathered */
+
+    /* Splits (srv_split.c): the arcs of ring hashes this shard gave away,
+     * from its applied record plus every SPLIT entry handed to storage (a
+     * fence: requests in them are refused from the moment the split may
+     * be visible in storage, before the group learns it was applied). */
+    struct stor_split_arc *moved;
+    uint32_t n_moved;
+    uint64_t split_next_ms; /* donor leader: next SPLIT proposal */
+    uint64_t size_next_ms;  /* leader: next size check (auto split) */
+    bool auto_off;          /* a split would not divide its data: stop */
 };
 
 /* A gathered batch: the groups whose ready it carries. */
@@ -133,6 +144,7 @@ struct srv {
     uint32_t n_data_shards;
     struct srv_meta *meta; /* the shard map (srv_meta.c) */
     struct srv_rebal *rebal; /* srv_rebalance.c's state */
+    struct srv_splits *splits; /* srv_split.c's state */
 
     struct srv_group **groups; /* indexed by shard id, NULL if not hosted */
     uint32_t groups_cap;
@@ -191,6 +203,37 @@ uint64_t srv_shard_hint(struct srv *s, uint64_t shard);
 bool srv_node_alive(struct srv *s, uint64_t id);
 /* Client address of a node ("host:port"), "" if unknown. */
 const char *srv_node_client_addr(struct srv *s, uint64_t id);
+
+/* Makes room in s->groups for `shard`. RK_ENOMEM. */
+int srv_groups_grow(struct srv *s, uint32_t shard);
+
+/* ---------------------------------------------------------- srv_split.c */
+
+/* The donor's leader proposes the SPLIT entry the map asks for and, once
+ * applied here, asks the meta leader to switch the map; with
+ * --split-threshold-bytes, leaders ask for splits of big shards. */
+void srv_split_tick(struct srv *s);
+void srv_split_free(struct srv *s);
+/* Group open: the arcs the shard gave away (its applied record). */
+int srv_split_load(struct srv_group *g);
+/* Committed entries handed to storage: SPLIT entries extend the fence. */
+void srv_split_gather(struct srv_group *g, const struct raft_entry *ents,
+                      uint32_t n);
+/* After a completed batch that applied a SPLIT or installed a snapshot:
+ * reload the record, start the recipient groups storage now holds. */
+void srv_split_completed(struct srv_group *g);
+/* True if the key's arc was given away by g's shard (answer WRONG_SHARD). */
+bool srv_split_moved(const struct srv_group *g, const void *key, size_t len);
+/* Whether this node may create an empty replica of the map's shard si now
+ * (a split recipient is created by its donor's SPLIT entry, not empty; a
+ * recipient storage already holds is opened here). */
+bool srv_split_may_create(struct srv *s, const struct shard_info *si);
+/* False when this node hosts the donor and its log has not committed the
+ * SPLIT entry into `to` yet (finishing then could strand the arcs); true
+ * otherwise (committed here, or not known here). */
+bool srv_split_committed_here(struct srv *s, uint32_t donor, uint32_t to);
+/* Split phase of a shard for `ringkv shards` (SplitState.Phase). */
+uint8_t srv_split_phase(struct srv *s, const struct shard_info *si);
 
 /* ------------------------------------------------------------ srv_group.c */
 

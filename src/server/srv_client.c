@@ -41,6 +41,8 @@ struct creq {
     uint64_t started_us;
     uint8_t *key;
     uint32_t klen;
+    uint64_t admin_shard; /* split: the recipient */
+    bool split_finish;
 };
 
 struct cconn {
@@ -155,7 +157,14 @@ static void answer_get(struct srv_clients *cs, struct creq *q)
     r.op = q->op;
     struct stor_value v;
     memset(&v, 0, sizeof(v));
-    int rv = stor_kv_get(s->stor, q->g->shard, q->key, q->klen, &v);
+    /* After its split the donor no longer answers for the moved arcs (the
+     * fence covers every split storage may already show). */
+    int rv = srv_split_moved(q->g, q->key, q->klen)
+                 ? RK_EWRONGSHARD
+                 : stor_kv_get(s->stor, q->g->shard, q->key, q->klen, &v);
+    if (rv == RK_EWRONGSHARD)
+        r.message = "the key's arc moved to a new shard (split): refresh "
+                    "the map";
     if (rv == 0) {
         r.found = true;
         r.value = v.data;
@@ -232,6 +241,10 @@ static void on_applied(struct srv_waiter *w, int status,
                 r.value = cur.data;
                 r.vlen = cur.len;
                 r.revision = cur.revision;
+            } else if (res->status == RK_ECASMISMATCH) {
+                /* Gone since the apply (deleted, or moved by a split):
+                 * no current value to describe. */
+                r.found = false;
             }
         }
     }
@@ -251,6 +264,12 @@ static int check_key(struct srv *s, const struct srv_request *rq,
     if (rq->klen > s->cfg->max_key_bytes) {
         *msg = "key over the size limit";
         return RK_ETOOLARGE;
+    }
+    if (rq->klen >= STOR_RESERVED_PREFIX_LEN &&
+        memcmp(rq->key, STOR_RESERVED_PREFIX, STOR_RESERVED_PREFIX_LEN) ==
+            0) {
+        *msg = "keys starting with \\xffringkv/ are reserved";
+        return RK_EINVAL;
     }
     return 0;
 }
@@ -320,6 +339,12 @@ static void do_write(struct srv_clients *cs, struct cconn *cc,
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
                     g == NULL ? "shard not hosted here" : NULL,
                     g != NULL ? g->leader : srv_shard_hint(s, shard));
+        return;
+    }
+    if (srv_split_moved(g, rq->key, rq->klen)) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EWRONGSHARD,
+                    "the key's arc moved to a new shard (split): refresh "
+                    "the map", 0);
         return;
     }
     struct stor_cmd cmd;
@@ -407,16 +432,22 @@ static void answer_scan(struct srv_clients *cs, struct cconn *cc,
         if (items == NULL) {
             r.status = RK_ENOMEM;
         } else {
+            uint32_t n = 0;
             for (uint32_t i = 0; i < sc.n; i++) {
-                items[i].key = sc.items[i].key;
-                items[i].klen = sc.items[i].klen;
-                items[i].value = sc.items[i].value;
-                items[i].vlen = sc.items[i].vlen;
-                items[i].revision = sc.items[i].revision;
-                items[i].create_revision = sc.items[i].create_revision;
+                if (sc.items[i].klen >= STOR_RESERVED_PREFIX_LEN &&
+                    memcmp(sc.items[i].key, STOR_RESERVED_PREFIX,
+                           STOR_RESERVED_PREFIX_LEN) == 0)
+                    continue; /* the store's own records */
+                items[n].key = sc.items[i].key;
+                items[n].klen = sc.items[i].klen;
+                items[n].value = sc.items[i].value;
+                items[n].vlen = sc.items[i].vlen;
+                items[n].revision = sc.items[i].revision;
+                items[n].create_revision = sc.items[i].create_revision;
+                n++;
             }
             r.items = items;
-            r.n_items = sc.n;
+            r.n_items = n;
         }
     }
     r.more = sc.more;
@@ -508,7 +539,8 @@ static void do_scan(struct srv_clients *cs, struct cconn *cc,
         return;
     }
     sr->prefix = bytes;
-    memcpy(bytes, rq->key, rq->klen);
+    if (rq->klen > 0) /* a scan without a prefix has no key bytes */
+        memcpy(bytes, rq->key, rq->klen);
     sr->plen = rq->klen;
     sr->start = rq->start != NULL ? bytes + rq->klen : NULL;
     if (rq->slen > 0)
@@ -549,6 +581,8 @@ static void map_shards(struct srv *s, const struct shard_map *m,
             si->replicas[si->n_replicas++] = sh->voters[k];
         for (uint32_t k = 0; k < sh->n_learners && k < 16; k++)
             si->learners[si->n_learners++] = sh->learners[k];
+        si->split_phase = srv_split_phase(s, sh);
+        si->split_peer = sh->split_peer != SHARD_ID_NONE ? sh->split_peer : 0;
     }
 }
 
@@ -582,7 +616,11 @@ static void do_info(struct srv_clients *cs, struct cconn *cc,
     }
     for (uint32_t i = 0; i < m->ring.n_points; i++) {
         points[i].hash = m->ring.points[i].hash;
-        points[i].shard = m->ring.points[i].shard;
+        /* Clients route as the nodes do: the arcs of a split in flight
+         * still go to the donor (a point owns the arc ending at it). */
+        points[i].shard = m->n_moves > 0
+                              ? shard_map_route_hash(m, points[i].hash)
+                              : m->ring.points[i].shard;
     }
     r.points = points;
     r.n_points = m->ring.n_points;
@@ -656,6 +694,11 @@ static void on_admin_applied(struct srv_waiter *w, int status,
          * only once the apply is durable). */
         r.admin_index = res->index;
         r.epoch = w->ctx;
+        r.admin_shard = q->admin_shard;
+        if (q->consistency == SRV_ADMIN_SPLIT && q->split_finish)
+            cs->srv->metrics.splits_finished++;
+        else if (q->consistency == SRV_ADMIN_SPLIT)
+            cs->srv->metrics.splits_started++;
     }
     reply(cs, q->conn, q->op, q->started_us, &r);
     creq_free(q);
@@ -713,6 +756,66 @@ static void do_member(struct srv_clients *cs, struct cconn *cc,
     }
 }
 
+/* Shard split: begin (ringkv shard split), or the donor leader's finish;
+ * a change of the shard map, answered with the recipient's id. */
+static void do_split(struct srv_clients *cs, struct cconn *cc,
+                     const struct srv_request *rq, uint64_t t0)
+{
+    struct srv *s = cs->srv;
+    struct srv_group *g = srv_group_get(s, SHARD_META_ID);
+    if (rq->shard == SHARD_META_ID || rq->shard >= SHARD_ID_NONE) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EINVAL,
+                    "only data shards split", 0);
+        return;
+    }
+    if (!rq->split_finish && rq->to_node != 0) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EINVAL,
+                    "the new shard's id is chosen by the cluster", 0);
+        return;
+    }
+    if (g == NULL || !srv_group_is_leader(g)) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
+                    "not the meta shard's leader",
+                    g != NULL ? g->leader : srv_shard_hint(s, 0));
+        return;
+    }
+    struct creq *q = creq_new(cc, rq, g, t0);
+    if (q == NULL) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
+        return;
+    }
+    q->consistency = rq->admin;
+    q->split_finish = rq->split_finish;
+    q->w.cb = on_admin_applied;
+    char why[RK_ERRMSG_SIZE] = "";
+    uint64_t epoch = 0;
+    uint32_t to = (uint32_t)rq->to_node;
+    int rv = srv_meta_split(s, (uint32_t)rq->shard, rq->split_finish, &to,
+                            &q->w, request_timeout(rq), &epoch, why);
+    q->admin_shard = to;
+    if (rv == SRV_META_ALREADY) {
+        struct srv_response r;
+        memset(&r, 0, sizeof(r));
+        r.request_id = rq->request_id;
+        r.op = rq->op;
+        r.admin = rq->admin;
+        r.epoch = epoch;
+        r.admin_shard = to;
+        reply(cs, cc, rq->op, t0, &r);
+        creq_free(q);
+    } else if (rv == 0) {
+        q->w.ctx = epoch;
+        rk_log(RK_LOG_INFO, "split of shard %" PRIu64 " %s shard %u: "
+               "proposed (epoch %" PRIu64 ")", rq->shard,
+               rq->split_finish ? "into" : "begins, new", to, epoch);
+    } else {
+        reply_error(cs, cc, rq->op, rq->request_id, t0,
+                    rv == RK_EBUSY ? RK_EUNAVAILABLE : rv,
+                    why[0] != '\0' ? why : NULL, g->leader);
+        creq_free(q);
+    }
+}
+
 static void do_admin(struct srv_clients *cs, struct cconn *cc,
                      const struct srv_request *rq, uint64_t t0)
 {
@@ -726,10 +829,13 @@ static void do_admin(struct srv_clients *cs, struct cconn *cc,
         do_member(cs, cc, rq, t0);
         return;
     }
+    if (rq->admin == SRV_ADMIN_SPLIT) {
+        do_split(cs, cc, rq, t0);
+        return;
+    }
     if (rq->admin != SRV_ADMIN_TRANSFER_LEADER) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EINVAL,
-                    "shard splits are not supported by this version of "
-                    "ringkvd", 0);
+                    "unknown admin operation", 0);
         return;
     }
     struct srv_group *g = srv_group_get(s, rq->shard);

@@ -45,9 +45,10 @@ enum srv_admin {
     SRV_ADMIN_NONE = 0,
     SRV_ADMIN_MEMBER_LIST,
     SRV_ADMIN_TRANSFER_LEADER,
-    SRV_ADMIN_UNSUPPORTED, /* split: not in this version */
+    SRV_ADMIN_UNSUPPORTED, /* unknown admin operation */
     SRV_ADMIN_MEMBER_ADD,
     SRV_ADMIN_MEMBER_REMOVE,
+    SRV_ADMIN_SPLIT,        /* shard = donor; to_node = recipient (finish) */
 };
 
 struct srv_request {
@@ -77,6 +78,7 @@ struct srv_request {
     bool keys_only;
     /* transfer leader: the target; member add/remove: the node */
     uint64_t to_node;
+    bool split_finish;     /* admin split: internal finish request */
     /* member add */
     const char *peer_addr;
     const char *client_addr;
@@ -102,6 +104,8 @@ struct srv_shard_info {
     uint64_t replicas[16];
     uint32_t n_learners;
     uint64_t learners[16];
+    uint8_t split_phase; /* SplitState.Phase: 0 none, 1 preparing */
+    uint64_t split_peer; /* the other side of the split */
 };
 
 struct srv_node_info {

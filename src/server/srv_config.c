@@ -73,6 +73,12 @@ static const struct opt opts[] = {
     {"snapshot-count", OPT_U32, F(snapshot_count), 0, "N",
      "Applied log entries a shard keeps before it compacts its log; a "
      "follower further behind catches up from a snapshot (default 10000)."},
+    {"split-threshold-bytes", OPT_SIZE, F(split_threshold_bytes), 0, "SIZE",
+     "Split a data shard automatically once its keys and values exceed "
+     "SIZE (checked every 10 s by its leader; one split at a time; not if "
+     "the split would move under 10% or over 90% of it, e.g. one hash "
+     "tag); 0 turns automatic splits off (default 0). `ringkv shard split` "
+     "works either way."},
     {"election-ms", OPT_U32, F(election_ms), 0, "MS",
      "Base election timeout; the effective one is random in [e, 2e) "
      "(default 1000)."},
@@ -766,6 +772,8 @@ void srv_config_dump(const struct srv_config *c, FILE *out)
     }
     fprintf(out, "shards = %u\n", c->shards);
     fprintf(out, "snapshot-count = %u\n", c->snapshot_count);
+    fprintf(out, "split-threshold-bytes = %" PRIu64 "\n",
+            c->split_threshold_bytes);
     fprintf(out, "election-ms = %u\nheartbeat-ms = %u\ntick-ms = %u\n",
             c->election_ms, c->heartbeat_ms, c->tick_ms);
     fprintf(out, "max-key-bytes = %" PRIu64 "\n", c->max_key_bytes);

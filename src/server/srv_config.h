@@ -56,6 +56,7 @@ struct srv_config {
 
     uint32_t shards;
     uint32_t snapshot_count; /* applied entries kept before compacting */
+    uint64_t split_threshold_bytes; /* auto split above it; 0 = off */
     uint32_t election_ms;
     uint32_t heartbeat_ms;
     uint32_t tick_ms;

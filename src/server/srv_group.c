@@ -120,6 +120,12 @@ int srv_group_open(struct srv *s, uint64_t shard, struct srv_group **out)
         return rv;
     }
     g->term = st.hs.term;
+    rv = srv_split_load(g);
+    if (rv != 0) {
+        raft_node_free(g->raft);
+        free(g);
+        return rv;
+    }
     *out = g;
     return 0;
 }
@@ -132,6 +138,7 @@ void srv_group_free(struct srv_group *g)
     RK_ASSERT(g->proposals.n == 0 && g->reads.n == 0 &&
               g->read_queue.n == 0 && g->lease_queue.n == 0);
     raft_node_free(g->raft);
+    free(g->moved);
     free(g);
 }
 
@@ -599,6 +606,9 @@ void srv_groups_flush(struct srv *s)
             rv = stor_batch_apply(f->batch, g->shard, rd->committed,
                                   rd->n_committed, &g->res_first);
             g->n_res = rd->n_committed;
+            /* Before the batch can be visible: fence split arcs. */
+            if (rv == 0)
+                srv_split_gather(g, rd->committed, rd->n_committed);
         }
         if (rv == 0)
             rv = maybe_compact(g, f->batch);
@@ -758,6 +768,8 @@ static void complete_flush(struct srv *s, struct srv_flush *f)
         if (g->shard == SHARD_META_ID &&
             (rd->n_committed > 0 || rd->snap_install))
             srv_meta_applied(s);
+        if (rd->n_committed > 0 || rd->snap_install)
+            srv_split_completed(g);
         if (!f->answered)
             answer_proposals(g, f->batch);
         raft_advance(g->raft, rd);

@@ -679,3 +679,84 @@ int srv_meta_node_remove(struct srv *s, uint64_t id, struct srv_waiter *w,
     }
     return propose_client(s, &next, w, timeout_ms, epoch);
 }
+
+/* --------------------------------------------------------------- splits */
+
+int srv_meta_split(struct srv *s, uint32_t donor, bool finish,
+                   uint32_t *recipient, struct srv_waiter *w,
+                   uint64_t timeout_ms, uint64_t *epoch, char *errmsg)
+{
+    struct shard_map next;
+    int rv = leader_copy(s, &next, errmsg);
+    if (rv != 0)
+        return rv;
+    const struct shard_info *si = shard_map_shard(&next, donor);
+    if (si == NULL || donor == SHARD_META_ID) {
+        shard_map_free(&next);
+        rk_errf(errmsg, "shard %u is not a data shard of the map", donor);
+        return RK_EINVAL;
+    }
+    if (finish) {
+        if (si->state != SHARD_STATE_SPLIT_DONOR ||
+            si->split_peer != *recipient) {
+            shard_map_free(&next);
+            *epoch = s->meta->map.epoch;
+            return SRV_META_ALREADY;
+        }
+        /* The switch is safe once the donor's SPLIT entry is committed
+         * (every donor replica then builds the new shard). The donor's
+         * leader asks only after applying it; a replica here must agree. */
+        if (!srv_split_committed_here(s, donor, *recipient)) {
+            shard_map_free(&next);
+            rk_errf(errmsg, "shard %u's split is not committed here yet; "
+                    "retry", donor);
+            return RK_EBUSY;
+        }
+        rv = shard_map_split_finish(&next, donor);
+    } else if (si->state == SHARD_STATE_SPLIT_DONOR) {
+        *recipient = si->split_peer;
+        shard_map_free(&next);
+        *epoch = s->meta->map.epoch;
+        return SRV_META_ALREADY;
+    } else if (next.n_moves > 0 || si->state != SHARD_STATE_ACTIVE) {
+        rv = RK_EBUSY;
+        rk_errf(errmsg, "another split is in flight; retry when it is done");
+    } else if (si->n_learners > 0) {
+        rv = RK_EBUSY;
+        rk_errf(errmsg, "shard %u is moving replicas; retry when it is "
+                "done", donor);
+    } else {
+        rv = shard_map_split_begin(&next, donor, recipient, NULL, NULL);
+        if (rv == RK_EINVAL)
+            rk_errf(errmsg, "shard %u cannot be split (its arcs are too "
+                    "short)", donor);
+    }
+    if (rv != 0) {
+        shard_map_free(&next);
+        return rv;
+    }
+    return propose_client(s, &next, w, timeout_ms, epoch);
+}
+
+int srv_meta_split_finish_own(struct srv *s, uint32_t donor,
+                              uint32_t recipient)
+{
+    struct srv_meta *mt = s->meta;
+    if (mt->proposing || mt->rev == 0)
+        return RK_EBUSY;
+    const struct shard_info *si = shard_map_shard(&mt->map, donor);
+    if (si == NULL || si->state != SHARD_STATE_SPLIT_DONOR ||
+        si->split_peer != recipient)
+        return 0;
+    if (!srv_split_committed_here(s, donor, recipient))
+        return RK_EBUSY;
+    struct shard_map next;
+    int rv = shard_map_copy(&next, &mt->map);
+    if (rv != 0)
+        return rv;
+    rv = shard_map_split_finish(&next, donor);
+    if (rv == 0)
+        rv = srv_meta_propose_own(s, &next);
+    shard_map_free(&next);
+    return rv;
+}

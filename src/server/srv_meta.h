@@ -111,4 +111,23 @@ int srv_meta_node_add(struct srv *s, uint64_t id, const char *peer_addr,
 int srv_meta_node_remove(struct srv *s, uint64_t id, struct srv_waiter *w,
                          uint64_t timeout_ms, uint64_t *epoch, char *errmsg);
 
+/*
+ * Shard split (srv_split.c drives it). Begin (finish false): `donor`
+ * becomes SPLIT_DONOR and a new shard (same voters, *recipient gets its
+ * id) SPLIT_RECIPIENT taking about half of its ring arcs, which the donor
+ * keeps serving until its log's SPLIT entry. Refused while another split
+ * is in flight, or the donor has learners (a move), RK_EBUSY; RK_EINVAL
+ * (meta shard, unknown shard, arc too short) with errmsg. A donor already
+ * splitting returns SRV_META_ALREADY with its recipient.
+ * Finish (finish true, *recipient given): both become ACTIVE, the ring
+ * points move for good; SRV_META_ALREADY if that split is not in flight
+ * (done before). Otherwise like srv_meta_node_add.
+ */
+int srv_meta_split(struct srv *s, uint32_t donor, bool finish,
+                   uint32_t *recipient, struct srv_waiter *w,
+                   uint64_t timeout_ms, uint64_t *epoch, char *errmsg);
+/* The meta leader's own split finish (no client waits): 0 or RK_EBUSY, .. */
+int srv_meta_split_finish_own(struct srv *s, uint32_t donor,
+                              uint32_t recipient);
+
 #endif

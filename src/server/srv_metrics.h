@@ -53,6 +53,9 @@ struct srv_metrics {
     struct srv_hist sync_latency;      /* storage batch write + sync */
     uint64_t read_rounds_index;  /* ReadIndex rounds started */
     uint64_t read_rounds_lease;  /* lease reads answered by the lease */
+    uint64_t splits_applied;     /* SPLIT entries applied by donor replicas */
+    uint64_t splits_started;     /* splits begun through this node */
+    uint64_t splits_finished;    /* splits finished through this node */
     uint64_t storage_batches;
     uint64_t storage_batch_entries;
     uint64_t peer_bytes_in, peer_bytes_out;

@@ -326,6 +326,24 @@ static void render_metrics(void *data, FILE *out)
                        "Replica moves the meta leader waits for (0 on "
                        "other nodes).");
     fprintf(out, "ringkv_moves_in_flight %u\n", srv_rebalance_moves(s));
+    srv_metrics_family(out, "ringkv_splits_applied_total", "counter",
+                       "Shard splits this node applied (a SPLIT entry of a "
+                       "donor replica).");
+    fprintf(out, "ringkv_splits_applied_total %" PRIu64 "\n",
+            s->metrics.splits_applied);
+    srv_metrics_family(out, "ringkv_splits_started_total", "counter",
+                       "Splits begun through this node (meta leader).");
+    fprintf(out, "ringkv_splits_started_total %" PRIu64 "\n",
+            s->metrics.splits_started);
+    srv_metrics_family(out, "ringkv_splits_finished_total", "counter",
+                       "Splits switched over in the map through this node "
+                       "(meta leader).");
+    fprintf(out, "ringkv_splits_finished_total %" PRIu64 "\n",
+            s->metrics.splits_finished);
+    srv_metrics_family(out, "ringkv_splits_in_flight", "gauge",
+                       "Splits the map records as in flight.");
+    fprintf(out, "ringkv_splits_in_flight %u\n",
+            srv_meta_map(s)->n_moves > 0 ? 1u : 0u);
     srv_metrics_family(out, "ringkv_fail_stop", "gauge",
                        "1 after a storage failure stopped the node.");
     fprintf(out, "ringkv_fail_stop %d\n", s->failstop ? 1 : 0);
@@ -368,6 +386,7 @@ static void on_tick(void *data)
     srv_groups_tick(s);
     srv_meta_tick(s);
     srv_rebalance_tick(s);
+    srv_split_tick(s);
     /* Keepalives at the heartbeat interval. */
     uint32_t every = s->cfg->heartbeat_ms / s->cfg->tick_ms;
     if (every == 0 || s->loop.ticks % every == 0)
@@ -519,6 +538,7 @@ static int open_storage(struct srv *s)
     o.create = true;
     o.unsafe_no_sync = c->unsafe_no_sync;
     o.conf_decode = raft_conf_change_decode;
+    o.key_hash = shard_key_hash;
     char err[RK_ERRMSG_SIZE] = "";
     rv = stor_open(&o, &s->stor, err);
     if (rv != 0) {
@@ -682,6 +702,7 @@ void srv_fini(struct srv *s)
     srv_ring_free(&s->ring);
     srv_meta_free(s);
     srv_rebalance_free(s);
+    srv_split_free(s);
     if (s->stor != NULL)
         stor_close(s->stor);
     pthread_mutex_destroy(&s->done_mu);

@@ -141,6 +141,12 @@ int srv_proto_request_decode(const uint8_t *buf, size_t len,
         out->to_node = rq->member_remove->node_id;
         out->shard = rq->member_remove->shard;
         break;
+    case RINGKV__REQUEST__OP_SPLIT_SHARD:
+        out->admin = SRV_ADMIN_SPLIT;
+        out->shard = rq->split_shard->shard;
+        out->to_node = rq->split_shard->new_shard;
+        out->split_finish = rq->split_shard->finish;
+        break;
     default:
         out->admin = SRV_ADMIN_UNSUPPORTED;
         break;
@@ -392,6 +398,17 @@ int srv_proto_response_encode(const struct srv_response *r, uint8_t **out,
             x.replicas = (uint64_t *)r->shards[i].replicas;
             x.n_learners = r->shards[i].n_learners;
             x.learners = (uint64_t *)r->shards[i].learners;
+            if (r->shards[i].split_phase != 0) {
+                Ringkv__SplitState *ss = scratch_alloc(&sc, sizeof(*ss));
+                if (ss == NULL) {
+                    rv = RK_ENOMEM;
+                    break;
+                }
+                ringkv__split_state__init(ss);
+                ss->phase = r->shards[i].split_phase;
+                ss->new_shard = r->shards[i].split_peer;
+                x.split = ss;
+            }
             sis[i] = x;
             sp[i] = &sis[i];
         }
@@ -415,6 +432,7 @@ int srv_proto_response_encode(const struct srv_response *r, uint8_t **out,
             resp.result_case = RINGKV__RESPONSE__RESULT_MEMBERS;
             resp.members = &members;
         } else if (r->admin == SRV_ADMIN_TRANSFER_LEADER ||
+                   r->admin == SRV_ADMIN_SPLIT ||
                    r->admin == SRV_ADMIN_MEMBER_ADD ||
                    r->admin == SRV_ADMIN_MEMBER_REMOVE) {
             admin.epoch = r->epoch;

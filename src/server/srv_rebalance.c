@@ -217,7 +217,7 @@ static void drive_group(struct srv *s, struct srv_group *g,
 
 /* ------------------------------------------------------ local replicas */
 
-static int grow_groups(struct srv *s, uint32_t shard)
+int srv_groups_grow(struct srv *s, uint32_t shard)
 {
     if (shard < s->groups_cap)
         return 0;
@@ -246,7 +246,7 @@ static void change_replica(struct srv *s, uint32_t shard, bool create)
     if (create) {
         struct raft_conf_state empty;
         memset(&empty, 0, sizeof(empty));
-        rv = grow_groups(s, shard);
+        rv = srv_groups_grow(s, shard);
         if (rv == 0)
             rv = stor_batch_create_shard(b, shard, &empty);
     } else {
@@ -343,6 +343,8 @@ static void follow_map(struct srv *s, const struct shard_map *m,
         const struct shard_info *si = &m->shards[i];
         struct srv_group *g = srv_group_get(s, si->id);
         if (g == NULL && in_map(si, self)) {
+            if (!srv_split_may_create(s, si))
+                continue;
             change_replica(s, si->id, true);
             return; /* one per tick */
         }
@@ -501,6 +503,10 @@ void srv_rebalance_tick(struct srv *s)
         return;
     m = srv_meta_map(s); /* follow_map may have waited for flushes */
     if (!settled(s, m, now) || retire_drained(s, m))
+        return;
+    /* Replicas of a splitting shard stay put: the new shard is created on
+     * the donor's nodes, by the donor's log. */
+    if (m->n_moves > 0)
         return;
     /* No new move while an active node is down or not started yet (a
      * move onto it could not finish); draining nodes may be down. */

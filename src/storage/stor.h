@@ -120,6 +120,10 @@ struct stor_opts {
      * stor_batch_set_applied_conf / snapshot installs. */
     int (*conf_decode)(const void *buf, size_t len,
                        struct raft_conf_change *out);
+    /* The ring position of a key (pass shard_key_hash). Needed by SPLIT
+     * commands (which keys move) and by writes to a shard that gave arcs
+     * away; NULL: SPLIT commands fail with RK_EINVAL. */
+    uint64_t (*key_hash)(const void *key, size_t len);
 };
 
 /* Opens (or with opts->create, creates) the store at opts->path. On failure
@@ -241,6 +245,7 @@ void stor_exports_expire(struct stor *s);
  *   CAS:  u8 flags | u32 klen key | u64 expect_rev | u32 elen expect_value
  *         | u32 vlen value
  *   EXPIRE_SESSIONS: u64 before_index
+ *   SPLIT: u32 recipient | u32 n | n * (u64 first, u64 last)
  * client_id 0 means "no session" (no exactly-once dedup).
  */
 enum stor_cmd_op {
@@ -250,7 +255,28 @@ enum stor_cmd_op {
     /* Drops client sessions whose last write is below before_index
      * (deterministic: it is in the log). */
     STOR_CMD_EXPIRE_SESSIONS = 4,
+    /* Shard split (stor_split.c): in ONE transaction the keys whose ring
+     * hash lies in the arcs move to the new shard `split_to` (created here
+     * with this entry's index and term as its log base, the donor's
+     * applied configuration, and a copy of the client sessions), and the
+     * donor records the arcs under STOR_SPLIT_KEY: from then on its writes
+     * to those arcs fail with RK_EWRONGSHARD. Applying it again (same
+     * recipient) changes nothing. If the recipient already exists on this
+     * node (an empty replica filled by its own leader) the keys are only
+     * deleted here. */
+    STOR_CMD_SPLIT = 5,
 };
+
+/* Most arcs of one SPLIT command. */
+#define STOR_SPLIT_MAX_ARCS 65536u
+/* The donor's record of the arcs it gave away, a reserved key in its KV
+ * space (so snapshots carry it): u8 version (1), u32 n, n * (u32 to,
+ * u64 first, u64 last). Clients must not use keys starting with
+ * STOR_RESERVED_PREFIX. */
+#define STOR_RESERVED_PREFIX     "\xff" "ringkv/"
+#define STOR_RESERVED_PREFIX_LEN (sizeof(STOR_RESERVED_PREFIX) - 1)
+#define STOR_SPLIT_KEY           "\xff" "ringkv/split-out"
+#define STOR_SPLIT_KEY_LEN       (sizeof(STOR_SPLIT_KEY) - 1)
 
 /* CAS flags. Default: compare the current value with expect_value (the key
  * must exist). */
@@ -274,7 +300,18 @@ struct stor_cmd {
     const void *expect;
     uint32_t elen;
     uint64_t before_index; /* EXPIRE_SESSIONS */
+    /* SPLIT: the recipient and n_arcs arcs [first, last] of ring hashes.
+     * Encode reads `arcs` (host order, first/last pairs); decode points
+     * `arcs_be` into the buffer (read them with stor_cmd_arc). */
+    uint32_t split_to;
+    uint32_t n_arcs;
+    const uint64_t *arcs;
+    const void *arcs_be;
 };
+
+/* Arc i of a decoded SPLIT command. */
+void stor_cmd_arc(const struct stor_cmd *c, uint32_t i, uint64_t *first,
+                  uint64_t *last);
 
 /* Bytes stor_cmd_encode() writes for cmd. */
 size_t stor_cmd_size(const struct stor_cmd *cmd);
@@ -353,6 +390,21 @@ struct stor_scan {
 int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
                  size_t plen, const void *start, size_t slen, uint32_t limit,
                  size_t max_bytes, struct stor_scan *out);
+
+/* An arc of ring hashes [first, last] a shard gave to shard `to`. */
+struct stor_split_arc {
+    uint64_t first;
+    uint64_t last;
+    uint32_t to;
+};
+
+/* The arcs `shard` gave away (its STOR_SPLIT_KEY record, as committed), in
+ * a malloc'd array (*out NULL when n is 0). RK_ECORRUPT, RK_ENOMEM. */
+int stor_split_out(struct stor *s, uint64_t shard, struct stor_split_arc **out,
+                   uint32_t *n);
+/* Decodes such a record. RK_ECORRUPT, RK_ENOMEM. */
+int stor_split_parse(const void *buf, size_t len, struct stor_split_arc **out,
+                     uint32_t *n);
 
 /* The last seq applied for a client session (0 if none): tests, admin. */
 int stor_session_last_seq(struct stor *s, uint64_t shard, uint64_t client_id,

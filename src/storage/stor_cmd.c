@@ -18,6 +18,8 @@ size_t stor_cmd_size(const struct stor_cmd *c)
                (size_t)c->vlen;
     case STOR_CMD_EXPIRE_SESSIONS:
         return CMD_HDR + 8;
+    case STOR_CMD_SPLIT:
+        return CMD_HDR + 8 + 16 * (size_t)c->n_arcs;
     default:
         return 0;
     }
@@ -40,7 +42,12 @@ int stor_cmd_encode(const struct stor_cmd *c, void *buf, size_t cap,
     if ((c->klen && !c->key) || (c->vlen && !c->value) ||
         (c->elen && !c->expect) || (c->client_id && c->seq == 0))
         return RK_EINVAL;
-    if (c->op != STOR_CMD_EXPIRE_SESSIONS && c->klen == 0)
+    bool keyless = c->op == STOR_CMD_EXPIRE_SESSIONS || c->op == STOR_CMD_SPLIT;
+    if (!keyless && c->klen == 0)
+        return RK_EINVAL;
+    if (c->op == STOR_CMD_SPLIT &&
+        (c->n_arcs == 0 || c->n_arcs > STOR_SPLIT_MAX_ARCS || !c->arcs ||
+         c->split_to == 0 || c->client_id != 0))
         return RK_EINVAL;
     if (c->klen > STOR_MAX_KEY || c->vlen > STOR_MAX_VALUE ||
         c->elen > STOR_MAX_VALUE)
@@ -75,6 +82,13 @@ int stor_cmd_encode(const struct stor_cmd *c, void *buf, size_t cap,
     case STOR_CMD_EXPIRE_SESSIONS:
         stor__put64(p, c->before_index);
         p += 8;
+        break;
+    case STOR_CMD_SPLIT:
+        stor__put32(p, c->split_to);
+        stor__put32(p + 4, c->n_arcs);
+        p += 8;
+        for (uint32_t i = 0; i < 2 * c->n_arcs; i++, p += 8)
+            stor__put64(p, c->arcs[i]);
         break;
     }
     *len = (size_t)(p - (uint8_t *)buf);
@@ -134,12 +148,34 @@ int stor_cmd_decode(const void *buf, size_t len, struct stor_cmd *c)
         if (!stor__rd_u64(&r, &c->before_index))
             return RK_EPROTO;
         break;
+    case STOR_CMD_SPLIT:
+        if (!stor__rd_u32(&r, &c->split_to) || !stor__rd_u32(&r, &c->n_arcs) ||
+            c->split_to == 0 || c->n_arcs == 0 ||
+            c->n_arcs > STOR_SPLIT_MAX_ARCS || c->client_id != 0 ||
+            !stor__rd_bytes(&r, 16 * (size_t)c->n_arcs, &c->arcs_be))
+            return RK_EPROTO;
+        for (uint32_t i = 0; i < c->n_arcs; i++) {
+            uint64_t first, last;
+            stor_cmd_arc(c, i, &first, &last);
+            if (first > last)
+                return RK_EPROTO;
+        }
+        break;
     default:
         return RK_EPROTO;
     }
     if (r.left != 0)
         return RK_EPROTO;
-    if (c->op != STOR_CMD_EXPIRE_SESSIONS && c->klen == 0)
+    if (c->op != STOR_CMD_EXPIRE_SESSIONS && c->op != STOR_CMD_SPLIT &&
+        c->klen == 0)
         return RK_EPROTO;
     return 0;
+}
+
+void stor_cmd_arc(const struct stor_cmd *c, uint32_t i, uint64_t *first,
+                  uint64_t *last)
+{
+    const uint8_t *p = (const uint8_t *)c->arcs_be + 16 * (size_t)i;
+    *first = stor__get64(p);
+    *last = stor__get64(p + 8);
 }

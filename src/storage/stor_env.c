@@ -602,6 +602,7 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     if (s->chunk_bytes < 256)
         s->chunk_bytes = 256;
     s->conf_decode = o->conf_decode;
+    s->key_hash = o->key_hash;
     size_t map = o->map_size ? o->map_size : DEFAULT_MAP_SIZE;
     if (map > s->max_map_size)
         map = s->max_map_size;

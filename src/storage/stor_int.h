@@ -133,6 +133,10 @@ struct stor {
     uint32_t chunk_bytes;
     int (*conf_decode)(const void *buf, size_t len,
                        struct raft_conf_change *out);
+    uint64_t (*key_hash)(const void *key, size_t len);
+    /* Writer-only: the batch the write txn in progress runs (a SPLIT
+     * creates its recipient shard in it). */
+    struct stor_batch *w_batch;
 
     /* Readers hold it shared around read txns; growing the map takes it
      * exclusively (LMDB: no transaction may be active then). */
@@ -347,7 +351,21 @@ void stor__exports_close(struct stor *s);
 /* Session record size. */
 #define STOR__SESS_SIZE (8 + 8 + 8 + STOR_SESSION_REPLIES * 29)
 
+/* Splits (stor_split.c). Applies a SPLIT command of shard sh at `index`
+ * (fills res; transaction failures are returned). */
+int stor__split_apply(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                      raft_term term, raft_index index,
+                      const struct stor_cmd *c, struct stor_result *res);
+/* Whether sh gave the key's arc away (*moved), as of the txn. */
+int stor__split_moved(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                      const void *key, uint32_t klen, bool *moved);
+
 /* Batch execution (stor_thread.c). */
+/* Loads sh's working state into the batch's txn and lists it as touched
+ * (its state is written and published at commit). RK_EUNKNOWNSHARD if it
+ * does not exist (yet) in this txn. */
+int stor__touch(struct stor *s, MDB_txn *txn, struct stor_batch *b,
+                struct stor_shard *sh);
 int stor__batch_exec(struct stor *s, struct stor_batch *b);
 void stor__thread_stop(struct stor *s);
 int stor__thread_start(struct stor *s);

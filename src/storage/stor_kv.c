@@ -601,6 +601,7 @@ static int exec_cmd(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
     res->seq = c->seq;
     if (c->op == STOR_CMD_EXPIRE_SESSIONS)
         return expire_sessions(s, txn, sh->id, c->before_index);
+
     if (c->client_id) {
         rc = sess_load(s, txn, sh->id, c->client_id, &ss, &found);
         if (rc)
@@ -627,6 +628,15 @@ static int exec_cmd(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
                 return 0;
             }
         }
+    }
+    /* A key whose arc this shard gave away in a split: not applied here
+     * (the new shard serves it; the client retries there). */
+    bool moved = false;
+    if ((rc = stor__split_moved(s, txn, sh, c->key, c->klen, &moved)))
+        return rc;
+    if (moved) {
+        res->status = RK_EWRONGSHARD;
+        return 0;
     }
     rc = exec_kv(s, txn, sh, c, res);
     if (rc)
@@ -720,7 +730,9 @@ int stor__apply_entry(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
         } else {
             struct stor_cmd c;
             res->status = stor_cmd_decode(data, len, &c);
-            if (res->status == 0)
+            if (res->status == 0 && c.op == STOR_CMD_SPLIT)
+                rc = stor__split_apply(s, txn, sh, term, index, &c, res);
+            else if (res->status == 0)
                 rc = exec_cmd(s, txn, sh, &c, res);
         }
         break;

@@ -357,8 +357,8 @@ int stor_batch_shard_status(const struct stor_batch *b, uint64_t shard)
 
 /* ----------------------------------------------------------- executing */
 
-static int touch(struct stor *s, MDB_txn *txn, struct stor_batch *b,
-                 struct stor_shard *sh)
+int stor__touch(struct stor *s, MDB_txn *txn, struct stor_batch *b,
+                struct stor_shard *sh)
 {
     if (sh->w_gen == s->gen)
         return sh->w_exists ? 0 : RK_EUNKNOWNSHARD;
@@ -382,7 +382,7 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
         rc = stor__shard_add(s, op->shard, &sh);
         if (rc)
             return rc;
-        rc = touch(s, txn, b, sh);
+        rc = stor__touch(s, txn, b, sh);
         if (rc == 0)
             return RK_EEXIST;
         if (rc != RK_EUNKNOWNSHARD)
@@ -402,7 +402,7 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
     sh = stor__shard_find(s, op->shard);
     if (!sh)
         return RK_EUNKNOWNSHARD;
-    rc = touch(s, txn, b, sh);
+    rc = stor__touch(s, txn, b, sh);
     if (rc)
         return rc;
     switch (op->kind) {
@@ -527,6 +527,7 @@ static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
     *at_commit = false;
     s->gen++;
     b->n_touched = 0;
+    s->w_batch = b;
     bool lazy = !s->no_sync && !batch_needs_sync(s, b);
     int mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (mrc)
@@ -548,7 +549,7 @@ static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
         s->compact_next = i + 1;
         if (!sh->compact_pending)
             continue;
-        rc = touch(s, txn, b, sh);
+        rc = stor__touch(s, txn, b, sh);
         if (rc == RK_EUNKNOWNSHARD) {
             sh->compact_pending = false;
             continue;

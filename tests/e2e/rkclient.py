@@ -193,15 +193,23 @@ class Response:
                 nd = parse(raw)
                 self.node_states[_one(nd, 1)] = NODE_STATES[_one(nd, 4)]
             self.map_shards = {}
+            self.map_splits = {}
             for raw in m.get(4, []):
                 si = parse(raw)
                 self.map_shards[_one(si, 1)] = (_packed(si.get(2, [])),
                                                 _packed(si.get(3, [])))
+                if 4 in si:
+                    sp = parse(_one(si, 4, b""))
+                    self.map_splits[_one(si, 1)] = (_one(sp, 1),
+                                                    _one(sp, 2))
         if 17 in f:
             self.result = "members"
             self.nodes = _nodes(parse(_one(f, 17, b"")).get(1, []))
         if 18 in f:
             self.result = "admin"
+            ad = parse(_one(f, 18, b""))
+            self.admin_epoch = _one(ad, 1)
+            self.admin_shard = _one(ad, 2)
 
     def __repr__(self):
         return "<Response id=%d %s %s>" % (self.request_id, self.status,
@@ -287,6 +295,11 @@ def op_member_add(node_id, peer_addr="", client_addr="", shard=0,
 
 def op_member_remove(node_id, shard=0):
     return 19, f_u64(1, node_id) + f_u64(2, shard)
+
+
+def op_split(shard, new_shard=0, finish=False):
+    return 21, (_key(1, 0) + _varint(shard) + f_u64(3, new_shard) +
+                f_u64(4, int(finish)))
 
 
 def op_transfer_leader(shard, to_node=0):

@@ -107,6 +107,9 @@ class Workload:
         node = leader.get("n")
         while time.time() < deadline and not self.stop.is_set():
             live = list(self.cl.procs)
+            if not live:  # every node is down for a moment
+                time.sleep(0.05)
+                continue
             if node not in self.cl.procs:
                 node = random.choice(live)
             try:

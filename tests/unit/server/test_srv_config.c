@@ -36,6 +36,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.metrics_listen.port, 0);
     assert_int_equal(c.log_level, RK_LOG_INFO);
     assert_false(c.unsafe_no_sync);
+    assert_int_equal(c.split_threshold_bytes, 0); /* automatic splits off */
     /* Defaults alone lack an id. */
     assert_int_equal(srv_config_validate(&c), RK_EINVAL);
     assert_non_null(strstr(c.errmsg, "--id"));
@@ -48,9 +49,10 @@ static void test_flags_both_forms(void **state)
          "127.0.0.1:7102", "--shards=16", "--unsafe-no-sync",
          "--max-value-bytes", "2MiB", "--max-frame-bytes=8M",
          "--log-level", "debug", "--metrics-listen", ":7202",
-         "--initial-cluster",
+         "--split-threshold-bytes=96MiB", "--initial-cluster",
          "1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103");
     assert_int_equal(parse(&c, argc, argv), 0);
+    assert_int_equal(c.split_threshold_bytes, 96ull << 20);
     assert_int_equal(srv_config_validate(&c), 0);
     assert_int_equal(c.id, 2);
     assert_string_equal(c.listen.host, "127.0.0.1");
@@ -90,6 +92,11 @@ static void test_bad_flags(void **state)
         ARGV("--id", "x");
         assert_int_equal(parse(&c, argc, argv), RK_EINVAL);
         assert_non_null(strstr(c.errmsg, "--id"));
+    }
+    {
+        ARGV("--split-threshold-bytes", "-1");
+        assert_int_equal(parse(&c, argc, argv), RK_EINVAL);
+        assert_non_null(strstr(c.errmsg, "--split-threshold-bytes"));
     }
     {
         ARGV("--nope", "1");
