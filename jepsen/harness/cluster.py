@@ -52,10 +52,12 @@ def proxy_ip(i):
 
 def free_ports(n_nodes, count=3):
     """`count` port numbers free on every node address (and proxy
-    address), drawn from the pid so that parallel runs do not collide."""
+    address), drawn from the pid so that parallel runs do not collide,
+    below the kernel's ephemeral range (from 32768) so that no outgoing
+    connection takes one before the node binds it."""
     rnd = random.Random(os.getpid() ^ time.time_ns())
     for _ in range(200):
-        base = rnd.randrange(21000, 59000)
+        base = rnd.randrange(10000, 32700)
         ports = [base + k for k in range(count)]
         ok = True
         for i in range(1, n_nodes + 1):

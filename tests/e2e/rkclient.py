@@ -363,9 +363,11 @@ class Conn:
 def free_port_base(n_nodes):
     """A base port P with P+i (clients), P+100+i (peers), P+200+i (metrics)
     free for i in 1..n, drawn from the pid so parallel tests do not
-    collide."""
+    collide, and below the kernel's ephemeral range (32768-60999 here), so
+    an outgoing connection can never take a node's port between this check
+    and the node's start."""
     for attempt in range(200):
-        base = 20000 + ((os.getpid() * 7 + attempt * 331) % 400) * 100
+        base = 10000 + ((os.getpid() * 7 + attempt * 331) % 224) * 100
         ok = True
         for i in range(1, n_nodes + 1):
             for p in (base + i, base + 100 + i, base + 200 + i):
