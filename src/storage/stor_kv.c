@@ -374,6 +374,128 @@ int stor__kv_delete(struct stor *s, MDB_txn *txn, uint64_t shard,
     return stor__from_mdb(mdb_del(txn, s->dbi_kv, &k, NULL));
 }
 
+/* One round of stor__kv_copy: wanted records, copied off the map. */
+struct copy_round {
+    uint8_t *buf; /* u32 klen | key | u64 rlen | record, back to back */
+    size_t len, cap;
+    uint32_t n;
+    uint8_t resume[STOR__KV_KEY_MAX]; /* first LMDB key of the next round */
+    size_t resume_len;                /* 0: no next round */
+};
+
+#define COPY_ROUND_RECORDS 256
+#define COPY_ROUND_BYTES   ((size_t)4 << 20)
+
+static int round_add(struct copy_round *cr, const struct stor__kvrec *r)
+{
+    size_t need = 4 + (size_t)r->klen + 8 + r->rlen;
+    if (cr->len + need > cr->cap) {
+        size_t nc = cr->cap ? cr->cap : 65536;
+        while (nc < cr->len + need)
+            nc *= 2;
+        uint8_t *np = realloc(cr->buf, nc);
+        if (!np)
+            return RK_ENOMEM;
+        cr->buf = np;
+        cr->cap = nc;
+    }
+    uint8_t *p = cr->buf + cr->len;
+    stor__put32(p, r->klen);
+    memcpy(p + 4, r->key, r->klen);
+    stor__put64(p + 4 + r->klen, r->rlen);
+    memcpy(p + 12 + r->klen, r->rec, r->rlen);
+    cr->len += need;
+    cr->n++;
+    return 0;
+}
+
+/* Reads wanted records of `from` from LMDB key `seek` on, whole entries at
+ * a time, until a round is full or the shard ends. */
+static int read_round(struct stor *s, MDB_txn *txn, uint64_t from,
+                      const uint8_t *seek, size_t seek_len,
+                      bool (*want)(const void *, size_t, void *), void *arg,
+                      struct copy_round *cr)
+{
+    MDB_cursor *cur;
+    MDB_val k = {.mv_size = seek_len, .mv_data = (void *)seek}, v;
+    uint8_t pfx[8];
+    int rc = 0;
+    stor__put64(pfx, from);
+    cr->len = 0;
+    cr->n = 0;
+    cr->resume_len = 0;
+    int mrc = mdb_cursor_open(txn, s->dbi_kv, &cur);
+    if (mrc)
+        return stor__from_mdb(mrc);
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (mrc == 0 && k.mv_size > 8 && memcmp(k.mv_data, pfx, 8) == 0) {
+        if (cr->n >= COPY_ROUND_RECORDS || cr->len >= COPY_ROUND_BYTES) {
+            if (k.mv_size > sizeof(cr->resume)) {
+                rc = RK_ECORRUPT;
+                break;
+            }
+            memcpy(cr->resume, k.mv_data, k.mv_size);
+            cr->resume_len = k.mv_size;
+            break;
+        }
+        struct stor__kvslot it;
+        struct stor__kvrec r;
+        stor__kvslot_begin(&it, &k, &v);
+        while ((rc = stor__kvslot_next(&it, &r)) == 1)
+            if (want(r.key, r.klen, arg) && (rc = round_add(cr, &r)))
+                break;
+        if (rc < 0)
+            break;
+        rc = 0;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (rc)
+        return rc;
+    return mrc && mrc != MDB_NOTFOUND ? stor__from_mdb(mrc) : 0;
+}
+
+int stor__kv_copy(struct stor *s, MDB_txn *txn, uint64_t from, uint64_t to,
+                  bool (*want)(const void *key, size_t klen, void *arg),
+                  void *arg, bool move, uint64_t *n_copied)
+{
+    struct copy_round cr = {0};
+    uint8_t seek[STOR__KV_KEY_MAX];
+    size_t seek_len = 8;
+    uint64_t n = 0;
+    int rc = 0;
+    if (n_copied)
+        *n_copied = 0;
+    if (from == to || !want)
+        return RK_EINVAL;
+    stor__put64(seek, from);
+    for (;;) {
+        rc = read_round(s, txn, from, seek, seek_len, want, arg, &cr);
+        if (rc)
+            break;
+        const uint8_t *p = cr.buf;
+        for (uint32_t i = 0; i < cr.n && rc == 0; i++) {
+            uint32_t klen = stor__get32(p);
+            const uint8_t *key = p + 4;
+            size_t rlen = (size_t)stor__get64(key + klen);
+            const uint8_t *rec = key + klen + 8;
+            rc = stor__kv_write_rec(s, txn, to, key, klen, rec, rlen);
+            if (rc == 0 && move)
+                rc = stor__kv_delete(s, txn, from, key, klen);
+            p = rec + rlen;
+            n++;
+        }
+        if (rc || cr.resume_len == 0)
+            break;
+        memcpy(seek, cr.resume, cr.resume_len);
+        seek_len = cr.resume_len;
+    }
+    free(cr.buf);
+    if (n_copied)
+        *n_copied = n;
+    return rc;
+}
+
 /* ------------------------------------------------------------ commands */
 
 static int exec_kv(struct stor *s, MDB_txn *txn, struct stor_shard *sh,

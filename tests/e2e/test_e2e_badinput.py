@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import struct
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -237,7 +238,36 @@ def main():
         good.close()
         rcs = cl.stop_all()
         check(all(rc == 0 for rc in rcs.values()), "clean stop: %s" % rcs)
-        print("e2e bad input: OK")
+
+    # The key limit is configurable up to 64 KiB: a 64 KiB key is served,
+    # one byte more is TOO_LARGE, and a limit over 64 KiB is refused at
+    # start with its reason.
+    p = subprocess.run([rk.ringkvd_path(), "--id", "1",
+                        "--data-dir", "/nonexistent/x",
+                        "--initial-cluster", "1=127.0.0.1:1",
+                        "--max-key-bytes", "65537"],
+                       capture_output=True, timeout=30)
+    check(p.returncode == 2 and b"--max-key-bytes" in p.stderr,
+          "--max-key-bytes 65537: %r" % (p,))
+    with rk.test_cluster("bad64k", 1, 1,
+                         extra=["--max-key-bytes", "65536"]) as cl:
+        cl.start_all()
+        cl.wait_leaders(2)
+        k64 = bytes(range(256)) * 256
+        check(len(k64) == 65536, len(k64))
+        r = rk.call_leader(cl, rk.op_put(k64, "sixty-four"), client_id=8,
+                           seq=1)
+        check(r.status == "OK", "64 KiB key put: %r" % r)
+        r = rk.call_leader(cl, rk.op_get(k64))
+        check(r.status == "OK" and r.value == b"sixty-four",
+              "64 KiB key get: %r" % r)
+        r = rk.call_leader(cl, rk.op_put(k64 + b"+", "v"), client_id=8,
+                           seq=2)
+        check(r.status == "TOO_LARGE", "64 KiB + 1 key: %r" % r)
+        r = rk.call_leader(cl, rk.op_scan(1, k64[:1000], limit=10))
+        check(r.status == "OK" and [i[0] for i in r.items] == [k64],
+              "64 KiB key scan: %r" % r)
+    print("e2e bad input: OK")
     return 0
 
 

@@ -5,6 +5,8 @@ their logs past its position) restarts, receives a snapshot of every shard's
 state machine, and then serves all the writes; further writes replicate to
 it from the log again.
 
+Keys of up to 4 KiB travel in the snapshot like short ones.
+
 Usage: test_e2e_snapshot.py PATH/TO/ringkvd
 """
 
@@ -63,6 +65,10 @@ def main():
         print("node 3 killed; leaders now", cl.wait_leaders(SHARDS + 1,
                                                           exclude=[3]))
         keys = ["b%d" % i for i in range(300)]
+        # Long keys too (over LMDB's 511-byte key limit, up to 4 KiB, many
+        # sharing their first 480 bytes): the snapshot carries full keys.
+        keys += ["L" * 600 + "%d" % i for i in range(10)]
+        keys += ["M" * 4094 + "%02d" % i for i in range(10)]
         for n, k in enumerate(keys):
             r = rk.call_leader(cl, rk.op_put(k, "2" + k), client_id=2,
                                seq=n + 1)
