@@ -324,17 +324,6 @@ int stor__kv_write(struct stor *s, MDB_txn *txn, uint64_t shard,
 /* Deletes a user key. RK_ENOTFOUND if absent. */
 int stor__kv_delete(struct stor *s, MDB_txn *txn, uint64_t shard,
                     const void *key, size_t klen);
-/* Copies every key of shard `from` for which want(key, klen, arg) is true
- * into shard `to` (same revisions and value, replacing what `to` held for
- * that key); with `move` it also deletes it from `from`. For a shard split:
- * `want` tests the key's ring hash. It reads in bounded rounds (records are
- * copied off the map before anything is written), so it is safe within one
- * write txn. from != to. Sets *n_copied (may be NULL). Errors: RK_EINVAL,
- * RK_ENOMEM, RK_ECORRUPT, LMDB errors (translated). Key order inside `to`
- * is LMDB's; it never matters to readers. */
-int stor__kv_copy(struct stor *s, MDB_txn *txn, uint64_t from, uint64_t to,
-                  bool (*want)(const void *key, size_t klen, void *arg),
-                  void *arg, bool move, uint64_t *n_copied);
 /* Byte order of user keys (memcmp, then the shorter first). */
 int stor__key_cmp(const void *a, size_t alen, const void *b, size_t blen);
 

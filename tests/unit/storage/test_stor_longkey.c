@@ -1,5 +1,4 @@
 /* Storage tests: keys over LMDB's key limit (up to STOR_MAX_KEY). */
-#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -481,81 +480,6 @@ static void test_collisions_happen(void **state)
         free(refs[i].k);
 }
 
-static bool odd_length(const void *key, size_t klen, void *arg)
-{
-    (void)key;
-    (*(size_t *)arg)++;
-    return klen % 2 == 1;
-}
-
-/* The key set's keys (not shard 2's own "k<n>" keys). */
-static bool keyset_key(const void *key, size_t klen, void *arg)
-{
-    (void)arg;
-    return klen > 0 && *(const uint8_t *)key == 'a';
-}
-
-/* stor__kv_copy (a shard split's copy): the chosen keys, long ones and
- * collided ones too, move to another shard with their revisions. */
-static void test_copy_keys_between_shards(void **state)
-{
-    struct fx *f = *state;
-    struct ref refs[128];
-    size_t n = make_keyset(refs, 100);
-    uint64_t rev[128];
-    for (size_t i = 0; i < n; i++) {
-        refs[i].live = refs[i].len % 2 == 1;
-        rev[i] = put(f, refs[i].k, refs[i].len, "vvvv", 4).revision;
-    }
-    /* Shard 2's applied index passes every copied revision (stor_check). */
-    assert_int_equal(tu_append_apply(f->s, 2, 1, 400, 1, true), 0);
-    f->next[2] = 401;
-    MDB_txn *txn;
-    size_t calls = 0;
-    uint64_t copied = 0;
-    pthread_mutex_lock(&f->s->write_mu);
-    assert_int_equal(mdb_txn_begin(f->s->env, NULL, 0, &txn), 0);
-    assert_int_equal(
-        stor__kv_copy(f->s, txn, 1, 2, odd_length, &calls, true, &copied), 0);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    pthread_mutex_unlock(&f->s->write_mu);
-    size_t odd = 0;
-    for (size_t i = 0; i < n; i++)
-        odd += refs[i].live;
-    assert_true(odd > 10 && odd < n);
-    assert_int_equal(calls, n);
-    assert_int_equal(copied, odd);
-    for (size_t i = 0; i < n; i++) {
-        uint64_t in = refs[i].live ? 2 : 1, out = refs[i].live ? 1 : 2;
-        assert_value(f->s, in, refs[i].k, refs[i].len, "vvvv", 4, rev[i]);
-        assert_absent(f->s, out, refs[i].k, refs[i].len);
-    }
-    uint8_t *base = mkkey(1200, 0);
-    check_scan(f->s, 2, refs, n, base, 1, 3, 0);
-    check_store(f->s);
-    /* Copy them back (no move): shard 1 whole again, 2 unchanged. */
-    pthread_mutex_lock(&f->s->write_mu);
-    assert_int_equal(mdb_txn_begin(f->s->env, NULL, 0, &txn), 0);
-    assert_int_equal(
-        stor__kv_copy(f->s, txn, 2, 1, keyset_key, NULL, false, &copied), 0);
-    assert_int_equal(stor__kv_copy(f->s, txn, 2, 2, keyset_key, NULL, false,
-                                   &copied),
-                     RK_EINVAL);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    pthread_mutex_unlock(&f->s->write_mu);
-    assert_int_equal(copied, 0); /* the refused call */
-    for (size_t i = 0; i < n; i++) {
-        assert_value(f->s, 1, refs[i].k, refs[i].len, "vvvv", 4, rev[i]);
-        if (refs[i].live)
-            assert_value(f->s, 2, refs[i].k, refs[i].len, "vvvv", 4, rev[i]);
-        refs[i].live = true;
-    }
-    check_scan(f->s, 1, refs, n, base, 1, 4, 0);
-    free(base);
-    for (size_t i = 0; i < n; i++)
-        free(refs[i].k);
-}
-
 /* Exactly-once with a long key: a retried write gets the cached reply. */
 static void test_session_long_key(void **state)
 {
@@ -804,8 +728,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_collisions_happen, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_session_long_key, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_copy_keys_between_shards, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_roundtrip_reopen_backup,
                                         setup, teardown),
