@@ -19,10 +19,7 @@ import rkclient as rk  # noqa: E402
 
 SHARDS = 4
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+check = rk.check
 
 
 class Cli:
