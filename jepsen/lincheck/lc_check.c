@@ -702,13 +702,6 @@ static bool model_allows(enum lc_model m, enum lc_fn fn)
     return false;
 }
 
-static const char *fn_name(enum lc_fn fn)
-{
-    static const char *names[] = {"read", "write", "cas",
-                                  "acquire", "release", "txn"};
-    return (unsigned)fn <= LC_TXN ? names[fn] : "?";
-}
-
 static enum lc_model pick_model(const struct lc_history *h)
 {
     size_t i, n = lc_history_len(h);
@@ -782,7 +775,7 @@ static int build_ops(const struct lc_history *h, struct cop **out,
                      "event %zu (index %lld): process %lld completes :%s "
                      "but invoked :%s",
                      i, (long long)ev->index, (long long)ev->process,
-                     fn_name(ev->fn), fn_name(op->fn));
+                     lc__fn_name(ev->fn), lc__fn_name(op->fn));
             rc = RK_EINVAL;
             goto fail;
         }
@@ -1127,7 +1120,7 @@ int lc_check(const struct lc_history *h, const struct lc_options *opt,
         if (!ops[i].dropped && !model_allows(res->model, ops[i].fn)) {
             lc__errf(err, errlen,
                      "event %zu: :%s is not an operation of the %s model",
-                     ops[i].inv, fn_name(ops[i].fn),
+                     ops[i].inv, lc__fn_name(ops[i].fn),
                      lc_model_name(res->model));
             rc = RK_EINVAL;
             goto out;

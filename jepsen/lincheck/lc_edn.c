@@ -512,12 +512,10 @@ static int to_key(struct conv *cv, const struct enode *n, int64_t *out)
 static int parse_fn(const struct ep *ep, const struct enode *n,
                     enum lc_fn *fn)
 {
-    static const char *names[] = {"read", "write", "cas",
-                                  "acquire", "release", "txn"};
     int i;
 
     for (i = 0; i <= LC_TXN; i++) {
-        if (is_kw(ep, n, names[i])) {
+        if (is_kw(ep, n, lc__fn_names[i])) {
             *fn = (enum lc_fn)i;
             return 0;
         }

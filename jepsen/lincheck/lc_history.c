@@ -17,6 +17,21 @@ struct lc_history {
     size_t cap_names;
 };
 
+const char *const lc__type_names[LC_INFO + 1] = {"invoke", "ok", "fail",
+                                                "info"};
+const char *const lc__fn_names[LC_TXN + 1] = {"read",    "write",   "cas",
+                                              "acquire", "release", "txn"};
+
+const char *lc__type_name(enum lc_type t)
+{
+    return (unsigned)t <= LC_INFO ? lc__type_names[t] : "?";
+}
+
+const char *lc__fn_name(enum lc_fn fn)
+{
+    return (unsigned)fn <= LC_TXN ? lc__fn_names[fn] : "?";
+}
+
 void lc__errf(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;

@@ -9,6 +9,14 @@
 
 #include "lincheck.h"
 
+/* The names of op types and functions in histories (EDN keywords without
+ * the colon, JSON strings), indexed by enum lc_type and enum lc_fn. */
+extern const char *const lc__type_names[LC_INFO + 1];
+extern const char *const lc__fn_names[LC_TXN + 1];
+/* Those names, or "?" for a value out of range. */
+const char *lc__type_name(enum lc_type t);
+const char *lc__fn_name(enum lc_fn fn);
+
 /* Formats an error message into err (errlen bytes) when err is not NULL. */
 void lc__errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -112,16 +112,14 @@ static void write_key(const struct lc_history *h, int64_t key, FILE *out)
 
 int lc_history_write_jsonl(const struct lc_history *h, FILE *out)
 {
-    static const char *types[] = {"invoke", "ok", "fail", "info"};
-    static const char *fns[] = {"read", "write", "cas",
-                                "acquire", "release", "txn"};
     size_t i, n = lc_history_len(h);
     uint32_t j;
 
     for (i = 0; i < n; i++) {
         const struct lc_op *op = lc_history_op(h, i);
         fprintf(out, "{\"process\":%lld,\"type\":\"%s\",\"f\":\"%s\",",
-                (long long)op->process, types[op->type], fns[op->fn]);
+                (long long)op->process, lc__type_name(op->type),
+                lc__fn_name(op->fn));
         if (op->fn != LC_TXN) {
             fputs("\"key\":", out);
             write_key(h, op->key, out);
@@ -138,7 +136,7 @@ int lc_history_write_jsonl(const struct lc_history *h, FILE *out)
             fputc('[', out);
             for (j = 0; j < op->n_mops; j++) {
                 fprintf(out, "%s[\"%s\",", j ? "," : "",
-                        fns[op->mops[j].fn]);
+                        lc__fn_name(op->mops[j].fn));
                 write_key(h, op->mops[j].key, out);
                 fputc(',', out);
                 write_val(op->mops[j].value, out);

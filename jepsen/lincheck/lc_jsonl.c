@@ -78,9 +78,6 @@ static int parse_enum(const json_t *v, const char *const *names, int n)
 
 static int jline(struct jctx *c, const char *s, size_t len)
 {
-    static const char *const types[] = {"invoke", "ok", "fail", "info"};
-    static const char *const fns[] = {"read", "write", "cas",
-                                      "acquire", "release", "txn"};
     struct lc_mop *mops = NULL;
     json_error_t jerr;
     json_t *o, *v, *proc;
@@ -106,8 +103,9 @@ static int jline(struct jctx *c, const char *s, size_t len)
         goto out; /* "nemesis" and other non-client processes */
     memset(&op, 0, sizeof(op));
     op.process = json_integer_value(proc);
-    t = parse_enum(json_object_get(o, "type"), types, 4);
-    f = parse_enum(json_object_get(o, "f"), fns, 6);
+    t = parse_enum(json_object_get(o, "type"), lc__type_names,
+                   LC_INFO + 1);
+    f = parse_enum(json_object_get(o, "f"), lc__fn_names, LC_TXN + 1);
     if (t < 0) {
         rc = jfail(c, "\"type\" must be invoke, ok, fail or info");
         goto out;
@@ -147,7 +145,7 @@ static int jline(struct jctx *c, const char *s, size_t len)
         }
         for (i = 0; i < n; i++) {
             json_t *m = json_array_get(v, i);
-            int mf = parse_enum(json_array_get(m, 0), fns, 2);
+            int mf = parse_enum(json_array_get(m, 0), lc__fn_names, 2);
             if (!json_is_array(m) || json_array_size(m) != 3 || mf < 0) {
                 rc = jfail(c, "micro-op must be [\"read\"|\"write\", key, "
                               "value]");

@@ -6,19 +6,6 @@
 #define PRINT_PREFIX_TAIL 8
 #define PRINT_WINDOW_MAX 40
 
-static const char *type_kw(enum lc_type t)
-{
-    static const char *names[] = {"invoke", "ok", "fail", "info"};
-    return (unsigned)t <= LC_INFO ? names[t] : "?";
-}
-
-static const char *fn_kw(enum lc_fn fn)
-{
-    static const char *names[] = {"read", "write", "cas",
-                                  "acquire", "release", "txn"};
-    return (unsigned)fn <= LC_TXN ? names[fn] : "?";
-}
-
 static void print_val(struct lc_val v, FILE *out)
 {
     if (v.nil)
@@ -43,7 +30,7 @@ void lc_op_print(const struct lc_history *h, const struct lc_op *op,
     uint32_t i;
 
     fprintf(out, "{:process %lld, :type :%s, :f :%s", (long long)op->process,
-            type_kw(op->type), fn_kw(op->fn));
+            lc__type_name(op->type), lc__fn_name(op->fn));
     if (op->fn != LC_TXN &&
         (op->key != 0 || lc_history_key_name(h, op->key) != NULL)) {
         fputs(", :key ", out);
@@ -60,7 +47,8 @@ void lc_op_print(const struct lc_history *h, const struct lc_op *op,
     case LC_TXN:
         fputs(", :value [", out);
         for (i = 0; i < op->n_mops; i++) {
-            fprintf(out, "%s[:%s ", i ? " " : "", fn_kw(op->mops[i].fn));
+            fprintf(out, "%s[:%s ", i ? " " : "",
+                    lc__fn_name(op->mops[i].fn));
             print_key(h, op->mops[i].key, out);
             fputc(' ', out);
             print_val(op->mops[i].value, out);

@@ -580,6 +580,15 @@ static int cmd_scan(struct cli *cl)
     return CLI_OK;
 }
 
+/* The connection of a command that takes no arguments (else a usage
+ * error, CLI_USAGE). */
+static int open_no_args(struct cli *cl, const char *cmd, ringkv_t **c)
+{
+    if (cl->argc != 1)
+        return cli_usage(cmd, "%s takes no arguments", cmd);
+    return cli_open(cl, c);
+}
+
 static const char *ROLE[] = {"follower", "pre-candidate", "candidate",
                              "leader", "none"};
 
@@ -590,10 +599,8 @@ static const char *role_name(int r)
 
 static int cmd_status(struct cli *cl)
 {
-    if (cl->argc != 1)
-        return cli_usage("status", "status takes no arguments");
     ringkv_t *c;
-    int rc = cli_open(cl, &c);
+    int rc = open_no_args(cl, "status", &c);
     if (rc != CLI_OK)
         return rc;
     ringkv_cluster_status cs;
@@ -699,10 +706,8 @@ static const char *nstate(int s)
 
 static int cmd_shards(struct cli *cl)
 {
-    if (cl->argc != 1)
-        return cli_usage("shards", "shards takes no arguments");
     ringkv_t *c;
-    int rc = cli_open(cl, &c);
+    int rc = open_no_args(cl, "shards", &c);
     if (rc != CLI_OK)
         return rc;
     /* The cluster status tells who leads each shard now. */

@@ -148,6 +148,18 @@ static void creq_free(struct creq *q)
     free(q);
 }
 
+/* The request a waiter answers, or NULL when its connection closed
+ * meanwhile: then nobody waits for the answer, and q is freed. */
+static struct creq *waiting_creq(struct srv_waiter *w)
+{
+    struct creq *q = container_of(w, struct creq, w);
+    if (q->conn == NULL || q->conn->cs == NULL) {
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
 static void answer_get(struct srv_clients *cs, struct creq *q)
 {
     struct srv *s = cs->srv;
@@ -180,13 +192,11 @@ static void answer_get(struct srv_clients *cs, struct creq *q)
 static void on_read_ready(struct srv_waiter *w, int status,
                           const struct stor_result *res)
 {
-    struct creq *q = container_of(w, struct creq, w);
-    struct srv_clients *cs = q->conn != NULL ? q->conn->cs : NULL;
+    struct creq *q = waiting_creq(w);
     (void)res;
-    if (cs == NULL) { /* the connection is gone */
-        free(q);
+    if (q == NULL)
         return;
-    }
+    struct srv_clients *cs = q->conn->cs;
     if (status == 0)
         answer_get(cs, q);
     else
@@ -198,12 +208,10 @@ static void on_read_ready(struct srv_waiter *w, int status,
 static void on_applied(struct srv_waiter *w, int status,
                        const struct stor_result *res)
 {
-    struct creq *q = container_of(w, struct creq, w);
-    struct srv_clients *cs = q->conn != NULL ? q->conn->cs : NULL;
-    if (cs == NULL) {
-        free(q);
+    struct creq *q = waiting_creq(w);
+    if (q == NULL)
         return;
-    }
+    struct srv_clients *cs = q->conn->cs;
     struct srv_response r;
     struct stor_value cur;
     memset(&r, 0, sizeof(r));
@@ -672,12 +680,10 @@ static void do_info(struct srv_clients *cs, struct cconn *cc,
 static void on_admin_applied(struct srv_waiter *w, int status,
                              const struct stor_result *res)
 {
-    struct creq *q = container_of(w, struct creq, w);
-    struct srv_clients *cs = q->conn != NULL ? q->conn->cs : NULL;
-    if (cs == NULL) {
-        free(q);
+    struct creq *q = waiting_creq(w);
+    if (q == NULL)
         return;
-    }
+    struct srv_clients *cs = q->conn->cs;
     struct srv_response r;
     memset(&r, 0, sizeof(r));
     r.request_id = q->request_id;
@@ -704,31 +710,75 @@ static void on_admin_applied(struct srv_waiter *w, int status,
     creq_free(q);
 }
 
+/* A request for a change of the shard map (member add/remove, split),
+ * waiting for its apply in the meta shard; NULL when this node cannot take
+ * it (then already answered: not the meta shard's leader, or no memory). */
+static struct creq *meta_creq_new(struct srv_clients *cs, struct cconn *cc,
+                                  const struct srv_request *rq, uint64_t t0)
+{
+    struct srv *s = cs->srv;
+    struct srv_group *g = srv_group_get(s, SHARD_META_ID);
+    if (g == NULL || !srv_group_is_leader(g)) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
+                    "not the meta shard's leader",
+                    g != NULL ? g->leader : srv_shard_hint(s, 0));
+        return NULL;
+    }
+    struct creq *q = creq_new(cc, rq, g, t0);
+    if (q == NULL) {
+        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
+        return NULL;
+    }
+    q->consistency = rq->admin;
+    q->w.cb = on_admin_applied;
+    return q;
+}
+
+/* Takes what srv_meta_* made of q's change: 0, proposed (q waits, and
+ * on_admin_applied answers it with `epoch`); SRV_META_ALREADY, done before
+ * (answered now, with `epoch` and q's admin_shard); else an error (answered
+ * with `why` if set). Returns whether the change was proposed; if not, q is
+ * freed. */
+static bool meta_creq_proposed(struct srv_clients *cs, struct creq *q,
+                               const struct srv_request *rq, uint64_t t0,
+                               int rv, uint64_t epoch, const char *why)
+{
+    if (rv == 0) {
+        q->w.ctx = epoch;
+        return true;
+    }
+    if (rv == SRV_META_ALREADY) {
+        struct srv_response r;
+        memset(&r, 0, sizeof(r));
+        r.request_id = rq->request_id;
+        r.op = rq->op;
+        r.admin = rq->admin;
+        r.epoch = epoch;
+        r.admin_shard = q->admin_shard;
+        reply(cs, q->conn, rq->op, t0, &r);
+    } else {
+        reply_error(cs, q->conn, rq->op, rq->request_id, t0,
+                    rv == RK_EBUSY ? RK_EUNAVAILABLE : rv,
+                    why[0] != '\0' ? why : NULL, q->g->leader);
+    }
+    creq_free(q);
+    return false;
+}
+
 /* Member add/remove of the cluster (shard 0): a change of the shard map. */
 static void do_member(struct srv_clients *cs, struct cconn *cc,
                       const struct srv_request *rq, uint64_t t0)
 {
     struct srv *s = cs->srv;
-    struct srv_group *g = srv_group_get(s, SHARD_META_ID);
     if (rq->shard != SHARD_META_ID) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EINVAL,
                     "replicas of data shards are placed by the cluster; "
                     "give shard 0 to add or remove a node", 0);
         return;
     }
-    if (g == NULL || !srv_group_is_leader(g)) {
-        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
-                    "not the meta shard's leader",
-                    g != NULL ? g->leader : srv_shard_hint(s, 0));
+    struct creq *q = meta_creq_new(cs, cc, rq, t0);
+    if (q == NULL)
         return;
-    }
-    struct creq *q = creq_new(cc, rq, g, t0);
-    if (q == NULL) {
-        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
-        return;
-    }
-    q->consistency = rq->admin;
-    q->w.cb = on_admin_applied;
     char why[RK_ERRMSG_SIZE] = "";
     uint64_t epoch = 0;
     int rv = rq->admin == SRV_ADMIN_MEMBER_ADD
@@ -737,23 +787,7 @@ static void do_member(struct srv_clients *cs, struct cconn *cc,
                                      request_timeout(rq), &epoch, why)
                  : srv_meta_node_remove(s, rq->to_node, &q->w,
                                         request_timeout(rq), &epoch, why);
-    if (rv == SRV_META_ALREADY) {
-        struct srv_response r;
-        memset(&r, 0, sizeof(r));
-        r.request_id = rq->request_id;
-        r.op = rq->op;
-        r.admin = rq->admin;
-        r.epoch = epoch;
-        reply(cs, cc, rq->op, t0, &r);
-        creq_free(q);
-    } else if (rv == 0) {
-        q->w.ctx = epoch;
-    } else {
-        reply_error(cs, cc, rq->op, rq->request_id, t0,
-                    rv == RK_EBUSY ? RK_EUNAVAILABLE : rv,
-                    why[0] != '\0' ? why : NULL, g->leader);
-        creq_free(q);
-    }
+    meta_creq_proposed(cs, q, rq, t0, rv, epoch, why);
 }
 
 /* Shard split: begin (ringkv shard split), or the donor leader's finish;
@@ -761,8 +795,6 @@ static void do_member(struct srv_clients *cs, struct cconn *cc,
 static void do_split(struct srv_clients *cs, struct cconn *cc,
                      const struct srv_request *rq, uint64_t t0)
 {
-    struct srv *s = cs->srv;
-    struct srv_group *g = srv_group_get(s, SHARD_META_ID);
     if (rq->shard == SHARD_META_ID || rq->shard >= SHARD_ID_NONE) {
         reply_error(cs, cc, rq->op, rq->request_id, t0, RK_EINVAL,
                     "only data shards split", 0);
@@ -773,47 +805,20 @@ static void do_split(struct srv_clients *cs, struct cconn *cc,
                     "the new shard's id is chosen by the cluster", 0);
         return;
     }
-    if (g == NULL || !srv_group_is_leader(g)) {
-        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOTLEADER,
-                    "not the meta shard's leader",
-                    g != NULL ? g->leader : srv_shard_hint(s, 0));
+    struct creq *q = meta_creq_new(cs, cc, rq, t0);
+    if (q == NULL)
         return;
-    }
-    struct creq *q = creq_new(cc, rq, g, t0);
-    if (q == NULL) {
-        reply_error(cs, cc, rq->op, rq->request_id, t0, RK_ENOMEM, NULL, 0);
-        return;
-    }
-    q->consistency = rq->admin;
     q->split_finish = rq->split_finish;
-    q->w.cb = on_admin_applied;
     char why[RK_ERRMSG_SIZE] = "";
     uint64_t epoch = 0;
     uint32_t to = (uint32_t)rq->to_node;
-    int rv = srv_meta_split(s, (uint32_t)rq->shard, rq->split_finish, &to,
-                            &q->w, request_timeout(rq), &epoch, why);
+    int rv = srv_meta_split(cs->srv, (uint32_t)rq->shard, rq->split_finish,
+                            &to, &q->w, request_timeout(rq), &epoch, why);
     q->admin_shard = to;
-    if (rv == SRV_META_ALREADY) {
-        struct srv_response r;
-        memset(&r, 0, sizeof(r));
-        r.request_id = rq->request_id;
-        r.op = rq->op;
-        r.admin = rq->admin;
-        r.epoch = epoch;
-        r.admin_shard = to;
-        reply(cs, cc, rq->op, t0, &r);
-        creq_free(q);
-    } else if (rv == 0) {
-        q->w.ctx = epoch;
+    if (meta_creq_proposed(cs, q, rq, t0, rv, epoch, why))
         rk_log(RK_LOG_INFO, "split of shard %" PRIu64 " %s shard %u: "
                "proposed (epoch %" PRIu64 ")", rq->shard,
                rq->split_finish ? "into" : "begins, new", to, epoch);
-    } else {
-        reply_error(cs, cc, rq->op, rq->request_id, t0,
-                    rv == RK_EBUSY ? RK_EUNAVAILABLE : rv,
-                    why[0] != '\0' ? why : NULL, g->leader);
-        creq_free(q);
-    }
 }
 
 static void do_admin(struct srv_clients *cs, struct cconn *cc,

@@ -544,13 +544,23 @@ err_abort:
     return rc;
 }
 
-static void free_shards(struct stor *s)
+/* Frees s and what stor_open made for it but the environment and the
+ * write thread (closed before): shards, lock file, locks. */
+static void free_stor(struct stor *s)
 {
     for (uint32_t i = 0; i < s->n_shards; i++)
         free(s->shards[i]);
     free(s->shards);
-    s->shards = NULL;
-    s->n_shards = 0;
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    pthread_rwlock_destroy(&s->map_lock);
+    pthread_mutex_destroy(&s->write_mu);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->exp_mu);
+    pthread_mutex_destroy(&s->q_mu);
+    pthread_cond_destroy(&s->q_cv);
+    free(s->path);
+    free(s);
 }
 
 int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
@@ -726,17 +736,7 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
 err_env:
     mdb_env_close(s->env);
 err_free:
-    free_shards(s);
-    if (s->lock_fd >= 0)
-        close(s->lock_fd);
-    pthread_rwlock_destroy(&s->map_lock);
-    pthread_mutex_destroy(&s->write_mu);
-    pthread_mutex_destroy(&s->mu);
-    pthread_mutex_destroy(&s->exp_mu);
-    pthread_mutex_destroy(&s->q_mu);
-    pthread_cond_destroy(&s->q_cv);
-    free(s->path);
-    free(s);
+    free_stor(s);
     return rc;
 }
 
@@ -747,17 +747,7 @@ void stor_close(struct stor *s)
     stor__thread_stop(s);
     stor__exports_close(s);
     mdb_env_close(s->env);
-    free_shards(s);
-    if (s->lock_fd >= 0)
-        close(s->lock_fd);
-    pthread_rwlock_destroy(&s->map_lock);
-    pthread_mutex_destroy(&s->write_mu);
-    pthread_mutex_destroy(&s->mu);
-    pthread_mutex_destroy(&s->exp_mu);
-    pthread_mutex_destroy(&s->q_mu);
-    pthread_cond_destroy(&s->q_cv);
-    free(s->path);
-    free(s);
+    free_stor(s);
 }
 
 void stor_identity(const struct stor *s, uint64_t *cluster_id,

@@ -2,10 +2,12 @@
 pipelined bulk writes and reads, a register workload that records a history
 for ringkv-lincheck, and the balance checks. Stdlib only."""
 
+import contextlib
 import json
 import os
 import random
 import subprocess
+import sys
 import threading
 import time
 
@@ -74,6 +76,49 @@ def check_preloaded(cl, keys):
     if bad:
         raise AssertionError("%d of %d keys lost or wrong, e.g. %r" %
                              (len(bad), len(keys), bad[:5]))
+
+
+def build_dir():
+    """The build dir a test gets as its second argument (ringkv-lincheck is
+    under it), else the one three levels above the ringkvd binary."""
+    if len(sys.argv) > 2:
+        return sys.argv[2]
+    return os.path.dirname(os.path.dirname(os.path.dirname(
+        rk.ringkvd_path())))
+
+
+@contextlib.contextmanager
+def loaded_cluster(tag, n_nodes, shards, n_keys, joiners=0, **kw):
+    """An rk.test_cluster started and led, `n_keys` keys preloaded, and a
+    Workload running for 2 s; yields (cl, keys, load). `joiners` more nodes
+    get free ports too (they join later). The load stops on the way out,
+    before the nodes do."""
+    with rk.test_cluster(tag, n_nodes, shards, **kw) as cl:
+        if joiners:
+            cl.base = rk.free_port_base(n_nodes + joiners)
+        cl.start_all()
+        cl.wait_leaders(shards + 1)
+        t0 = time.time()
+        keys = preload(cl, n_keys)
+        print("preloaded %d keys in %.1fs" % (n_keys, time.time() - t0))
+        load = Workload(cl)
+        load.start()
+        try:
+            time.sleep(2)
+            yield cl, keys, load
+        finally:
+            load.finish()
+
+
+def finish_load(cl, keys, load):
+    """Stops the load a second later; then every preloaded key must read
+    back and the load's history must be linearizable (ringkv-lincheck)."""
+    time.sleep(1)
+    load.finish()
+    print("load: %s" % load.counts)
+    check_preloaded(cl, keys)
+    print("lincheck: %s" % load.check(build_dir(), os.path.join(
+        cl.workdir, "history.jsonl")))
 
 
 class Workload:

@@ -22,10 +22,7 @@ import rkclient as rk  # noqa: E402
 
 SHARDS = 2
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+check = rk.check
 
 
 def ip(i):

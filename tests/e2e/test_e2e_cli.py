@@ -9,20 +9,15 @@ Usage: test_e2e_cli.py PATH/TO/ringkvd BUILD_DIR
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rkclient as rk  # noqa: E402
 
 SHARDS = 4
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+check = rk.check
 
 
 class Cli:
@@ -45,14 +40,11 @@ class Cli:
 
 
 def main():
-    binary, build = sys.argv[1], sys.argv[2]
+    build = sys.argv[2]
     ringkv = os.path.join(build, "src", "cli", "ringkv")
-    work = tempfile.mkdtemp(prefix="rk-e2e-cli-")
-    cl = rk.Cluster(binary, work, n_nodes=3, shards=SHARDS)
-    eps = ",".join("127.0.0.1:%d" % cl.client_port(i) for i in (1, 2, 3))
-    cli = Cli(ringkv, eps)
-    ok = False
-    try:
+    with rk.test_cluster("cli", 3, SHARDS) as cl:
+        eps = ",".join("127.0.0.1:%d" % cl.client_port(i) for i in (1, 2, 3))
+        cli = Cli(ringkv, eps)
         cl.start_all()
         cl.wait_leaders(SHARDS + 1)
 
@@ -249,13 +241,6 @@ def main():
         check("ops/s" in err, "no progress line: %r" % err)
         cli.run("bench", "--op", "nope", rc=2)
         print("every command: ok")
-        ok = True
-    finally:
-        cl.stop_all()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print("kept %s" % work)
     print("e2e_cli: ok")
 
 

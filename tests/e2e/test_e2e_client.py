@@ -28,10 +28,7 @@ import rkclient as rk  # noqa: E402
 
 SHARDS = 4
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+check = rk.check
 
 
 def main():

@@ -41,6 +41,20 @@ def read_all(cl, keys, value, node=None, consistency=0):
               "get %s on %s: %r %r" % (k, node, r, r.value))
 
 
+def wait_caught_up(cl, keys, value, node, what, timeout=30.0):
+    """Waits until a stale (local) read of every key on `node` returns
+    `value`: the node caught up with the writes it missed."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            read_all(cl, keys, value, node=node, consistency=2)
+            return
+        except (AssertionError, OSError) as e:
+            if time.time() > deadline:
+                raise AssertionError("%s did not catch up: %s" % (what, e))
+            time.sleep(0.2)
+
+
 def metric(cl, node, name):
     _, body = cl.http(node, "/metrics")
     for line in body.splitlines():
@@ -88,16 +102,7 @@ def main():
         # The killed node comes back on its data dir and catches up: a
         # stale (local) read there returns the writes it missed.
         cl.start(victim)
-        deadline = time.time() + 30
-        while True:
-            try:
-                read_all(cl, keys, "during", node=victim, consistency=2)
-                break
-            except (AssertionError, OSError) as e:
-                if time.time() > deadline:
-                    raise AssertionError("restarted node did not catch up: "
-                                         "%s" % e)
-                time.sleep(0.2)
+        wait_caught_up(cl, keys, "during", victim, "restarted node")
         cl.wait_leaders(SHARDS + 1)
 
         # A frozen leader (SIGSTOP: its connections stay open, it just goes
@@ -119,16 +124,7 @@ def main():
                 cl.procs[frozen] = saved
         finally:
             cl.procs[frozen].send_signal(signal.SIGCONT)
-        deadline = time.time() + 30
-        while True:
-            try:
-                read_all(cl, keys, "frozen", node=frozen, consistency=2)
-                break
-            except (AssertionError, OSError) as e:
-                if time.time() > deadline:
-                    raise AssertionError("thawed node did not catch up: "
-                                         "%s" % e)
-                time.sleep(0.2)
+        wait_caught_up(cl, keys, "frozen", frozen, "thawed node")
 
         # Every node stops cleanly and the whole cluster restarts on its
         # data dirs with every acknowledged write.

@@ -13,9 +13,7 @@ Usage: test_e2e_join.py PATH/TO/ringkvd BUILD_DIR
 # ctest-timeout: 360
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -24,42 +22,18 @@ import rkmove  # noqa: E402
 
 SHARDS = 16
 KEYS = 10000
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+check = rk.check
 
 
 def main():
-    binary = sys.argv[1]
-    build = sys.argv[2] if len(sys.argv) > 2 else os.path.dirname(
-        os.path.dirname(os.path.dirname(binary)))
-    work = tempfile.mkdtemp(prefix="rk-e2e-join-")
-    cl = rk.Cluster(binary, work, n_nodes=3, shards=SHARDS)
-    cl.base = rk.free_port_base(4)  # node 4's ports too
-    ok = False
-    load = None
-    try:
-        cl.start_all()
-        cl.wait_leaders(SHARDS + 1)
-        t0 = time.time()
-        keys = rkmove.preload(cl, KEYS)
-        print("preloaded %d keys in %.1fs" % (KEYS, time.time() - t0))
-        load = rkmove.Workload(cl)
-        load.start()
-        time.sleep(2)
+    with rkmove.loaded_cluster("join", 3, SHARDS, KEYS,
+                               joiners=1) as (cl, keys, load):
         t0 = time.time()
         cl.start(4)
         cnt, lc = rkmove.wait_balanced(cl, [1, 2, 3, 4])
         print("balanced %.1fs after the join: replicas %s leaders %s" %
               (time.time() - t0, cnt, lc))
-        time.sleep(1)
-        load.finish()
-        print("load: %s" % load.counts)
-        rkmove.check_preloaded(cl, keys)
-        print("lincheck: %s" % load.check(build, os.path.join(
-            work, "history.jsonl")))
+        rkmove.finish_load(cl, keys, load)
 
         before = rkmove.shard_map(cl, 1)
         rcs = cl.stop_all()
@@ -96,16 +70,7 @@ def main():
         # map says, leaders spread within one) and serve the data.
         rkmove.wait_balanced(cl, [1, 2, 3, 4], timeout=60)
         rkmove.check_preloaded(cl, keys)
-        ok = True
         print("join: ok")
-    finally:
-        if load is not None:
-            load.finish()
-        cl.stop_all()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print("logs kept in", work)
     return 0
 
 

@@ -12,9 +12,7 @@ Usage: test_e2e_join_registry.py PATH/TO/ringkvd
 # ctest-timeout: 120
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -22,10 +20,7 @@ import rkclient as rk  # noqa: E402
 
 SHARDS = 4
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+check = rk.check
 
 
 def shard_map(cl, node):
@@ -54,11 +49,7 @@ def wait_map(cl, pred, what, timeout=30.0):
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else os.environ["RINGKVD"]
-    work = tempfile.mkdtemp(prefix="rk-e2e-join-reg-")
-    cl = rk.Cluster(binary, work, n_nodes=3, shards=SHARDS)
-    ok = False
-    try:
+    with rk.test_cluster("join-reg", 3, SHARDS) as cl:
         cl.start_all()
         cl.wait_leaders(SHARDS + 1)
         # The bootstrap map is committed by the meta group and every node
@@ -147,19 +138,7 @@ def main():
                   "node %d map after restart differs" % i)
         r = rk.call_leader(cl, rk.op_get(b"k1"))
         check(r.status == "OK" and r.value == b"v1", "get after restart")
-        ok = True
         print("join registry: ok (epoch %d)" % epoch)
-    finally:
-        cl.stop_all()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print("logs kept in", work)
-            for i in range(1, 4):
-                try:
-                    print("---- node%d\n%s" % (i, cl.log(i)[-3000:]))
-                except OSError:
-                    pass
     return 0
 
 

@@ -13,9 +13,7 @@ Usage: test_e2e_leave.py PATH/TO/ringkvd BUILD_DIR
 # ctest-timeout: 240
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -24,27 +22,11 @@ import rkmove  # noqa: E402
 
 SHARDS = 8
 KEYS = 3000
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+check = rk.check
 
 
 def main():
-    binary = sys.argv[1]
-    build = sys.argv[2]
-    work = tempfile.mkdtemp(prefix="rk-e2e-leave-")
-    cl = rk.Cluster(binary, work, n_nodes=4, shards=SHARDS)
-    ok = False
-    load = None
-    try:
-        cl.start_all()
-        cl.wait_leaders(SHARDS + 1)
-        keys = rkmove.preload(cl, KEYS)
-        load = rkmove.Workload(cl)
-        load.start()
-        time.sleep(2)
+    with rkmove.loaded_cluster("leave", 4, SHARDS, KEYS) as (cl, keys, load):
         t0 = time.time()
         r = rk.call_leader(cl, rk.op_member_remove(4))
         check(r.status == "OK", "member remove: %r" % r)
@@ -81,22 +63,8 @@ def main():
                                       refusals, first, r.message))
         cl.kill(4)
         cl.wait_leaders(SHARDS + 1, nodes=[1, 2, 3])
-        time.sleep(1)
-        load.finish()
-        print("load: %s" % load.counts)
-        rkmove.check_preloaded(cl, keys)
-        print("lincheck: %s" % load.check(build, os.path.join(
-            work, "history.jsonl")))
-        ok = True
+        rkmove.finish_load(cl, keys, load)
         print("leave: ok")
-    finally:
-        if load is not None:
-            load.finish()
-        cl.stop_all()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print("logs kept in", work)
     return 0
 
 

@@ -17,9 +17,7 @@ Usage: test_e2e_metrics.py PATH/TO/ringkvd BUILD_DIR
 
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -29,10 +27,7 @@ SHARDS = 2
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(,|$)')
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+check = rk.check
 
 
 def parse_labels(text, line):
@@ -160,11 +155,7 @@ def counters(fams):
 
 
 def main():
-    binary = sys.argv[1]
-    work = tempfile.mkdtemp(prefix="rk-e2e-metrics-")
-    cl = rk.Cluster(binary, work, n_nodes=3, shards=SHARDS)
-    ok = False
-    try:
+    with rk.test_cluster("metrics", 3, SHARDS) as cl:
         cl.start_all()
         leaders = cl.wait_leaders(SHARDS + 1)
         keys = [b"m-%d" % k for k in range(20)]
@@ -257,14 +248,7 @@ def main():
         check(head.startswith("HTTP/1.1 200"), "node still serves metrics")
         rcs = cl.stop_all()
         check(all(rc == 0 for rc in rcs.values()), "clean stop: %s" % rcs)
-        ok = True
         print("%d families on node 1, quiesced %s" % (len(later[1]), q))
-    finally:
-        cl.stop_all()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print("kept %s" % work)
     print("e2e_metrics: ok")
 
 

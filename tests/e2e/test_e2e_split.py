@@ -34,10 +34,7 @@ import rkmove  # noqa: E402
 SHARDS = 2
 KEYS = 3000
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+check = rk.check
 
 
 def split(cl, shard):
@@ -100,8 +97,7 @@ def metric(cl, i, name):
 
 def main():
     binary = sys.argv[1]
-    build = sys.argv[2] if len(sys.argv) > 2 else os.path.dirname(
-        os.path.dirname(os.path.dirname(binary)))
+    build = rkmove.build_dir()
     work = tempfile.mkdtemp(prefix="rk-e2e-split-")
     # A low snapshot count: the node killed mid-split may come back by
     # snapshot past the SPLIT entry.

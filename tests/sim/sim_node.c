@@ -173,12 +173,12 @@ void sim__note_synced(struct sim *s, int i)
         n->hw_index[slot] = synced;
 }
 
-void sim__on_disk_done(struct sim *s, int i)
+/* Log matching on what node n makes durable: the first `count` entries of
+ * rd, each checked with the term of the entry before it. */
+static void check_durable(struct sim *s, struct sim_node *n,
+                          const struct raft_ready *rd, uint32_t count)
 {
-    struct sim_node *n = &s->nodes[i];
-    struct raft_ready *rd = &n->rd;
-    /* Log matching on what this node makes durable. */
-    for (uint32_t k = 0; k < rd->n_entries; k++) {
+    for (uint32_t k = 0; k < count; k++) {
         const struct raft_entry *e = &rd->entries[k];
         raft_term prev = UINT64_MAX;
         if (k > 0)
@@ -189,6 +189,13 @@ void sim__on_disk_done(struct sim *s, int i)
             prev = UINT64_MAX;
         sim_check_entry(s, n->id, e->index, e->term, sim_entry_hash(e), prev);
     }
+}
+
+void sim__on_disk_done(struct sim *s, int i)
+{
+    struct sim_node *n = &s->nodes[i];
+    struct raft_ready *rd = &n->rd;
+    check_durable(s, n, rd, rd->n_entries);
 
     int rc = sim_disk_persist(n->log, rd);
     sim__note_synced(s, i);
@@ -266,18 +273,7 @@ void sim__disk_fault(struct sim *s, int i)
                 part.conf = rd->conf;
                 part.conf_changed = rd->conf_changed;
             }
-            for (uint32_t k = 0; k < keep; k++) {
-                const struct raft_entry *e = &rd->entries[k];
-                raft_term prev = UINT64_MAX;
-                if (k > 0)
-                    prev = rd->entries[k - 1].term;
-                else if (e->index == 1)
-                    prev = 0;
-                else if (sim_disk_term(n->log, e->index - 1, &prev) != 0)
-                    prev = UINT64_MAX;
-                sim_check_entry(s, n->id, e->index, e->term, sim_entry_hash(e),
-                                prev);
-            }
+            check_durable(s, n, rd, keep);
             int rc = sim_disk_persist(n->log, &part);
             sim__note_synced(s, i);
             if (rc != 0)

@@ -605,6 +605,15 @@ static void check_generated(const struct lc_gen_opts *o, enum lc_verdict want)
     lc_history_free(h);
 }
 
+/* The generated history is linearizable, and not once corrupted. */
+static void check_generated_both(struct lc_gen_opts *o)
+{
+    o->corrupt = false;
+    check_generated(o, LC_VALID);
+    o->corrupt = true;
+    check_generated(o, LC_INVALID);
+}
+
 static void test_generated_10k(void **state)
 {
     struct lc_gen_opts o;
@@ -614,10 +623,7 @@ static void test_generated_10k(void **state)
     lc_gen_opts_init(&o); /* 10,000 ops over 50 keys */
     for (seed = 1; seed <= 3; seed++) {
         o.seed = seed;
-        o.corrupt = false;
-        check_generated(&o, LC_VALID);
-        o.corrupt = true;
-        check_generated(&o, LC_INVALID);
+        check_generated_both(&o);
     }
     /* Heavier concurrency per key, more crashes. */
     o.seed = 11;
@@ -625,10 +631,7 @@ static void test_generated_10k(void **state)
     o.n_procs = 40;
     o.n_ops = 4000;
     o.p_info = 0.05;
-    o.corrupt = false;
-    check_generated(&o, LC_VALID);
-    o.corrupt = true;
-    check_generated(&o, LC_INVALID);
+    check_generated_both(&o);
     /* One long register: memo records span many bitset words, and crashed
      * ops fill the second segment. */
     o.seed = 12;
@@ -636,10 +639,7 @@ static void test_generated_10k(void **state)
     o.n_procs = 8;
     o.n_ops = 6000;
     o.p_info = 0.1;
-    o.corrupt = false;
-    check_generated(&o, LC_VALID);
-    o.corrupt = true;
-    check_generated(&o, LC_INVALID);
+    check_generated_both(&o);
 }
 
 /* n concurrent writes, then a read of a value nobody wrote: the search must

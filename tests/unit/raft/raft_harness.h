@@ -114,6 +114,17 @@ raft_term h_log_term(struct cluster *c, raft_id i, raft_index idx);
         assert_int_equal(h_role(c, i), RAFT_LEADER);                           \
     } while (0)
 
+/* Elect node i with node v's vote alone: one round of messages, so the new
+ * leader's first appends (its no-op) are still queued, nothing committed. */
+#define CLUSTER_ELECT_BY(c, i, v)                                              \
+    do {                                                                       \
+        assert_int_equal(raft_campaign((c)->nodes[i]), 0);                     \
+        h_ready(c, i);                                                         \
+        h_deliver_to(c, v);                                                    \
+        h_deliver_to(c, i);                                                    \
+        assert_int_equal(h_role(c, i), RAFT_LEADER);                           \
+    } while (0)
+
 #define H_TEST(f) cmocka_unit_test(f)
 
 #endif

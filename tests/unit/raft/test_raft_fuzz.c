@@ -69,6 +69,36 @@ static void check_match_sound(struct cluster *c, uint64_t seed, int step,
     }
 }
 
+/* Once the cluster is healed, a new entry commits with its proposal's
+ * term (so it is ours), election safety holding all along. Without
+ * pre-vote a removed member keeps disrupting elections (thesis §4.2.3), so
+ * many election rounds are allowed. Returns the leader that proposed it,
+ * or 0 if it did not commit. */
+static raft_id commit_after_heal(struct cluster *c, struct leaders *L)
+{
+    for (int attempt = 0; attempt < 30; attempt++) {
+        for (int t = 0; t < 300 && !h_leader(c); t++) {
+            h_tick_all(c, 1);
+            h_stabilize(c);
+            check_election_safety(c, L);
+        }
+        raft_id lead = h_leader(c);
+        raft_index idx = 0;
+        if (!lead || raft_propose(c->nodes[lead], "final", 5, &idx) != 0)
+            continue;
+        raft_term term = h_term(c, lead);
+        for (int t = 0; t < 100; t++) {
+            h_tick_all(c, 1);
+            h_stabilize(c);
+            check_election_safety(c, L);
+            raft_id l2 = h_leader(c);
+            if (l2 && h_commit(c, l2) >= idx && h_log_term(c, l2, idx) == term)
+                return lead;
+        }
+    }
+    return 0;
+}
+
 /* Random schedules: reordering, loss, duplication, partitions, crashes,
  * proposals, membership changes, transfers, snapshots. The cluster must
  * keep election safety and state machine safety, and recover. */
@@ -204,32 +234,9 @@ static void run_schedule(uint64_t seed, uint32_t nodes, bool pv_cq)
     }
     assert_true(lead != 0);
     h_check_applied(&c);
-    /* Liveness after healing: a new entry commits on every member.
-     * Without pre-vote a removed member keeps disrupting elections
-     * (thesis §4.2.3), so allow many election rounds. */
-    bool done = false;
-    for (int attempt = 0; attempt < 30 && !done; attempt++) {
-        for (int t = 0; t < 300 && !h_leader(&c); t++) {
-            h_tick_all(&c, 1);
-            h_stabilize(&c);
-            check_election_safety(&c, &L);
-        }
-        lead = h_leader(&c);
-        raft_index idx = 0;
-        if (!lead || raft_propose(c.nodes[lead], "final", 5, &idx) != 0)
-            continue;
-        raft_term term = h_term(&c, lead);
-        for (int t = 0; t < 100 && !done; t++) {
-            h_tick_all(&c, 1);
-            h_stabilize(&c);
-            check_election_safety(&c, &L);
-            raft_id l2 = h_leader(&c);
-            /* Committed with the proposal's term: it is ours. */
-            done = l2 && h_commit(&c, l2) >= idx &&
-                   h_log_term(&c, l2, idx) == term;
-        }
-    }
-    if (!done) {
+    /* Liveness after healing: a new entry commits on every member. */
+    lead = commit_after_heal(&c, &L);
+    if (lead == 0) {
         for (raft_id i = 1; i <= nodes; i++) {
             struct raft_status st;
             h_status(&c, i, &st);
@@ -253,7 +260,7 @@ static void run_schedule(uint64_t seed, uint32_t nodes, bool pv_cq)
                         (unsigned long long)st.match[k]);
         }
     }
-    assert_true(done);
+    assert_true(lead != 0);
     /* Heartbeats spread the last commit index. */
     for (int t = 0; t < 3; t++) {
         h_tick_all(&c, 1);
@@ -387,27 +394,7 @@ static void run_async_schedule(uint64_t seed, uint32_t nodes)
             h_restart(&c, i);
     }
     h_heal(&c);
-    bool done = false;
-    for (int attempt = 0; attempt < 30 && !done; attempt++) {
-        for (int t = 0; t < 300 && !h_leader(&c); t++) {
-            h_tick_all(&c, 1);
-            h_stabilize(&c);
-        }
-        raft_id lead = h_leader(&c);
-        raft_index idx = 0;
-        if (!lead || raft_propose(c.nodes[lead], "final", 5, &idx) != 0)
-            continue;
-        raft_term term = h_term(&c, lead);
-        for (int t = 0; t < 100 && !done; t++) {
-            h_tick_all(&c, 1);
-            h_stabilize(&c);
-            check_election_safety(&c, &L);
-            raft_id l2 = h_leader(&c);
-            done = l2 && h_commit(&c, l2) >= idx &&
-                   h_log_term(&c, l2, idx) == term;
-        }
-    }
-    assert_true(done);
+    assert_true(commit_after_heal(&c, &L) != 0);
     h_check_applied(&c);
     h_free(&c);
 }

@@ -21,11 +21,7 @@ static void test_read_waits_for_noop_commit(void **state)
 {
     struct cluster c;
     h_init(&c, 3);
-    raft_campaign(c.nodes[1]);
-    h_ready(&c, 1);
-    h_deliver_to(&c, 2);
-    h_deliver_to(&c, 1);
-    assert_int_equal(h_role(&c, 1), RAFT_LEADER);
+    CLUSTER_ELECT_BY(&c, 1, 2);
     assert_int_equal(h_commit(&c, 1), 0);
     assert_int_equal(raft_read_index(c.nodes[1], 5), 0);
     h_ready(&c, 1);
@@ -176,11 +172,7 @@ static void test_lease_read(void **state)
                                .check_quorum = true, .seed = 2};
     struct cluster c;
     h_init_ex(&c, 3, 0, &base);
-    raft_campaign(c.nodes[1]);
-    h_ready(&c, 1);
-    h_deliver_to(&c, 2);
-    h_deliver_to(&c, 1);
-    assert_int_equal(h_role(&c, 1), RAFT_LEADER);
+    CLUSTER_ELECT_BY(&c, 1, 2);
     assert_int_equal(raft_read_lease(c.nodes[1], 3), RK_EBUSY);
     h_stabilize(&c);
     /* No heartbeat round answered yet: no lease (§6.4.1). */

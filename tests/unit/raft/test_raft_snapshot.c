@@ -26,6 +26,22 @@ static void setup_lagging(struct cluster *c, size_t len, uint32_t chunk)
     h_heal(c);
 }
 
+/* After setup_lagging: the leader's first SNAPSHOT message to node 3,
+ * once the probe has walked back past the compacted log. Returns its
+ * position in the queue. */
+static int first_chunk(struct cluster *c)
+{
+    h_tick(c, 1, 1);
+    int k = -1;
+    for (int r = 0; r < 10 && (k = h_find(c, 1, 3, RAFT_MSG_SNAPSHOT)) < 0;
+         r++) {
+        h_deliver_to(c, 3);
+        h_deliver_to(c, 1);
+    }
+    assert_true(k >= 0);
+    return k;
+}
+
 /* §5.1: taking a snapshot compacts the log up to it. */
 static void test_snapshot_compacts_log(void **state)
 {
@@ -100,15 +116,7 @@ static void test_chunk_ack_after_sync(void **state)
 {
     struct cluster c;
     setup_lagging(&c, 100, 40);
-    h_tick(&c, 1, 1);
-    /* Walk until a SNAPSHOT message shows up. */
-    int k = -1;
-    for (int r = 0; r < 10 && (k = h_find(&c, 1, 3, RAFT_MSG_SNAPSHOT)) < 0;
-         r++) {
-        h_deliver_to(&c, 3);
-        h_deliver_to(&c, 1);
-    }
-    assert_true(k >= 0);
+    int k = first_chunk(&c);
     assert_int_equal(c.q[k].m.chunk_seq, 0);
     assert_false(c.q[k].m.chunk_last);
     assert_int_equal(c.q[k].m.chunk_len, 40);
@@ -163,14 +171,7 @@ static void test_lost_chunk_resent(void **state)
 {
     struct cluster c;
     setup_lagging(&c, 300, 100);
-    h_tick(&c, 1, 1);
-    int k = -1;
-    for (int r = 0; r < 10 && (k = h_find(&c, 1, 3, RAFT_MSG_SNAPSHOT)) < 0;
-         r++) {
-        h_deliver_to(&c, 3);
-        h_deliver_to(&c, 1);
-    }
-    assert_true(k >= 0);
+    int k = first_chunk(&c);
     h_drop_all(&c);
     for (int t = 0; t < 12; t++) {
         h_tick(&c, 1, 1);

@@ -81,6 +81,15 @@ size_t tu_put_cmd(void *buf, size_t cap, uint64_t client, uint64_t seq,
     return len;
 }
 
+int tu_check(struct stor *s)
+{
+    char err[RK_ERRMSG_SIZE];
+    int rc = stor_check(s, err);
+    if (rc)
+        fprintf(stderr, "stor_check: %s\n", err);
+    return rc;
+}
+
 void tu_create_shard(struct stor *s, uint64_t id)
 {
     struct raft_conf_state conf = {.n_voters = 3, .voters = {1, 2, 3}};
@@ -89,6 +98,37 @@ void tu_create_shard(struct stor *s, uint64_t id)
         stor_batch_commit(s, b))
         abort();
     stor_batch_free(b);
+}
+
+int tu_run(struct stor *s, uint64_t shard, uint64_t term, uint64_t index,
+           const struct stor_cmd *cmd, struct stor_result *out)
+{
+    size_t cap = stor_cmd_size(cmd), len = 0;
+    uint8_t *buf = malloc(cap);
+    struct stor_batch *b;
+    if (!buf || stor_batch_new(&b))
+        abort();
+    int rc = stor_cmd_encode(cmd, buf, cap, &len);
+    struct raft_entry e = {.term = term,
+                           .index = index,
+                           .type = RAFT_ENTRY_NORMAL,
+                           .len = (uint32_t)len,
+                           .data = buf};
+    uint32_t r = 0;
+    if (!rc)
+        rc = stor_batch_append(b, shard, &e, 1);
+    if (!rc)
+        rc = stor_batch_apply(b, shard, &e, 1, &r);
+    if (!rc)
+        rc = stor_batch_commit(s, b);
+    if (!rc) {
+        if (stor_batch_n_results(b) != 1)
+            abort(); /* one entry, one result */
+        *out = *stor_batch_result(b, r);
+    }
+    stor_batch_free(b);
+    free(buf);
+    return rc;
 }
 
 int tu_append_apply(struct stor *s, uint64_t shard, uint64_t first, uint32_t n,

@@ -22,8 +22,18 @@ int tu_conf_decode(const void *buf, size_t len, struct raft_conf_change *out);
 size_t tu_put_cmd(void *buf, size_t cap, uint64_t client, uint64_t seq,
                   const char *key, const void *val, uint32_t vlen);
 
+/* stor_check(s): its status, its message printed to stderr if not 0. */
+int tu_check(struct stor *s);
+
 /* Commits a batch that creates shard `id` with voters 1,2,3. */
 void tu_create_shard(struct stor *s, uint64_t id);
+
+/* Appends and applies one command as entry `index` of `term` on `shard`,
+ * in a batch of its own, and commits it; the command's result goes to
+ * *out. Returns 0 or the failing step's error (encode, append, apply,
+ * commit). */
+int tu_run(struct stor *s, uint64_t shard, uint64_t term, uint64_t index,
+           const struct stor_cmd *cmd, struct stor_result *out);
 
 /* Appends and applies entries [first, first+n) of term `term` whose command
  * is PUT key "k<index % 64>" = "v<index>" and PUT "counter" is not used:

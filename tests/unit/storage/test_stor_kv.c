@@ -36,11 +36,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    char err[RK_ERRMSG_SIZE];
-    int rc = stor_check(f->s, err);
-    if (rc)
-        fprintf(stderr, "stor_check: %s\n", err);
-    assert_int_equal(rc, 0);
+    assert_int_equal(tu_check(f->s), 0);
     stor_batch_free(f->b);
     stor_close(f->s);
     tu_rmrf(f->dir);
@@ -52,21 +48,9 @@ static int teardown(void **state)
 /* Appends and applies one command; returns its result. */
 static struct stor_result run(struct fx *f, const struct stor_cmd *c)
 {
-    uint8_t buf[2048];
-    size_t len;
-    assert_int_equal(stor_cmd_encode(c, buf, sizeof buf, &len), 0);
-    struct raft_entry e = {.term = 1,
-                           .index = f->next++,
-                           .type = RAFT_ENTRY_NORMAL,
-                           .len = (uint32_t)len,
-                           .data = buf};
-    uint32_t r;
-    stor_batch_reset(f->b);
-    assert_int_equal(stor_batch_append(f->b, 1, &e, 1), 0);
-    assert_int_equal(stor_batch_apply(f->b, 1, &e, 1, &r), 0);
-    assert_int_equal(stor_batch_commit(f->s, f->b), 0);
-    assert_int_equal(stor_batch_n_results(f->b), 1);
-    return *stor_batch_result(f->b, r);
+    struct stor_result res;
+    assert_int_equal(tu_run(f->s, 1, 1, f->next++, c, &res), 0);
+    return res;
 }
 
 static struct stor_result put(struct fx *f, uint64_t client, uint64_t seq,

@@ -39,19 +39,10 @@ static int setup(void **state)
     return 0;
 }
 
-static void check_store(struct stor *s)
-{
-    char err[RK_ERRMSG_SIZE];
-    int rc = stor_check(s, err);
-    if (rc)
-        fprintf(stderr, "stor_check: %s\n", err);
-    assert_int_equal(rc, 0);
-}
-
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    check_store(f->s);
+    assert_int_equal(tu_check(f->s), 0);
     stor_batch_free(f->b);
     stor_close(f->s);
     tu_rmrf(f->dir);
@@ -64,22 +55,9 @@ static int teardown(void **state)
 static struct stor_result run_on(struct fx *f, uint64_t shard,
                                  const struct stor_cmd *c)
 {
-    size_t cap = stor_cmd_size(c), len;
-    uint8_t *buf = malloc(cap);
-    assert_non_null(buf);
-    assert_int_equal(stor_cmd_encode(c, buf, cap, &len), 0);
-    struct raft_entry e = {.term = 1,
-                           .index = f->next[shard]++,
-                           .type = RAFT_ENTRY_NORMAL,
-                           .len = (uint32_t)len,
-                           .data = buf};
-    uint32_t r;
-    stor_batch_reset(f->b);
-    assert_int_equal(stor_batch_append(f->b, shard, &e, 1), 0);
-    assert_int_equal(stor_batch_apply(f->b, shard, &e, 1, &r), 0);
-    assert_int_equal(stor_batch_commit(f->s, f->b), 0);
-    free(buf);
-    return *stor_batch_result(f->b, r);
+    struct stor_result res;
+    assert_int_equal(tu_run(f->s, shard, 1, f->next[shard]++, c, &res), 0);
+    return res;
 }
 
 static struct stor_result run(struct fx *f, const struct stor_cmd *c)
@@ -204,7 +182,7 @@ static void test_put_get_del_cas_threshold(void **state)
         rev[i] = r.revision;
         assert_value(f->s, 1, keys[i], lens[i], "z", 1, rev[i]);
     }
-    check_store(f->s);
+    assert_int_equal(tu_check(f->s), 0);
     /* Delete every other key; the rest stay. */
     for (size_t i = 0; i < N_LENS; i += 2) {
         struct stor_result r = del(f, keys[i], lens[i]);
@@ -536,7 +514,7 @@ static void check_long(struct stor *s, struct ref *refs, size_t n)
     assert_int_equal(got.len, 200000);
     free(got.data);
     free(k);
-    check_store(s);
+    assert_int_equal(tu_check(s), 0);
 }
 
 static void transfer(struct stor *from, struct stor *to, uint64_t id)

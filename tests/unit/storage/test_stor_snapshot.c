@@ -35,13 +35,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    char err[RK_ERRMSG_SIZE];
-    int rc = stor_check(f->a, err);
-    if (rc == 0)
-        rc = stor_check(f->b, err);
-    if (rc)
-        fprintf(stderr, "stor_check: %s\n", err);
-    assert_int_equal(rc, 0);
+    assert_int_equal(tu_check(f->a), 0);
+    assert_int_equal(tu_check(f->b), 0);
     stor_close(f->a);
     stor_close(f->b);
     tu_rmrf(f->dir_a);

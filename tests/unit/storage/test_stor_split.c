@@ -69,19 +69,10 @@ static int setup(void **state)
     return 0;
 }
 
-static void check_store(struct stor *s)
-{
-    char err[RK_ERRMSG_SIZE];
-    int rc = stor_check(s, err);
-    if (rc)
-        fprintf(stderr, "stor_check: %s\n", err);
-    assert_int_equal(rc, 0);
-}
-
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    check_store(f->s);
+    assert_int_equal(tu_check(f->s), 0);
     stor_close(f->s);
     tu_rmrf(f->dir);
     free(f->dir);
@@ -92,22 +83,8 @@ static int teardown(void **state)
 /* Appends and applies one command to shard 1 at term 2. */
 static struct stor_result run(struct fx *f, const struct stor_cmd *c)
 {
-    uint8_t buf[4096];
-    size_t len;
-    assert_int_equal(stor_cmd_encode(c, buf, sizeof buf, &len), 0);
-    struct raft_entry e = {.term = 2,
-                           .index = f->next++,
-                           .type = RAFT_ENTRY_NORMAL,
-                           .len = (uint32_t)len,
-                           .data = buf};
-    struct stor_batch *b;
-    uint32_t r;
-    assert_int_equal(stor_batch_new(&b), 0);
-    assert_int_equal(stor_batch_append(b, 1, &e, 1), 0);
-    assert_int_equal(stor_batch_apply(b, 1, &e, 1, &r), 0);
-    assert_int_equal(stor_batch_commit(f->s, b), 0);
-    struct stor_result res = *stor_batch_result(b, r);
-    stor_batch_free(b);
+    struct stor_result res;
+    assert_int_equal(tu_run(f->s, 1, 2, f->next++, c, &res), 0);
     return res;
 }
 
@@ -284,7 +261,7 @@ static void test_split_moves_keys_and_sessions(void **state)
     free(out);
 
     /* It all survives a reopen. */
-    check_store(f->s);
+    assert_int_equal(tu_check(f->s), 0);
     stor_close(f->s);
     f->s = open_store(f->dir);
     assert_non_null(stor_shard_get(f->s, 2));
@@ -381,7 +358,7 @@ static void test_snapshot_after_split(void **state)
     assert_int_equal(stor_batch_commit(s2, b), 0);
     assert_int_equal(stor_batch_result(b, r)->status, RK_EWRONGSHARD);
     stor_batch_free(b);
-    check_store(s2);
+    assert_int_equal(tu_check(s2), 0);
     stor_close(s2);
     tu_rmrf(dir2);
     free(dir2);
