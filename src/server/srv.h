@@ -113,7 +113,16 @@ struct srv_flush {
     uint32_t cap_groups;
     bool submitted; /* handed to the storage thread (else still open) */
     bool applied;   /* apply results ready (before the sync, see stor.h) */
+    bool lazy;      /* ...and nothing in it needs durability */
     bool answered;  /* proposals answered from them */
+    /* A lazy flush is released once applied: its readies are handled (acks
+     * sent, raft_advance) and its groups may join later flushes; only what
+     * readers see (g->applied) waits for the done. */
+    bool released;
+    struct srv_visible {
+        raft_index applied;
+        bool meta; /* the meta shard applied something */
+    } *visible; /* released: per group, what readers see once done */
     bool done;
     int status;
     uint64_t started_us; /* submission time */
