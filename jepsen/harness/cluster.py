@@ -1,9 +1,11 @@
 """Cluster control: ringkvd nodes on their own loopback addresses.
 
-Node i (1-based) listens on 127.0.0.(10+i) for clients, peers and metrics;
+Node i (1-based) listens on 127.A.B.(10+i) for clients, peers and metrics,
+where 127.A.B is this run's own loopback subnet (drawn from the pid, or
+RINGKV_JEPSEN_NET), so that concurrent runs never share an address;
 its outgoing peer connections carry that source address, so the network
 nemeses can tell the nodes apart with iptables. With `proxy=True` every
-node's advertised peer address is 127.0.0.(40+i) on the same port, where a
+node's advertised peer address is 127.A.B.(40+i) on the same port, where a
 userspace TCP proxy (DelayProxy) forwards to the node and can add delay and
 jitter; the proxy binds its outgoing leg to the caller's address, so a
 partition rule still sees node i -> node j.
@@ -22,12 +24,30 @@ import time
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 
 
+def _run_net():
+    """The first three octets of this run's loopback addresses: from
+    RINGKV_JEPSEN_NET (e.g. "127.0.0") or from the pid, never 127.0.0."""
+    env = os.environ.get("RINGKV_JEPSEN_NET")
+    if env:
+        parts = env.split(".")
+        if (len(parts) != 3 or parts[0] != "127" or
+                not all(p.isdigit() and 0 <= int(p) <= 255 for p in parts)):
+            raise SystemExit("RINGKV_JEPSEN_NET must look like 127.X.Y, got %r"
+                             % env)
+        return env
+    pid = os.getpid()
+    return "127.%d.%d" % (1 + pid % 254, (pid // 254) % 256)
+
+
+RUN_NET = _run_net()
+
+
 def node_ip(i):
-    return "127.0.0.%d" % (10 + i)
+    return "%s.%d" % (RUN_NET, 10 + i)
 
 
 def proxy_ip(i):
-    return "127.0.0.%d" % (40 + i)
+    return "%s.%d" % (RUN_NET, 40 + i)
 
 
 def free_ports(n_nodes, count=3):

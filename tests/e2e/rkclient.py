@@ -6,11 +6,15 @@ the helpers the end-to-end tests need: a process cluster on loopback ports,
 bounded waits, and leader-following writes.
 """
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
+import sys
+import tempfile
 import time
 
 STATUS = ["OK", "NOT_FOUND", "NOT_LEADER", "WRONG_SHARD", "CAS_MISMATCH",
@@ -604,3 +608,39 @@ def _main(argv):
 if __name__ == "__main__":
     import sys
     sys.exit(_main(sys.argv))
+
+
+# ------------------------------------------------------------ test frame
+
+def check(cond, what):
+    """A test assertion that survives `python3 -O`."""
+    if not cond:
+        raise AssertionError(what)
+
+
+def ringkvd_path():
+    """The ringkvd binary a test runs: its first argument, else $RINGKVD."""
+    return sys.argv[1] if len(sys.argv) > 1 else os.environ["RINGKVD"]
+
+
+@contextlib.contextmanager
+def test_cluster(tag, n_nodes, shards, log_lines=40, **kw):
+    """A Cluster of `n_nodes` (not started) in a fresh temporary dir; on
+    the way out every node is stopped and the dir removed, and when the
+    body failed the tail of each node's log is printed first."""
+    work = tempfile.mkdtemp(prefix="rk-e2e-%s-" % tag)
+    cl = Cluster(ringkvd_path(), work, n_nodes=n_nodes, shards=shards, **kw)
+    ok = False
+    try:
+        yield cl
+        ok = True
+    finally:
+        cl.stop_all()
+        if not ok:
+            for i in range(1, cl.n + 1):
+                try:
+                    print("---- node %d log (tail)" % i)
+                    print("\n".join(cl.log(i).splitlines()[-log_lines:]))
+                except OSError:
+                    pass
+        shutil.rmtree(work, ignore_errors=True)

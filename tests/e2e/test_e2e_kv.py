@@ -7,9 +7,7 @@ Usage: test_e2e_kv.py PATH/TO/ringkvd
 """
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -18,17 +16,11 @@ import rkclient as rk  # noqa: E402
 SHARDS = 4
 
 
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+check = rk.check
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else os.environ["RINGKVD"]
-    work = tempfile.mkdtemp(prefix="rk-e2e-kv-")
-    cl = rk.Cluster(binary, work, n_nodes=3, shards=SHARDS)
-    ok = False
-    try:
+    with rk.test_cluster("kv", 3, SHARDS) as cl:
         cl.start_all()
         leaders = cl.wait_leaders(SHARDS + 1)
         print("leaders:", leaders)
@@ -212,19 +204,8 @@ def main():
         rcs = cl.stop_all()
         check(all(rc == 0 for rc in rcs.values()),
               "clean SIGTERM exits: %s" % rcs)
-        ok = True
         print("e2e kv: OK")
-    finally:
-        cl.stop_all()
-        if not ok:
-            for i in range(1, cl.n + 1):
-                try:
-                    print("---- node %d log (tail)" % i)
-                    print("\n".join(cl.log(i).splitlines()[-40:]))
-                except OSError:
-                    pass
-        shutil.rmtree(work, ignore_errors=True)
-    return 0 if ok else 1
+    return 0
 
 
 if __name__ == "__main__":

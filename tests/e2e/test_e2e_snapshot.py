@@ -9,9 +9,7 @@ Usage: test_e2e_snapshot.py PATH/TO/ringkvd
 """
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -20,9 +18,7 @@ import rkclient as rk  # noqa: E402
 SHARDS = 2
 
 
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+check = rk.check
 
 
 def read_local(cl, node, keys, prefix):
@@ -50,12 +46,8 @@ def wait_local(cl, node, keys, prefix, timeout=60.0):
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else os.environ["RINGKVD"]
-    work = tempfile.mkdtemp(prefix="rk-e2e-snap-")
-    cl = rk.Cluster(binary, work, n_nodes=3, shards=SHARDS,
-                    extra=["--snapshot-count", "20"])
-    ok = False
-    try:
+    with rk.test_cluster("snap", 3, SHARDS,
+                         extra=["--snapshot-count", "20"]) as cl:
         cl.start_all()
         cl.wait_leaders(SHARDS + 1)
         first = ["a%d" % i for i in range(20)]
@@ -116,19 +108,8 @@ def main():
                   "after restart %s: %r" % (k, r))
         rcs = cl.stop_all()
         check(all(rc == 0 for rc in rcs.values()), "clean stop: %s" % rcs)
-        ok = True
         print("e2e snapshot: OK")
-    finally:
-        cl.stop_all()
-        if not ok:
-            for i in range(1, cl.n + 1):
-                try:
-                    print("---- node %d log (tail)" % i)
-                    print("\n".join(cl.log(i).splitlines()[-40:]))
-                except OSError:
-                    pass
-        shutil.rmtree(work, ignore_errors=True)
-    return 0 if ok else 1
+    return 0
 
 
 if __name__ == "__main__":
