@@ -437,6 +437,14 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *tb,
         return 0;
     case BOP_CONF:
         memcpy(&sh->w.conf, pl, sizeof(sh->w.conf));
+        /* A replica created empty (to join a group) learns the bootstrap
+         * configuration from the leader's first append: with nothing
+         * applied yet it is also the configuration the applies fold onto.
+         * Left empty, the applied configuration (the snapshot's, from
+         * which a restart rebuilds membership) would lack the bootstrap
+         * members, and the restarted replica could elect itself alone. */
+        if (sh->w.applied == 0 && sh->w.base_index == 0)
+            sh->w.applied_conf = sh->w.conf;
         sh->w_dirty = true;
         return 0;
     case BOP_APPLIED_CONF:
