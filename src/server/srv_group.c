@@ -879,7 +879,9 @@ void srv_groups_on_done(struct srv *s)
         if (!f->released)
             break;
     }
-    srv_groups_submit(s);
+    /* No submit here: the flush hook runs next in this loop iteration and
+     * first lets the groups just completed or released add their next
+     * readies to the open flush, then submits it. */
 }
 
 /* ----------------------------------------------------------------- ticks */
