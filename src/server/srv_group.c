@@ -577,6 +577,7 @@ void srv_groups_flush(struct srv *s)
     if (f != NULL && f->submitted)
         f = NULL;
     bool listed = f != NULL;
+    bool reads_wait = false;
     int rv = 0;
 
     for (uint64_t id = 0; id < s->groups_cap; id++) {
@@ -585,6 +586,7 @@ void srv_groups_flush(struct srv *s)
             continue;
         if (!g->busy)
             start_read_round(g);
+        reads_wait = reads_wait || g->reads.n > 0;
         if (g->busy || !raft_has_ready(g->raft))
             continue;
         if (f == NULL) {
@@ -645,6 +647,12 @@ void srv_groups_flush(struct srv *s)
         s->flushes_in_flight++;
     }
     srv_groups_submit(s);
+    /* Reads wait for what a released flush applied, and nothing was handed
+     * over to share its commit: let it commit now rather than after the
+     * storage thread's wait. */
+    if (reads_wait && s->flush_head != NULL && s->flush_head->released &&
+        s->flush_head == s->flush_tail)
+        stor_commit_now(s->stor);
 }
 
 /* Matches apply results to waiting proposals, in one pass over the waiters

@@ -484,6 +484,9 @@ int stor_batch_submit(struct stor *s, struct stor_batch *b, stor_done_cb cb,
  * batch (a shared transaction that failed before its commit is run again
  * batch by batch), with the same results. */
 void stor_batch_on_applied(struct stor_batch *b, stor_done_cb cb, void *arg);
+/* A lazy batch waiting for the next one to share its commit (see above)
+ * commits now (e.g. a reader waits for what it applied); no-op otherwise. */
+void stor_commit_now(struct stor *s);
 
 /* ============================================================= snapshots */
 

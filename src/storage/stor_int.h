@@ -163,6 +163,7 @@ struct stor {
     pthread_cond_t q_cv;
     struct stor_batch *q_head, *q_tail;
     bool q_stop;
+    bool q_nudge; /* commit a waiting lazy transaction now */
     bool thread_started;
     pthread_t thread;
 };

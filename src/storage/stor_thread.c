@@ -738,10 +738,11 @@ static struct stor_batch *queue_pop_until(struct stor *s,
                                           const struct timespec *deadline)
 {
     pthread_mutex_lock(&s->q_mu);
-    while (!s->q_head && !s->q_stop) {
+    while (!s->q_head && !s->q_stop && !s->q_nudge) {
         if (pthread_cond_timedwait(&s->q_cv, &s->q_mu, deadline) != 0)
             break;
     }
+    s->q_nudge = false;
     struct stor_batch *b = s->q_head;
     if (b) {
         s->q_head = b->q_next;
@@ -874,6 +875,14 @@ void stor__thread_stop(struct stor *s)
     pthread_mutex_unlock(&s->q_mu);
     pthread_join(s->thread, NULL);
     s->thread_started = false;
+}
+
+void stor_commit_now(struct stor *s)
+{
+    pthread_mutex_lock(&s->q_mu);
+    s->q_nudge = true;
+    pthread_cond_signal(&s->q_cv);
+    pthread_mutex_unlock(&s->q_mu);
 }
 
 void stor_batch_on_applied(struct stor_batch *b, stor_done_cb cb, void *arg)
