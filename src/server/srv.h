@@ -124,7 +124,22 @@ struct srv_flush {
     uint32_t cap_groups;
     bool submitted; /* handed to the storage thread (else still open) */
     bool applied;   /* apply results ready (before the sync, see stor.h) */
+    bool lazy;      /* ...and nothing in it needs durability */
     bool answered;  /* proposals answered from them */
+    /* A lazy flush is released once applied: its readies are handled (acks
+     * sent, raft_advance) and its groups may join later flushes; only what
+     * readers see (g->applied) waits for the done. */
+    bool released;
+    /* Never released: it applies to the meta shard, installs a snapshot or
+     * applies a split, whose effects (the node's map, a new group opened
+     * from storage) must be committed before anyone is answered or the
+     * group advances. Its lazy commit is asked to go at once instead. */
+    bool no_release;
+    bool commit_asked; /* stor_commit_now called for it */
+    struct srv_visible {
+        raft_index applied;
+        bool meta; /* the meta shard applied something */
+    } *visible; /* released: per group, what readers see once done */
     bool done;
     int status;
     uint64_t started_us; /* submission time */
@@ -216,8 +231,9 @@ void srv_split_tick(struct srv *s);
 void srv_split_free(struct srv *s);
 /* Group open: the arcs the shard gave away (its applied record). */
 int srv_split_load(struct srv_group *g);
-/* Committed entries handed to storage: SPLIT entries extend the fence. */
-void srv_split_gather(struct srv_group *g, const struct raft_entry *ents,
+/* Committed entries handed to storage: SPLIT entries extend the fence.
+ * True when there was one. */
+bool srv_split_gather(struct srv_group *g, const struct raft_entry *ents,
                       uint32_t n);
 /* After a completed batch that applied a SPLIT or installed a snapshot:
  * reload the record, start the recipient groups storage now holds. */

@@ -435,6 +435,7 @@ static void flush_free(struct srv_flush *f)
 {
     if (f->batch != NULL)
         stor_batch_free(f->batch);
+    free(f->visible);
     free(f->groups);
     free(f);
 }
@@ -507,9 +508,10 @@ static void on_batch_applied(struct stor_batch *b, int status, void *arg)
     struct srv_flush *f = arg;
     struct srv *s = f->srv;
     (void)b;
-    (void)status;
     pthread_mutex_lock(&s->done_mu);
     f->applied = true;
+    if (status == STOR_APPLIED_LAZY)
+        f->lazy = true;
     pthread_mutex_unlock(&s->done_mu);
     uv_async_send(&s->done_async);
 }
@@ -527,14 +529,25 @@ static void enter_failstop(struct srv *s, int status, const char *why)
     srv_groups_fail_all(s, RK_EFAILSTOP);
 }
 
-/* Hands the oldest flush to the storage thread once every flush before it
- * completed. Until then it stays open and gathers the readies of later loop
- * iterations: while one batch syncs, the next one grows (one sync for all of
- * them) instead of queueing a sync per loop iteration behind it. */
+/* Hands the open flush to the storage thread once every flush before it
+ * completed or was released (a lazy one, see struct srv_flush). Until then
+ * it stays open and gathers the readies of later loop iterations: while one
+ * batch syncs, the next one grows (one sync for all of them) instead of
+ * queueing a sync per loop iteration behind it. */
 void srv_groups_submit(struct srv *s)
 {
     struct srv_flush *f = s->flush_head;
-    if (f == NULL || f->submitted)
+    while (f != NULL && f->submitted) {
+        if (!f->released) {
+            pthread_mutex_lock(&s->done_mu);
+            bool done = f->done;
+            pthread_mutex_unlock(&s->done_mu);
+            if (!done)
+                return;
+        }
+        f = f->next;
+    }
+    if (f == NULL)
         return;
     f->submitted = true;
     f->started_us = uv_hrtime() / 1000;
@@ -571,6 +584,7 @@ void srv_groups_flush(struct srv *s)
     if (f != NULL && f->submitted)
         f = NULL;
     bool listed = f != NULL;
+    bool reads_wait = false;
     int rv = 0;
 
     for (uint64_t id = 0; id < s->groups_cap; id++) {
@@ -579,6 +593,7 @@ void srv_groups_flush(struct srv *s)
             continue;
         if (!g->busy)
             start_read_round(g);
+        reads_wait = reads_wait || g->reads.n > 0;
         if (g->busy || !raft_has_ready(g->raft))
             continue;
         if (f == NULL) {
@@ -607,9 +622,14 @@ void srv_groups_flush(struct srv *s)
                                   rd->n_committed, &g->res_first);
             g->n_res = rd->n_committed;
             /* Before the batch can be visible: fence split arcs. */
-            if (rv == 0)
-                srv_split_gather(g, rd->committed, rd->n_committed);
+            if (rv == 0 &&
+                srv_split_gather(g, rd->committed, rd->n_committed))
+                f->no_release = true;
+            if (g->shard == SHARD_META_ID)
+                f->no_release = true;
         }
+        if (rd->snap_install)
+            f->no_release = true;
         if (rv == 0)
             rv = maybe_compact(g, f->batch);
         if (rv != 0)
@@ -642,6 +662,12 @@ void srv_groups_flush(struct srv *s)
         s->flushes_in_flight++;
     }
     srv_groups_submit(s);
+    /* Reads wait for what a released flush applied, and nothing was handed
+     * over to share its commit: let it commit now rather than after the
+     * storage thread's wait. */
+    if (reads_wait && s->flush_head != NULL && s->flush_head->released &&
+        s->flush_head == s->flush_tail)
+        stor_commit_now(s->stor);
 }
 
 /* Matches apply results to waiting proposals, in one pass over the waiters
@@ -681,19 +707,55 @@ static void answer_proposals(struct srv_group *g, struct stor_batch *b)
     }
 }
 
-static void complete_flush(struct srv *s, struct srv_flush *f)
+/* What readers may see once a flush is done: its groups' applied index
+ * (proposals were answered before; reads wait for this). */
+static void make_visible(struct srv *s, struct srv_group *g, raft_index applied,
+                         bool meta)
+{
+    if (applied > g->applied)
+        g->applied = applied;
+    if (meta && g->shard == SHARD_META_ID)
+        srv_meta_applied(s);
+    serve_reads(g);
+    maybe_expire_sessions(g);
+}
+
+/* Handles a flush's readies: the messages that waited for its sync go out,
+ * proposals are answered, raft_advance. If release (a lazy flush, applied
+ * but not yet committed, see struct srv_flush), the applied index each group
+ * reaches is kept in f->visible for the done; else it is visible now. */
+static void complete_flush(struct srv *s, struct srv_flush *f, bool release)
 {
     struct outbox out = {0};
     struct raft_msg *local = NULL;
     uint32_t n_local = 0;
 
+    if (f->released) {
+        /* Done after a release: only the visibility is left. */
+        if (f->status != 0) {
+            enter_failstop(s, f->status, stor_errmsg(s->stor));
+            return;
+        }
+        s->metrics.storage_batches++;
+        srv_hist_observe(&s->metrics.sync_latency,
+                         uv_hrtime() / 1000 - f->started_us);
+        for (uint32_t i = 0; i < f->n_groups; i++)
+            make_visible(s, f->groups[i], f->visible[i].applied,
+                         f->visible[i].meta);
+        return;
+    }
     if (f->status != 0) {
         for (uint32_t i = 0; i < f->n_groups; i++)
             f->groups[i]->busy = false;
         enter_failstop(s, f->status, stor_errmsg(s->stor));
         return;
     }
-    if (f->batch != NULL) {
+    if (release) {
+        f->visible = calloc(f->n_groups ? f->n_groups : 1,
+                            sizeof(*f->visible));
+        if (f->visible == NULL)
+            return; /* not released: completes when done */
+    } else if (f->batch != NULL) {
         s->metrics.storage_batches++;
         srv_hist_observe(&s->metrics.sync_latency,
                          uv_hrtime() / 1000 - f->started_us);
@@ -761,21 +823,38 @@ static void complete_flush(struct srv *s, struct srv_flush *f)
     for (uint32_t i = 0; i < f->n_groups; i++) {
         struct srv_group *g = f->groups[i];
         const struct raft_ready *rd = &g->rd;
+        raft_index applied = g->applied;
         if (rd->n_committed > 0)
-            g->applied = rd->committed[rd->n_committed - 1].index;
-        if (rd->snap_install && rd->snap_meta.index > g->applied)
-            g->applied = rd->snap_meta.index;
-        if (g->shard == SHARD_META_ID &&
-            (rd->n_committed > 0 || rd->snap_install))
-            srv_meta_applied(s);
-        if (rd->n_committed > 0 || rd->snap_install)
+            applied = rd->committed[rd->n_committed - 1].index;
+        if (rd->snap_install && rd->snap_meta.index > applied)
+            applied = rd->snap_meta.index;
+        bool meta = rd->n_committed > 0 || rd->snap_install;
+        if (!release && meta) {
+            /* Committed now (a flush with these is never released): the
+             * node's map and the groups a split created are in place
+             * before anyone is answered. `member remove 4` answered
+             * before the map reload was invisible to the next `member add
+             * 4` (e2e_leave). */
+            if (g->shard == SHARD_META_ID) {
+                srv_meta_applied(s);
+                meta = false; /* reloaded: make_visible need not */
+            }
             srv_split_completed(g);
+        }
         if (!f->answered || g->shard == SHARD_META_ID)
             answer_proposals(g, f->batch);
         raft_advance(g->raft, rd);
         g->busy = false;
-        serve_reads(g);
-        maybe_expire_sessions(g);
+        if (release) {
+            f->visible[i].applied = applied;
+            f->visible[i].meta = meta;
+        }
+        else
+            make_visible(s, g, applied, meta);
+    }
+    if (release) {
+        f->answered = true;
+        f->released = true;
     }
     for (uint32_t i = 0; i < n_local; i++) {
         struct srv_group *g = srv_group_get(s, local[i].shard);
@@ -813,25 +892,43 @@ void srv_groups_on_done(struct srv *s)
             break;
         pthread_mutex_lock(&s->done_mu);
         bool done = f->done;
-        bool applied = f->applied;
         pthread_mutex_unlock(&s->done_mu);
-        if (!done) {
-            /* Batches run in order: only the oldest can be applying. */
-            if (applied)
-                answer_early(s, f);
+        if (!done)
             break;
-        }
         s->flush_head = f->next;
         if (s->flush_head == NULL)
             s->flush_tail = NULL;
         s->flushes_in_flight--;
         if (!s->failstop)
-            complete_flush(s, f);
-        else
+            complete_flush(s, f, false);
+        else if (!f->released)
             for (uint32_t i = 0; i < f->n_groups; i++)
                 f->groups[i]->busy = false;
         flush_free(f);
     }
+    /* Flushes still running, in order: answer from final apply results,
+     * and release the lazy ones (their commit waits for the next batch). */
+    for (struct srv_flush *f = s->flush_head; f != NULL; f = f->next) {
+        if (!f->submitted || s->failstop)
+            break;
+        pthread_mutex_lock(&s->done_mu);
+        bool applied = f->applied, lazy = f->lazy;
+        pthread_mutex_unlock(&s->done_mu);
+        if (applied)
+            answer_early(s, f);
+        if (lazy && !f->released && !f->no_release)
+            complete_flush(s, f, true);
+        else if (lazy && f->no_release && !f->commit_asked) {
+            /* Its commit would wait for the next batch: let it go now. */
+            f->commit_asked = true;
+            stor_commit_now(s->stor);
+        }
+        if (!f->released)
+            break;
+    }
+    /* No submit here: the flush hook runs next in this loop iteration and
+     * first lets the groups just completed or released add their next
+     * readies to the open flush, then submits it. */
 }
 
 /* ----------------------------------------------------------------- ticks */

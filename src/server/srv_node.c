@@ -267,6 +267,23 @@ static void render_metrics(void *data, FILE *out)
 {
     struct srv *s = data;
     srv_metrics_write(&s->metrics, out);
+    struct stor_stats ss;
+    stor_stats(s->stor, &ss);
+    srv_metrics_family(out, "ringkv_storage_commits_total", "counter",
+                       "LMDB write transactions committed (one per batch, "
+                       "or one for several merged batches).");
+    fprintf(out, "ringkv_storage_commits_total %" PRIu64 "\n",
+            ss.batches - ss.merged_batches);
+    srv_metrics_family(out, "ringkv_storage_lazy_commits_total", "counter",
+                       "Commits that needed no durability (one data flush, "
+                       "no meta sync).");
+    fprintf(out, "ringkv_storage_lazy_commits_total %" PRIu64 "\n",
+            ss.lazy_batches);
+    srv_metrics_family(out, "ringkv_storage_merged_batches_total", "counter",
+                       "Batches that shared the commit of an earlier lazy "
+                       "batch instead of paying their own.");
+    fprintf(out, "ringkv_storage_merged_batches_total %" PRIu64 "\n",
+            ss.merged_batches);
     srv_metrics_family(out, "ringkv_shard_term", "gauge",
                        "Current Raft term of each hosted shard.");
     for (uint64_t id = 0; id < s->groups_cap; id++) {

@@ -161,15 +161,17 @@ static bool split_cmd(const struct raft_entry *e, struct stor_cmd *c)
     return stor_cmd_decode(e->data, e->len, c) == 0 && c->op == STOR_CMD_SPLIT;
 }
 
-void srv_split_gather(struct srv_group *g, const struct raft_entry *ents,
+bool srv_split_gather(struct srv_group *g, const struct raft_entry *ents,
                       uint32_t n)
 {
+    bool found = false;
     if (g->shard == SHARD_META_ID)
-        return;
+        return false;
     for (uint32_t i = 0; i < n; i++) {
         struct stor_cmd c;
         if (!split_cmd(&ents[i], &c))
             continue;
+        found = true;
         for (uint32_t k = 0; k < c.n_arcs; k++) {
             uint64_t first, last;
             stor_cmd_arc(&c, k, &first, &last);
@@ -182,10 +184,11 @@ void srv_split_gather(struct srv_group *g, const struct raft_entry *ents,
                        g->shard);
                 g->srv->failstop = true;
                 srv_groups_fail_all(g->srv, RK_EFAILSTOP);
-                return;
+                return true;
             }
         }
     }
+    return found;
 }
 
 /* Opens the group of a shard storage holds and the node does not run. */

@@ -165,7 +165,8 @@ struct stor_stats {
     uint64_t map_used; /* bytes up to the highest page in use */
     uint64_t page_size;
     uint64_t batches; /* committed batches */
-    uint64_t lazy_batches; /* of which committed without the meta sync */
+    uint64_t lazy_batches; /* commits without the meta sync */
+    uint64_t merged_batches; /* batches that shared another's commit */
     uint64_t grows;   /* map growths */
     uint32_t n_shards;
     uint32_t n_exports; /* open snapshot exports */
@@ -429,6 +430,8 @@ int stor_session_last_seq(struct stor *s, uint64_t shard, uint64_t client_id,
 /* Called on the storage thread when a submitted batch is done (status 0:
  * durable). Keep it short: e.g. uv_async_send(). */
 typedef void (*stor_done_cb)(struct stor_batch *b, int status, void *arg);
+/* Status of an applied cb for a batch that needs no durability. */
+#define STOR_APPLIED_LAZY 1
 
 int stor_batch_new(struct stor_batch **out);
 void stor_batch_free(struct stor_batch *b);
@@ -527,15 +530,28 @@ int stor_batch_commit(struct stor *s, struct stor_batch *b);
  * RK_EFAILSTOP (cb is not called then). */
 int stor_batch_submit(struct stor *s, struct stor_batch *b, stor_done_cb cb,
                       void *arg);
-/* Before stor_batch_submit: cb(b, 0, arg) also runs on the storage thread
- * once the batch's apply results (stor_batch_result) are computed, just
- * before its commit and sync, if it applies anything. The results are then
- * final and may be read (never the batch otherwise) until the done cb: a
- * caller may answer clients from them, since applied entries were committed
- * (durable on a quorum) and applying is deterministic; if the commit then
- * fails, the store fail-stops and a restart applies the entries again. The
- * applied state itself is visible only after the done cb. */
+/* Before stor_batch_submit: cb(b, status, arg) also runs on the storage
+ * thread once the batch's ops ran, before its commit and sync, if it
+ * applies anything or needs no durability. The apply results
+ * (stor_batch_result) are then final and may be read (never the batch
+ * otherwise) until the done cb: a caller may answer clients from them,
+ * since applied entries were committed (durable on a quorum) and applying
+ * is deterministic; if the commit then fails, the store fail-stops and a
+ * restart applies the entries again. The applied state itself is visible
+ * to readers only after the done cb.
+ *
+ * status STOR_APPLIED_LAZY says the batch holds nothing that needs
+ * durability (applies, commit index, compaction: no append, term or vote,
+ * membership or snapshot change): its commit waits briefly for the next
+ * submitted batch and shares that one's commit, so a caller should submit
+ * its next batch without waiting for this done cb. status 0: the batch
+ * commits on its own, done cb after its sync. The cb may run twice for one
+ * batch (a shared transaction that failed before its commit is run again
+ * batch by batch), with the same results. */
 void stor_batch_on_applied(struct stor_batch *b, stor_done_cb cb, void *arg);
+/* A lazy batch waiting for the next one to share its commit (see above)
+ * commits now (e.g. a reader waits for what it applied); no-op otherwise. */
+void stor_commit_now(struct stor *s);
 
 /* ============================================================= snapshots */
 

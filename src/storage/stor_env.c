@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rk_log.h"
@@ -604,7 +605,12 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->exp_mu, NULL);
     pthread_mutex_init(&s->q_mu, NULL);
-    pthread_cond_init(&s->q_cv, NULL);
+    /* Monotonic, for the storage thread's short timed waits. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->q_cv, &ca);
+    pthread_condattr_destroy(&ca);
     s->no_sync = o->unsafe_no_sync;
     s->max_map_size = o->max_map_size ? o->max_map_size : DEFAULT_MAX_MAP_SIZE;
     s->chunk_bytes =
@@ -794,6 +800,7 @@ void stor_stats(struct stor *s, struct stor_stats *out)
     pthread_mutex_lock(&s->mu);
     out->batches = s->n_batches;
     out->lazy_batches = s->n_lazy_batches;
+    out->merged_batches = s->n_merged_batches;
     out->grows = s->n_grows;
     for (uint32_t i = 0; i < s->n_shards; i++)
         out->n_shards += s->shards[i]->exists;

@@ -152,6 +152,7 @@ struct stor {
     char errmsg[RK_ERRMSG_SIZE];
     uint64_t n_batches;
     uint64_t n_lazy_batches; /* committed with MDB_NOMETASYNC */
+    uint64_t n_merged_batches; /* committed by another batch's commit */
     uint64_t n_grows;
     uint64_t gen;          /* writer-only: transaction generation */
     uint32_t compact_next; /* writer-only: round-robin start of compaction */
@@ -166,6 +167,7 @@ struct stor {
     pthread_cond_t q_cv;
     struct stor_batch *q_head, *q_tail;
     bool q_stop;
+    bool q_nudge; /* commit a waiting lazy transaction now */
     bool thread_started;
     pthread_t thread;
 };
@@ -225,6 +227,12 @@ static inline size_t stor__bent_size(uint32_t len)
 
 /* Log entries compaction may delete in one batch, all shards together. */
 #define STOR__COMPACT_BUDGET 32768u
+/* A lazy batch's transaction waits this long for the next batch to share
+ * its commit (stor_thread.c, thread_exec), merging at most this many
+ * batches and about this many payload bytes. */
+#define STOR__MERGE_WAIT_US 500L
+#define STOR__MERGE_MAX 64u
+#define STOR__MERGE_MAX_BYTES ((size_t)16 << 20)
 
 /* Log writing (stor_log.c). */
 int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,

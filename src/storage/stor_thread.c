@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 #include "rk_log.h"
 #include "stor_int.h"
@@ -371,8 +372,10 @@ int stor__touch(struct stor *s, MDB_txn *txn, struct stor_batch *b,
     return rc;
 }
 
-static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
-                   struct bop *op)
+/* tb owns the transaction's list of touched shards (the first batch of a
+ * merged transaction); b holds the op's payload and results. */
+static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *tb,
+                   struct stor_batch *b, struct bop *op)
 {
     struct stor_shard *sh;
     const uint8_t *pl = b->arena + op->off;
@@ -382,7 +385,7 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
         rc = stor__shard_add(s, op->shard, &sh);
         if (rc)
             return rc;
-        rc = stor__touch(s, txn, b, sh);
+        rc = stor__touch(s, txn, tb, sh);
         if (rc == 0)
             return RK_EEXIST;
         if (rc != RK_EUNKNOWNSHARD)
@@ -402,7 +405,7 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
     sh = stor__shard_find(s, op->shard);
     if (!sh)
         return RK_EUNKNOWNSHARD;
-    rc = stor__touch(s, txn, b, sh);
+    rc = stor__touch(s, txn, tb, sh);
     if (rc)
         return rc;
     switch (op->kind) {
@@ -509,38 +512,41 @@ static bool batch_needs_sync(struct stor *s, const struct stor_batch *b)
     return false;
 }
 
-/* Runs the batch in one write txn. *at_commit tells whether a failure came
- * from the commit itself.
- *
- * A batch that needs no durability (batch_needs_sync) commits with
- * MDB_NOMETASYNC: its data pages are still flushed, only the meta page write
- * is left to the next commit's flush (LMDB: "preserves ACI, not D"). A
- * system crash can then undo that last transaction only, never corrupt the
- * environment nor undo a synced one: the next synced commit flushes the
- * file (the unsynced meta page included) before writing its own meta. Every
- * state a power loss can leave is therefore a prefix of the committed
- * batches, as after a process crash. */
-static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
+/* A write transaction runs in phases so that several batches can share it
+ * (see thread_exec): begin, the ops of each batch, the writes that follow
+ * them (compaction steps, state records), commit. b->touched of the first
+ * batch lists the shards the transaction touched. */
+static int txn_begin(struct stor *s, struct stor_batch *tb, MDB_txn **txn)
 {
-    MDB_txn *txn;
-    int rc;
-    *at_commit = false;
     s->gen++;
-    b->n_touched = 0;
-    s->w_batch = b;
-    bool lazy = !s->no_sync && !batch_needs_sync(s, b);
-    int mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (mrc)
-        return stor__from_mdb(mrc);
+    tb->n_touched = 0;
+    s->w_batch = tb; /* stor__touch from an apply (stor_split.c) */
+    int mrc = mdb_txn_begin(s->env, NULL, 0, txn);
+    return mrc ? stor__from_mdb(mrc) : 0;
+}
+
+static int txn_ops(struct stor *s, MDB_txn *txn, struct stor_batch *tb,
+                   struct stor_batch *b)
+{
     for (uint32_t i = 0; i < b->n_ops; i++) {
         b->ops[i].status = 0;
-        rc = exec_op(s, txn, b, &b->ops[i]);
+        int rc = exec_op(s, txn, tb, b, &b->ops[i]);
         if (rc)
-            goto err_abort;
+            return rc;
     }
+    return 0;
+}
+
+/* Compaction steps (if compact) and the state record of every touched
+ * shard that changed (written again, to the same value or a later one, when
+ * a merged batch follows). */
+static int txn_writes(struct stor *s, MDB_txn *txn, struct stor_batch *tb,
+                      bool compact)
+{
+    int rc;
     /* Compaction proceeds in bounded steps, batch after batch: at most
      * STOR_COMPACT_STEP entries per shard and STOR__COMPACT_BUDGET in all. */
-    uint64_t budget = STOR__COMPACT_BUDGET;
+    uint64_t budget = compact ? STOR__COMPACT_BUDGET : 0;
     uint32_t ns = s->n_shards;
     for (uint32_t k = 0; k < ns && budget > 0; k++) {
         /* Round robin, so that no shard waits behind busier ones. */
@@ -549,52 +555,68 @@ static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
         s->compact_next = i + 1;
         if (!sh->compact_pending)
             continue;
-        rc = stor__touch(s, txn, b, sh);
+        rc = stor__touch(s, txn, tb, sh);
         if (rc == RK_EUNKNOWNSHARD) {
             sh->compact_pending = false;
             continue;
         }
         if (rc)
-            goto err_abort;
+            return rc;
         raft_index base0 = sh->w.base_index;
         if ((rc = stor__log_compact_step(s, txn, sh)))
-            goto err_abort;
+            return rc;
         uint64_t done = sh->w.base_index - base0;
         budget = done >= budget ? 0 : budget - done;
     }
-    for (uint32_t i = 0; i < b->n_touched; i++) {
-        struct stor_shard *sh = b->touched[i];
+    for (uint32_t i = 0; i < tb->n_touched; i++) {
+        struct stor_shard *sh = tb->touched[i];
         if (!sh->w_exists || !sh->w_dirty)
             continue;
         uint8_t kb[8], vb[STOR__STATE_MAX];
         stor__key_shard(kb, sh->id);
         MDB_val k = {.mv_size = 8, .mv_data = kb};
         MDB_val v = {.mv_size = stor__state_encode(&sh->w, vb), .mv_data = vb};
-        mrc = mdb_put(txn, s->dbi_state, &k, &v, 0);
-        if (mrc) {
-            rc = stor__from_mdb(mrc);
-            goto err_abort;
-        }
+        int mrc = mdb_put(txn, s->dbi_state, &k, &v, 0);
+        if (mrc)
+            return stor__from_mdb(mrc);
     }
-    *at_commit = true;
-    /* The results are final from here on (no retry after this point): a
-     * caller may use them while the commit and its sync run. */
-    if (b->applied_cb != NULL && b->n_res > 0)
-        b->applied_cb(b, 0, b->applied_arg);
+    return 0;
+}
+
+static void txn_abort(MDB_txn *txn, struct stor_batch *tb)
+{
+    mdb_txn_abort(txn);
+    for (uint32_t i = 0; i < tb->n_touched; i++)
+        tb->touched[i]->compact_pending = tb->touched[i]->c_compact_pending;
+}
+
+/* Commits (the txn is gone either way) and publishes the committed view.
+ *
+ * A lazy transaction (nothing in it needs durability, batch_needs_sync)
+ * commits with MDB_NOMETASYNC: its data pages are still flushed, only the
+ * meta page write is left to the next commit's flush (LMDB: "preserves ACI,
+ * not D"). A system crash can then undo that last transaction only, never
+ * corrupt the environment nor undo a synced one: the next synced commit
+ * flushes the file (the unsynced meta page included) before writing its
+ * own meta. Every state a power loss can leave is therefore a prefix of the
+ * committed batches, as after a process crash. */
+static int txn_commit(struct stor *s, MDB_txn *txn, struct stor_batch *tb,
+                      bool lazy, uint32_t n_batches)
+{
     /* LMDB 0.9 takes MDB_NOMETASYNC from the environment only (not from
      * mdb_txn_begin), at commit: set it for this commit alone. Only this
      * thread, holding write_mu, commits or changes flags. */
     if (lazy)
         mdb_env_set_flags(s->env, MDB_NOMETASYNC, 1);
-    mrc = mdb_txn_commit(txn);
+    int mrc = mdb_txn_commit(txn);
     if (lazy)
         mdb_env_set_flags(s->env, MDB_NOMETASYNC, 0);
     if (mrc)
         return stor__from_mdb(mrc);
     /* Publish the committed view. */
     pthread_mutex_lock(&s->mu);
-    for (uint32_t i = 0; i < b->n_touched; i++) {
-        struct stor_shard *sh = b->touched[i];
+    for (uint32_t i = 0; i < tb->n_touched; i++) {
+        struct stor_shard *sh = tb->touched[i];
         sh->exists = sh->w_exists;
         sh->base_index = sh->w.base_index;
         sh->base_term = sh->w.base_term;
@@ -606,17 +628,35 @@ static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
         sh->c_term = sh->w.hs.term;
         sh->c_vote = sh->w.hs.vote;
     }
-    s->n_batches++;
+    s->n_batches += n_batches;
+    if (n_batches > 1)
+        s->n_merged_batches += n_batches - 1;
     if (lazy)
         s->n_lazy_batches++;
     pthread_mutex_unlock(&s->mu);
     return 0;
+}
 
-err_abort:
-    mdb_txn_abort(txn);
-    for (uint32_t i = 0; i < b->n_touched; i++)
-        b->touched[i]->compact_pending = b->touched[i]->c_compact_pending;
-    return rc;
+/* Runs the batch in one write txn. *at_commit tells whether a failure came
+ * from the commit itself. */
+static int run_txn(struct stor *s, struct stor_batch *b, bool *at_commit)
+{
+    MDB_txn *txn;
+    int rc;
+    *at_commit = false;
+    bool lazy = !s->no_sync && !batch_needs_sync(s, b);
+    if ((rc = txn_begin(s, b, &txn)))
+        return rc;
+    if ((rc = txn_ops(s, txn, b, b)) || (rc = txn_writes(s, txn, b, true))) {
+        txn_abort(txn, b);
+        return rc;
+    }
+    *at_commit = true;
+    /* The results are final from here on (no retry after this point): a
+     * caller may use them while the commit and its sync run. */
+    if (b->applied_cb != NULL && b->n_res > 0)
+        b->applied_cb(b, 0, b->applied_arg);
+    return txn_commit(s, txn, b, lazy, 1);
 }
 
 static bool is_caller_error(int rc)
@@ -634,15 +674,31 @@ static bool disk_full(const struct stor *s)
     return (uint64_t)v.f_bavail * v.f_frsize < ((uint64_t)1 << 20);
 }
 
-int stor__batch_exec(struct stor *s, struct stor_batch *b)
+/* Failures of a batch: a caller error refuses it (nothing written); any
+ * other puts the store into fail-stop. */
+static int batch_failed(struct stor *s, struct stor_batch *b, int rc,
+                        bool at_commit)
+{
+    if (rc == RK_EIO && disk_full(s))
+        rc = RK_ENOSPC; /* LMDB reports a short write as EIO */
+    if (rc && !is_caller_error(rc))
+        stor__fail(s, rc, "%s a batch of %u ops: %s",
+                   at_commit ? "committing" : "writing", b->n_ops,
+                   rc == RK_ENOSPC && at_commit ? "the disk is full"
+                                                : rk_strerror(rc));
+    else if (rc)
+        rk_log(RK_LOG_WARN, "storage %s: batch refused (%s), nothing written",
+               s->path, rk_err_name(rc));
+    return rc;
+}
+
+/* One batch in its own txn; the caller holds write_mu. */
+static int batch_exec_locked(struct stor *s, struct stor_batch *b)
 {
     int rc;
     bool at_commit;
-    pthread_mutex_lock(&s->write_mu);
-    if (atomic_load(&s->failed)) {
-        pthread_mutex_unlock(&s->write_mu);
+    if (atomic_load(&s->failed))
         return RK_EFAILSTOP;
-    }
     size_t need = b->bytes * 2 + ((size_t)4 << 20);
     stor__maybe_grow(s, need, false);
     /* Each retry at least doubles the map, so this ends at max_map_size. */
@@ -660,16 +716,13 @@ int stor__batch_exec(struct stor *s, struct stor_batch *b)
             break;
         }
     }
-    if (rc == RK_EIO && disk_full(s))
-        rc = RK_ENOSPC; /* LMDB reports a short write as EIO */
-    if (rc && !is_caller_error(rc))
-        stor__fail(s, rc, "%s a batch of %u ops: %s",
-                   at_commit ? "committing" : "writing", b->n_ops,
-                   rc == RK_ENOSPC && at_commit ? "the disk is full"
-                                                : rk_strerror(rc));
-    else if (rc)
-        rk_log(RK_LOG_WARN, "storage %s: batch refused (%s), nothing written",
-               s->path, rk_err_name(rc));
+    return batch_failed(s, b, rc, at_commit);
+}
+
+int stor__batch_exec(struct stor *s, struct stor_batch *b)
+{
+    pthread_mutex_lock(&s->write_mu);
+    int rc = batch_exec_locked(s, b);
     pthread_mutex_unlock(&s->write_mu);
     return rc;
 }
@@ -680,6 +733,110 @@ int stor_batch_commit(struct stor *s, struct stor_batch *b)
 }
 
 /* ------------------------------------------------------------- thread */
+
+/* Pops the next queued batch, waiting until deadline (CLOCK_MONOTONIC) at
+ * most; NULL if none came or the store is closing. */
+static struct stor_batch *queue_pop_until(struct stor *s,
+                                          const struct timespec *deadline)
+{
+    pthread_mutex_lock(&s->q_mu);
+    while (!s->q_head && !s->q_stop && !s->q_nudge) {
+        if (pthread_cond_timedwait(&s->q_cv, &s->q_mu, deadline) != 0)
+            break;
+    }
+    s->q_nudge = false;
+    struct stor_batch *b = s->q_head;
+    if (b) {
+        s->q_head = b->q_next;
+        if (!s->q_head)
+            s->q_tail = NULL;
+    }
+    pthread_mutex_unlock(&s->q_mu);
+    return b;
+}
+
+/* Runs a submitted batch and calls its done cb (and those of the batches
+ * merged into it).
+ *
+ * A batch that needs no durability (applies, commit index, compaction:
+ * batch_needs_sync) does not commit at once. Its ops run, its applied cb
+ * reports the results (status STOR_APPLIED_LAZY), and the transaction stays
+ * open for up to STOR__MERGE_WAIT_US for the next submitted batch, whose ops
+ * then run in the same transaction; one commit (and one sync, if any merged
+ * batch needs it) then covers all of them. Without this a lone apply pays a
+ * flush of its own, and a follower's next append waits behind the flush of
+ * the previous apply. Done cbs still come only after the commit (and its
+ * sync): what a batch reports as durable is. If anything fails before the
+ * commit, the transaction is aborted and every batch runs again alone (the
+ * same ops on the same state give the same results). */
+static void thread_exec(struct stor *s, struct stor_batch *first)
+{
+    struct stor_batch *list[STOR__MERGE_MAX];
+    int rcs[STOR__MERGE_MAX];
+    uint32_t n = 0;
+    MDB_txn *txn;
+    int rc;
+
+    pthread_mutex_lock(&s->write_mu);
+    if (atomic_load(&s->failed) || first->applied_cb == NULL || s->no_sync ||
+        batch_needs_sync(s, first)) {
+        rc = batch_exec_locked(s, first);
+        pthread_mutex_unlock(&s->write_mu);
+        first->cb(first, rc, first->arg);
+        return;
+    }
+    size_t need = first->bytes * 2 + ((size_t)4 << 20);
+    stor__maybe_grow(s, need, false);
+    if ((rc = txn_begin(s, first, &txn)) != 0) {
+        rc = batch_exec_locked(s, first);
+        pthread_mutex_unlock(&s->write_mu);
+        first->cb(first, rc, first->arg);
+        return;
+    }
+    list[n++] = first;
+    if ((rc = txn_ops(s, txn, first, first)) == 0 &&
+        (rc = txn_writes(s, txn, first, true)) == 0)
+        first->applied_cb(first, STOR_APPLIED_LAZY, first->applied_arg);
+    bool lazy = true;
+    size_t bytes = first->bytes;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_nsec += STOR__MERGE_WAIT_US * 1000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    while (rc == 0 && lazy && n < STOR__MERGE_MAX &&
+           bytes < STOR__MERGE_MAX_BYTES) {
+        struct stor_batch *b = queue_pop_until(s, &deadline);
+        if (b == NULL)
+            break;
+        list[n++] = b;
+        bytes += b->bytes;
+        lazy = !batch_needs_sync(s, b);
+        if ((rc = txn_ops(s, txn, first, b)) != 0)
+            break;
+        /* A lazy one may in turn wait for the next (same deadline). */
+        if (b->applied_cb != NULL && (lazy || b->n_res > 0))
+            b->applied_cb(b, lazy ? STOR_APPLIED_LAZY : 0, b->applied_arg);
+    }
+    if (rc == 0 && n > 1)
+        rc = txn_writes(s, txn, first, false);
+    if (rc != 0) {
+        txn_abort(txn, first);
+        for (uint32_t i = 0; i < n; i++)
+            rcs[i] = batch_exec_locked(s, list[i]);
+    } else {
+        rc = txn_commit(s, txn, first, lazy, n);
+        if (rc != 0)
+            rc = batch_failed(s, first, rc, true);
+        for (uint32_t i = 0; i < n; i++)
+            rcs[i] = rc;
+    }
+    pthread_mutex_unlock(&s->write_mu);
+    for (uint32_t i = 0; i < n; i++)
+        list[i]->cb(list[i], rcs[i], list[i]->arg);
+}
 
 static void *thread_main(void *arg)
 {
@@ -695,8 +852,7 @@ static void *thread_main(void *arg)
         if (!s->q_head)
             s->q_tail = NULL;
         pthread_mutex_unlock(&s->q_mu);
-        int rc = stor__batch_exec(s, b);
-        b->cb(b, rc, b->arg);
+        thread_exec(s, b);
         pthread_mutex_lock(&s->q_mu);
     }
     pthread_mutex_unlock(&s->q_mu);
@@ -721,6 +877,14 @@ void stor__thread_stop(struct stor *s)
     pthread_mutex_unlock(&s->q_mu);
     pthread_join(s->thread, NULL);
     s->thread_started = false;
+}
+
+void stor_commit_now(struct stor *s)
+{
+    pthread_mutex_lock(&s->q_mu);
+    s->q_nudge = true;
+    pthread_cond_signal(&s->q_cv);
+    pthread_mutex_unlock(&s->q_mu);
 }
 
 void stor_batch_on_applied(struct stor_batch *b, stor_done_cb cb, void *arg)
