@@ -165,3 +165,75 @@ int tu_append_apply(struct stor *s, uint64_t shard, uint64_t first, uint32_t n,
     free(bufs);
     return rc;
 }
+
+static int fail(const char *what, int rc)
+{
+    fprintf(stderr, "tu_transfer: %s (%d)\n", what, rc);
+    return -1;
+}
+
+static int stage_one(struct stor *to, struct stor_batch *b, uint64_t id,
+                     const struct raft_snap_chunk *c)
+{
+    uint32_t op;
+    stor_batch_reset(b);
+    int rc = stor_batch_stage_chunk(b, id, c, &op);
+    if (rc == 0)
+        rc = stor_batch_commit(to, b);
+    if (rc == 0)
+        rc = stor_batch_op_status(b, op);
+    return rc;
+}
+
+int tu_transfer(struct stor *from, struct stor *to, uint64_t id,
+                uint32_t max_len, struct raft_snapshot_meta *meta_out,
+                uint32_t *chunks)
+{
+    struct stor_shard *sh = stor_shard_get(from, id);
+    struct raft_snapshot_meta meta;
+    int rc = sh == NULL ? -1 : stor_log_ops.snapshot_meta(sh, &meta);
+    if (rc != 0 || meta.index == 0)
+        return fail("no snapshot metadata", rc);
+    struct stor_batch *b;
+    if (stor_batch_new(&b) != 0)
+        return fail("no batch", -1);
+    bool last = false;
+    uint32_t seq;
+    for (seq = 0; !last && rc == 0; seq++) {
+        void *data;
+        uint32_t len;
+        rc = stor_log_ops.snapshot_chunk(sh, meta.index, seq, &data, &len,
+                                         &last);
+        if (rc != 0) {
+            fail("export", rc);
+            break;
+        }
+        if (len < 4 || memcmp(data, "RKS2", 4) != 0 ||
+            (max_len > 0 && len > max_len))
+            rc = fail("chunk format or size", (int)len);
+        struct raft_snap_chunk c = {
+            .meta = meta, .seq = seq, .last = last, .len = len, .data = data};
+        if (rc == 0 && (rc = stage_one(to, b, id, &c)) != 0)
+            fail("stage", rc);
+        free(data);
+    }
+    if (rc == 0) {
+        uint32_t op;
+        stor_batch_reset(b);
+        rc = stor_batch_install_snapshot(b, id, &meta, &op);
+        if (rc == 0)
+            rc = stor_batch_commit(to, b);
+        if (rc == 0)
+            rc = stor_batch_op_status(b, op);
+        if (rc != 0)
+            fail("install", rc);
+    }
+    stor_batch_free(b);
+    if (rc != 0)
+        return -1;
+    if (meta_out != NULL)
+        *meta_out = meta;
+    if (chunks != NULL)
+        *chunks = seq;
+    return 0;
+}

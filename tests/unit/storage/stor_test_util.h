@@ -41,4 +41,13 @@ int tu_run(struct stor *s, uint64_t shard, uint64_t term, uint64_t index,
 int tu_append_apply(struct stor *s, uint64_t shard, uint64_t first, uint32_t n,
                     uint64_t term, bool apply);
 
+/* Exports shard `id` of `from` chunk by chunk (each an RKS2 chunk of at
+ * most max_len bytes when max_len > 0), stages the chunks in `to` one batch
+ * each and installs the snapshot there. meta_out and chunks (both may be
+ * NULL) get its metadata and chunk count. 0, or -1 with the reason on
+ * stderr. */
+int tu_transfer(struct stor *from, struct stor *to, uint64_t id,
+                uint32_t max_len, struct raft_snapshot_meta *meta_out,
+                uint32_t *chunks);
+
 #endif

@@ -517,37 +517,6 @@ static void check_long(struct stor *s, struct ref *refs, size_t n)
     assert_int_equal(tu_check(s), 0);
 }
 
-static void transfer(struct stor *from, struct stor *to, uint64_t id)
-{
-    struct stor_shard *sh = stor_shard_get(from, id);
-    struct raft_snapshot_meta meta;
-    assert_int_equal(stor_log_ops.snapshot_meta(sh, &meta), 0);
-    struct stor_batch *b;
-    assert_int_equal(stor_batch_new(&b), 0);
-    bool last = false;
-    for (uint32_t seq = 0; !last; seq++) {
-        void *data;
-        uint32_t len;
-        assert_int_equal(
-            stor_log_ops.snapshot_chunk(sh, meta.index, seq, &data, &len, &last),
-            0);
-        assert_memory_equal(data, "RKS2", 4);
-        struct raft_snap_chunk c = {
-            .meta = meta, .seq = seq, .last = last, .len = len, .data = data};
-        uint32_t op;
-        stor_batch_reset(b);
-        assert_int_equal(stor_batch_stage_chunk(b, id, &c, &op), 0);
-        assert_int_equal(stor_batch_commit(to, b), 0);
-        assert_int_equal(stor_batch_op_status(b, op), 0);
-        free(data);
-    }
-    uint32_t op;
-    stor_batch_reset(b);
-    assert_int_equal(stor_batch_install_snapshot(b, id, &meta, &op), 0);
-    assert_int_equal(stor_batch_commit(to, b), 0);
-    assert_int_equal(stor_batch_op_status(b, op), 0);
-    stor_batch_free(b);
-}
 
 static void test_snapshot_roundtrip_reopen_backup(void **state)
 {
@@ -560,8 +529,8 @@ static void test_snapshot_roundtrip_reopen_backup(void **state)
     struct stor *b = tu_open(dir_b, 0, 2000);
     tu_create_shard(b, 1);
     tu_create_shard(b, 2);
-    transfer(f->s, b, 1);
-    transfer(f->s, b, 2);
+    assert_int_equal(tu_transfer(f->s, b, 1, 0, NULL, NULL), 0);
+    assert_int_equal(tu_transfer(f->s, b, 2, 0, NULL, NULL), 0);
     check_long(b, refs, n);
     for (uint32_t limit = 1; limit <= 5; limit += 4)
         check_scan(b, 1, refs, n, NULL, 0, limit, 0);

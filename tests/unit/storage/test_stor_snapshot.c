@@ -90,43 +90,13 @@ static void long_writes(struct stor *s, uint64_t sh, raft_index first,
     stor_batch_free(b);
 }
 
-/* Exports a shard of `from` chunk by chunk and installs it into `to`. */
+/* Exports a shard of `from` chunk by chunk and installs it into `to`;
+ * each chunk is the target, or one record over it (long_writes: < 6 KiB). */
 static void transfer(struct stor *from, struct stor *to, uint64_t id,
                      struct raft_snapshot_meta *meta_out, uint32_t *chunks)
 {
-    struct stor_shard *sh = stor_shard_get(from, id);
-    struct raft_snapshot_meta meta;
-    assert_int_equal(stor_log_ops.snapshot_meta(sh, &meta), 0);
-    assert_true(meta.index > 0);
-    struct stor_batch *b;
-    assert_int_equal(stor_batch_new(&b), 0);
-    bool last = false;
-    uint32_t seq;
-    for (seq = 0; !last; seq++) {
-        void *data;
-        uint32_t len;
-        assert_int_equal(stor_log_ops.snapshot_chunk(sh, meta.index, seq, &data,
-                                                     &len, &last),
-                         0);
-        /* The target, or one record over it (long_writes: < 6 KiB). */
-        assert_true(len <= 700 + 6144);
-        struct raft_snap_chunk c = {
-            .meta = meta, .seq = seq, .last = last, .len = len, .data = data};
-        uint32_t op;
-        stor_batch_reset(b);
-        assert_int_equal(stor_batch_stage_chunk(b, id, &c, &op), 0);
-        assert_int_equal(stor_batch_commit(to, b), 0);
-        assert_int_equal(stor_batch_op_status(b, op), 0);
-        free(data);
-    }
-    uint32_t op;
-    stor_batch_reset(b);
-    assert_int_equal(stor_batch_install_snapshot(b, id, &meta, &op), 0);
-    assert_int_equal(stor_batch_commit(to, b), 0);
-    assert_int_equal(stor_batch_op_status(b, op), 0);
-    stor_batch_free(b);
-    *meta_out = meta;
-    *chunks = seq;
+    assert_int_equal(tu_transfer(from, to, id, 700 + 6144, meta_out, chunks),
+                     0);
 }
 
 static void assert_same_kv(struct stor *x, struct stor *y, uint64_t id)
