@@ -98,17 +98,23 @@ static void write_hist(FILE *out, const char *name, const char *labels,
     }
 }
 
-static void counter(FILE *out, const char *name, const char *help,
-                    uint64_t v)
+static void sample(FILE *out, const char *name, const char *type,
+                   const char *help, uint64_t v)
 {
-    srv_metrics_family(out, name, "counter", help);
+    srv_metrics_family(out, name, type, help);
     fprintf(out, "%s %" PRIu64 "\n", name, v);
 }
 
-static void gauge(FILE *out, const char *name, const char *help, uint64_t v)
+void srv_metrics_counter(FILE *out, const char *name, const char *help,
+                         uint64_t v)
 {
-    srv_metrics_family(out, name, "gauge", help);
-    fprintf(out, "%s %" PRIu64 "\n", name, v);
+    sample(out, name, "counter", help, v);
+}
+
+void srv_metrics_gauge(FILE *out, const char *name, const char *help,
+                       uint64_t v)
+{
+    sample(out, name, "gauge", help, v);
 }
 
 void srv_metrics_write(const struct srv_metrics *m, FILE *out)
@@ -142,44 +148,47 @@ void srv_metrics_write(const struct srv_metrics *m, FILE *out)
                        "transaction and sync).");
     write_hist(out, "ringkv_storage_sync_duration_seconds", "",
                &m->sync_latency);
-    counter(out, "ringkv_read_index_rounds_total",
-            "ReadIndex rounds (each serves every read queued on a shard).",
-            m->read_rounds_index);
-    counter(out, "ringkv_lease_read_rounds_total",
-            "Lease read rounds answered from the leader's lease.",
-            m->read_rounds_lease);
-    counter(out, "ringkv_storage_batches_total",
-            "Group-commit batches written.", m->storage_batches);
-    counter(out, "ringkv_storage_batch_entries_total",
-            "Raft entries written by group-commit batches.",
-            m->storage_batch_entries);
-    counter(out, "ringkv_peer_bytes_received_total",
-            "Bytes received from peer nodes.", m->peer_bytes_in);
-    counter(out, "ringkv_peer_bytes_sent_total", "Bytes sent to peer nodes.",
-            m->peer_bytes_out);
-    counter(out, "ringkv_peer_messages_received_total",
-            "Raft messages received from peer nodes.", m->peer_msgs_in);
-    counter(out, "ringkv_peer_messages_sent_total",
-            "Raft messages sent to peer nodes.", m->peer_msgs_out);
-    counter(out, "ringkv_peer_frames_received_total",
-            "Peer batches (frames) received.", m->peer_frames_in);
-    counter(out, "ringkv_peer_frames_sent_total",
-            "Peer batches (frames) sent.", m->peer_frames_out);
-    counter(out, "ringkv_client_bytes_received_total",
-            "Bytes received from clients.", m->client_bytes_in);
-    counter(out, "ringkv_client_bytes_sent_total", "Bytes sent to clients.",
-            m->client_bytes_out);
-    counter(out, "ringkv_client_connections_total",
-            "Client connections accepted.", m->client_conns_accepted);
-    counter(out, "ringkv_client_connections_rejected_total",
-            "Client connections closed for bad input.",
-            m->client_conns_closed_bad);
-    gauge(out, "ringkv_client_connections", "Open client connections.",
-          m->client_conns_open);
-    gauge(out, "ringkv_peer_connections", "Open peer connections.",
-          m->peer_conns_open);
-    gauge(out, "ringkv_start_time_seconds",
-          "Unix time at which the node started.", m->start_time_s);
+    srv_metrics_counter(
+        out, "ringkv_read_index_rounds_total",
+        "ReadIndex rounds (each serves every read queued on a shard).",
+        m->read_rounds_index);
+    srv_metrics_counter(out, "ringkv_lease_read_rounds_total",
+                        "Lease read rounds answered from the leader's lease.",
+                        m->read_rounds_lease);
+    srv_metrics_counter(out, "ringkv_storage_batches_total",
+                        "Group-commit batches written.", m->storage_batches);
+    srv_metrics_counter(out, "ringkv_storage_batch_entries_total",
+                        "Raft entries written by group-commit batches.",
+                        m->storage_batch_entries);
+    srv_metrics_counter(out, "ringkv_peer_bytes_received_total",
+                        "Bytes received from peer nodes.", m->peer_bytes_in);
+    srv_metrics_counter(out, "ringkv_peer_bytes_sent_total",
+                        "Bytes sent to peer nodes.", m->peer_bytes_out);
+    srv_metrics_counter(out, "ringkv_peer_messages_received_total",
+                        "Raft messages received from peer nodes.",
+                        m->peer_msgs_in);
+    srv_metrics_counter(out, "ringkv_peer_messages_sent_total",
+                        "Raft messages sent to peer nodes.", m->peer_msgs_out);
+    srv_metrics_counter(out, "ringkv_peer_frames_received_total",
+                        "Peer batches (frames) received.", m->peer_frames_in);
+    srv_metrics_counter(out, "ringkv_peer_frames_sent_total",
+                        "Peer batches (frames) sent.", m->peer_frames_out);
+    srv_metrics_counter(out, "ringkv_client_bytes_received_total",
+                        "Bytes received from clients.", m->client_bytes_in);
+    srv_metrics_counter(out, "ringkv_client_bytes_sent_total",
+                        "Bytes sent to clients.", m->client_bytes_out);
+    srv_metrics_counter(out, "ringkv_client_connections_total",
+                        "Client connections accepted.",
+                        m->client_conns_accepted);
+    srv_metrics_counter(out, "ringkv_client_connections_rejected_total",
+                        "Client connections closed for bad input.",
+                        m->client_conns_closed_bad);
+    srv_metrics_gauge(out, "ringkv_client_connections",
+                      "Open client connections.", m->client_conns_open);
+    srv_metrics_gauge(out, "ringkv_peer_connections", "Open peer connections.",
+                      m->peer_conns_open);
+    srv_metrics_gauge(out, "ringkv_start_time_seconds",
+                      "Unix time at which the node started.", m->start_time_s);
 }
 
 /* ---------------------------------------------------------------- HTTP */

@@ -80,6 +80,11 @@ void srv_metrics_write(const struct srv_metrics *m, FILE *out);
 /* Writes a HELP and TYPE header for a family the caller then fills. */
 void srv_metrics_family(FILE *out, const char *name, const char *type,
                         const char *help);
+/* A family with one unlabelled sample: its HELP/TYPE lines, "name v". */
+void srv_metrics_counter(FILE *out, const char *name, const char *help,
+                         uint64_t v);
+void srv_metrics_gauge(FILE *out, const char *name, const char *help,
+                       uint64_t v);
 
 /* ---------------------------------------------------------------- HTTP */
 

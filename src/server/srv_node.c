@@ -269,21 +269,18 @@ static void render_metrics(void *data, FILE *out)
     srv_metrics_write(&s->metrics, out);
     struct stor_stats ss;
     stor_stats(s->stor, &ss);
-    srv_metrics_family(out, "ringkv_storage_commits_total", "counter",
-                       "LMDB write transactions committed (one per batch, "
-                       "or one for several merged batches).");
-    fprintf(out, "ringkv_storage_commits_total %" PRIu64 "\n",
-            ss.batches - ss.merged_batches);
-    srv_metrics_family(out, "ringkv_storage_lazy_commits_total", "counter",
-                       "Commits that needed no durability (one data flush, "
-                       "no meta sync).");
-    fprintf(out, "ringkv_storage_lazy_commits_total %" PRIu64 "\n",
-            ss.lazy_batches);
-    srv_metrics_family(out, "ringkv_storage_merged_batches_total", "counter",
-                       "Batches that shared the commit of an earlier lazy "
-                       "batch instead of paying their own.");
-    fprintf(out, "ringkv_storage_merged_batches_total %" PRIu64 "\n",
-            ss.merged_batches);
+    srv_metrics_counter(out, "ringkv_storage_commits_total",
+                        "LMDB write transactions committed (one per batch, "
+                        "or one for several merged batches).",
+                        ss.batches - ss.merged_batches);
+    srv_metrics_counter(out, "ringkv_storage_lazy_commits_total",
+                        "Commits that needed no durability (one data flush, "
+                        "no meta sync).",
+                        ss.lazy_batches);
+    srv_metrics_counter(out, "ringkv_storage_merged_batches_total",
+                        "Batches that shared the commit of an earlier lazy "
+                        "batch instead of paying their own.",
+                        ss.merged_batches);
     srv_metrics_family(out, "ringkv_shard_term", "gauge",
                        "Current Raft term of each hosted shard.");
     for (uint64_t id = 0; id < s->groups_cap; id++) {
@@ -327,43 +324,36 @@ static void render_metrics(void *data, FILE *out)
         leaders += g->role == RAFT_LEADER;
         quiesced += g->quiesced;
     }
-    srv_metrics_family(out, "ringkv_shards_hosted", "gauge",
-                       "Shard replicas hosted by this node.");
-    fprintf(out, "ringkv_shards_hosted %u\n", s->n_groups);
-    srv_metrics_family(out, "ringkv_shards_leading", "gauge",
-                       "Hosted shards this node leads.");
-    fprintf(out, "ringkv_shards_leading %" PRIu64 "\n", leaders);
-    srv_metrics_family(out, "ringkv_shards_quiesced", "gauge",
-                       "Hosted shards that stopped ticking (idle).");
-    fprintf(out, "ringkv_shards_quiesced %" PRIu64 "\n", quiesced);
-    srv_metrics_family(out, "ringkv_map_epoch", "gauge",
-                       "Epoch of the shard map this node routes with.");
-    fprintf(out, "ringkv_map_epoch %" PRIu64 "\n", srv_meta_epoch(s));
-    srv_metrics_family(out, "ringkv_moves_in_flight", "gauge",
-                       "Replica moves the meta leader waits for (0 on "
-                       "other nodes).");
-    fprintf(out, "ringkv_moves_in_flight %u\n", srv_rebalance_moves(s));
-    srv_metrics_family(out, "ringkv_splits_applied_total", "counter",
-                       "Shard splits this node applied (a SPLIT entry of a "
-                       "donor replica).");
-    fprintf(out, "ringkv_splits_applied_total %" PRIu64 "\n",
-            s->metrics.splits_applied);
-    srv_metrics_family(out, "ringkv_splits_started_total", "counter",
-                       "Splits begun through this node (meta leader).");
-    fprintf(out, "ringkv_splits_started_total %" PRIu64 "\n",
-            s->metrics.splits_started);
-    srv_metrics_family(out, "ringkv_splits_finished_total", "counter",
-                       "Splits switched over in the map through this node "
-                       "(meta leader).");
-    fprintf(out, "ringkv_splits_finished_total %" PRIu64 "\n",
-            s->metrics.splits_finished);
-    srv_metrics_family(out, "ringkv_splits_in_flight", "gauge",
-                       "Splits the map records as in flight.");
-    fprintf(out, "ringkv_splits_in_flight %u\n",
-            srv_meta_map(s)->n_moves > 0 ? 1u : 0u);
-    srv_metrics_family(out, "ringkv_fail_stop", "gauge",
-                       "1 after a storage failure stopped the node.");
-    fprintf(out, "ringkv_fail_stop %d\n", s->failstop ? 1 : 0);
+    srv_metrics_gauge(out, "ringkv_shards_hosted",
+                      "Shard replicas hosted by this node.", s->n_groups);
+    srv_metrics_gauge(out, "ringkv_shards_leading",
+                      "Hosted shards this node leads.", leaders);
+    srv_metrics_gauge(out, "ringkv_shards_quiesced",
+                      "Hosted shards that stopped ticking (idle).", quiesced);
+    srv_metrics_gauge(out, "ringkv_map_epoch",
+                      "Epoch of the shard map this node routes with.",
+                      srv_meta_epoch(s));
+    srv_metrics_gauge(out, "ringkv_moves_in_flight",
+                      "Replica moves the meta leader waits for (0 on "
+                      "other nodes).",
+                      srv_rebalance_moves(s));
+    srv_metrics_counter(out, "ringkv_splits_applied_total",
+                        "Shard splits this node applied (a SPLIT entry of a "
+                        "donor replica).",
+                        s->metrics.splits_applied);
+    srv_metrics_counter(out, "ringkv_splits_started_total",
+                        "Splits begun through this node (meta leader).",
+                        s->metrics.splits_started);
+    srv_metrics_counter(out, "ringkv_splits_finished_total",
+                        "Splits switched over in the map through this node "
+                        "(meta leader).",
+                        s->metrics.splits_finished);
+    srv_metrics_gauge(out, "ringkv_splits_in_flight",
+                      "Splits the map records as in flight.",
+                      srv_meta_map(s)->n_moves > 0 ? 1u : 0u);
+    srv_metrics_gauge(out, "ringkv_fail_stop",
+                      "1 after a storage failure stopped the node.",
+                      s->failstop ? 1 : 0);
 }
 
 static bool health(void *data, FILE *out)
