@@ -237,3 +237,24 @@ int tu_transfer(struct stor *from, struct stor *to, uint64_t id,
         *chunks = seq;
     return 0;
 }
+
+void tu_join_entries(struct raft_entry ents[4], uint8_t cc[3][9],
+                     uint64_t removed)
+{
+    const uint8_t type[3] = {RAFT_CC_ADD_LEARNER, RAFT_CC_PROMOTE,
+                             RAFT_CC_REMOVE};
+    const uint64_t node[3] = {4, 4, removed};
+    ents[0] =
+        (struct raft_entry){.term = 1, .index = 1, .type = RAFT_ENTRY_NOOP};
+    for (int i = 0; i < 3; i++) {
+        memset(cc[i], 0, 9);
+        cc[i][0] = type[i];
+        for (int k = 0; k < 8; k++)
+            cc[i][1 + k] = (uint8_t)(node[i] >> (56 - 8 * k));
+        ents[i + 1] = (struct raft_entry){.term = 1,
+                                          .index = (raft_index)i + 2,
+                                          .type = RAFT_ENTRY_CONF,
+                                          .len = 9,
+                                          .data = cc[i]};
+    }
+}

@@ -46,6 +46,12 @@ int tu_append_apply(struct stor *s, uint64_t shard, uint64_t first, uint32_t n,
  * each and installs the snapshot there. meta_out and chunks (both may be
  * NULL) get its metadata and chunk count. 0, or -1 with the reason on
  * stderr. */
+/* The log of node 4 joining a group of {1,2,3} through its learner:
+ * entries 1-4 of term 1 = no-op, add-learner 4, promote 4, remove
+ * `removed`, in tu_conf_decode's format; cc holds the changes' bytes. */
+void tu_join_entries(struct raft_entry ents[4], uint8_t cc[3][9],
+                     uint64_t removed);
+
 int tu_transfer(struct stor *from, struct stor *to, uint64_t id,
                 uint32_t max_len, struct raft_snapshot_meta *meta_out,
                 uint32_t *chunks);

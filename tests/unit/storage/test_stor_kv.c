@@ -370,18 +370,9 @@ static void test_learned_bootstrap_conf_is_applied_base(void **state)
     assert_int_equal(stor_batch_create_shard(f->b, 2, &empty), 0);
     assert_int_equal(stor_batch_commit(f->s, f->b), 0);
     /* Node 4 joins {1,2,3}: add-learner 4, promote 4, remove 1. */
-    uint8_t add4[9] = {RAFT_CC_ADD_LEARNER, 0, 0, 0, 0, 0, 0, 0, 4};
-    uint8_t pro4[9] = {RAFT_CC_PROMOTE, 0, 0, 0, 0, 0, 0, 0, 4};
-    uint8_t rem1[9] = {RAFT_CC_REMOVE, 0, 0, 0, 0, 0, 0, 0, 1};
-    struct raft_entry ents[4] = {
-        {.term = 1, .index = 1, .type = RAFT_ENTRY_NOOP},
-        {.term = 1, .index = 2, .type = RAFT_ENTRY_CONF, .len = 9,
-         .data = add4},
-        {.term = 1, .index = 3, .type = RAFT_ENTRY_CONF, .len = 9,
-         .data = pro4},
-        {.term = 1, .index = 4, .type = RAFT_ENTRY_CONF, .len = 9,
-         .data = rem1},
-    };
+    struct raft_entry ents[4];
+    uint8_t cc[3][9];
+    tu_join_entries(ents, cc, 1);
     struct raft_conf_state boot = {.n_voters = 3, .voters = {1, 2, 3}};
     /* As stor_batch_add_ready orders them: entries, then the conf; the
      * first two entries are applied in the same batch, the rest later. */

@@ -599,18 +599,10 @@ static void test_joined_replica_applied_conf(void **state)
     assert_int_equal(stor_batch_new(&b), 0);
     assert_int_equal(stor_batch_create_shard(b, 1, &empty), 0);
     assert_int_equal(stor_batch_commit(f->a, b), 0);
-    uint8_t add4[9] = {RAFT_CC_ADD_LEARNER, 0, 0, 0, 0, 0, 0, 0, 4};
-    uint8_t pro4[9] = {RAFT_CC_PROMOTE, 0, 0, 0, 0, 0, 0, 0, 4};
-    uint8_t rm2[9] = {RAFT_CC_REMOVE, 0, 0, 0, 0, 0, 0, 0, 2};
-    struct raft_entry ents[4] = {
-        {.term = 1, .index = 1, .type = RAFT_ENTRY_NOOP},
-        {.term = 1, .index = 2, .type = RAFT_ENTRY_CONF, .len = 9,
-         .data = add4},
-        {.term = 1, .index = 3, .type = RAFT_ENTRY_CONF, .len = 9,
-         .data = pro4},
-        {.term = 1, .index = 4, .type = RAFT_ENTRY_CONF, .len = 9,
-         .data = rm2},
-    };
+    /* Node 4 joins {1,2,3}: add-learner 4, promote 4, remove 2. */
+    struct raft_entry ents[4];
+    uint8_t cc[3][9];
+    tu_join_entries(ents, cc, 2);
     struct raft_ready rd;
     memset(&rd, 0, sizeof rd);
     rd.entries = ents;
