@@ -247,7 +247,6 @@ void tu_join_entries(struct raft_entry ents[4], uint8_t cc[3][9],
     ents[0] =
         (struct raft_entry){.term = 1, .index = 1, .type = RAFT_ENTRY_NOOP};
     for (int i = 0; i < 3; i++) {
-        memset(cc[i], 0, 9);
         cc[i][0] = type[i];
         for (int k = 0; k < 8; k++)
             cc[i][1 + k] = (uint8_t)(node[i] >> (56 - 8 * k));
