@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rk_buf.h"
 #include "stor_int.h"
 
 /*
@@ -137,28 +138,6 @@ static bool in_arcs(const struct stor_cmd *c, uint64_t h)
     return false;
 }
 
-/* A growable copy buffer for one record (LMDB's pointers die with the next
- * write in the txn). */
-struct cbuf {
-    uint8_t *p;
-    size_t cap;
-};
-
-static int cbuf_fit(struct cbuf *b, size_t n)
-{
-    if (n <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < n)
-        cap *= 2;
-    uint8_t *p = realloc(b->p, cap);
-    if (p == NULL)
-        return RK_ENOMEM;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
 static bool reserved(const uint8_t *key, size_t klen)
 {
     return klen >= STOR_RESERVED_PREFIX_LEN &&
@@ -175,7 +154,8 @@ static int move_kv(struct stor *s, MDB_txn *txn, uint64_t from, uint64_t to,
                    const struct stor_cmd *c)
 {
     MDB_cursor *cur;
-    struct cbuf kb = {0}, vb = {0};
+    /* Copies of the entry (LMDB's pointers die with the next write). */
+    struct rk_buf kb = {0}, vb = {0};
     int rc = 0;
     int mrc = mdb_cursor_open(txn, s->dbi_kv, &cur);
     if (mrc)
@@ -186,13 +166,14 @@ static int move_kv(struct stor *s, MDB_txn *txn, uint64_t from, uint64_t to,
     mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     while (rc == 0 && mrc == 0 && k.mv_size >= 8 &&
            memcmp(k.mv_data, pfx, 8) == 0) {
-        if ((rc = cbuf_fit(&kb, k.mv_size)) || (rc = cbuf_fit(&vb, v.mv_size)))
+        rk_buf_reset(&kb);
+        rk_buf_reset(&vb);
+        if ((rc = rk_buf_append(&kb, k.mv_data, k.mv_size)) ||
+            (rc = rk_buf_append(&vb, v.mv_data, v.mv_size)))
             break;
-        size_t ksz = k.mv_size;
-        memcpy(kb.p, k.mv_data, ksz);
-        memcpy(vb.p, v.mv_data, v.mv_size);
-        MDB_val ck = {.mv_size = ksz, .mv_data = kb.p};
-        MDB_val cv = {.mv_size = v.mv_size, .mv_data = vb.p};
+        size_t ksz = kb.len;
+        MDB_val ck = {.mv_size = ksz, .mv_data = kb.data};
+        MDB_val cv = {.mv_size = vb.len, .mv_data = vb.data};
         struct stor__kvslot it;
         struct stor__kvrec r;
         bool wrote = false;
@@ -220,12 +201,12 @@ static int move_kv(struct stor *s, MDB_txn *txn, uint64_t from, uint64_t to,
          * the records that stay). */
         k = ck;
         mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        if (mrc == 0 && k.mv_size == ksz && memcmp(k.mv_data, kb.p, ksz) == 0)
+        if (mrc == 0 && k.mv_size == ksz && memcmp(k.mv_data, kb.data, ksz) == 0)
             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
     mdb_cursor_close(cur);
-    free(kb.p);
-    free(vb.p);
+    rk_buf_free(&kb);
+    rk_buf_free(&vb);
     if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
         rc = stor__from_mdb(mrc);
     return rc;
