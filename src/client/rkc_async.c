@@ -252,11 +252,14 @@ struct rkc_op *rkc_op_new(struct ringkv_async *a, uint8_t kind,
     return op;
 }
 
-/* A free session (a new one when all are busy). */
-static int session_take(struct ringkv_async *a, uint32_t *out)
+/* A free session of the shard's list (a new one when all are busy). A list
+ * has room for every session it owns, so giving one back cannot fail. */
+int rkc__session_take(struct ringkv_async *a, uint64_t shard, uint32_t *out)
 {
-    if (a->n_free_sess > 0) {
-        *out = a->free_sess[--a->n_free_sess];
+    uint32_t pool = (uint32_t)(shard % RKC_SESS_POOLS);
+    struct rkc_sess_pool *p = &a->sess_pool[pool];
+    if (p->n > 0) {
+        *out = p->free[--p->n];
         return 0;
     }
     if (a->n_sess == a->cap_sess) {
@@ -265,26 +268,39 @@ static int session_take(struct ringkv_async *a, uint32_t *out)
         if (ns == NULL)
             return -1;
         a->sess = ns;
-        uint32_t *nf = realloc(a->free_sess, cap * sizeof(*nf));
+        a->cap_sess = cap;
+    }
+    if (p->cap == p->owned) {
+        /* Room for every session of this list, all of which may come back
+         * at once. */
+        uint32_t cap = p->cap ? p->cap * 2 : 4;
+        uint32_t *nf = realloc(p->free, cap * sizeof(*nf));
         if (nf == NULL)
             return -1;
-        a->free_sess = nf;
-        a->cap_sess = cap;
+        p->free = nf;
+        p->cap = cap;
     }
     /* Ids follow the first one: distinct, and tied to this handle. */
     a->sess[a->n_sess] = (struct rkc_session){
-        .id = a->client_id + a->n_sess, .seq = 0};
+        .id = a->client_id + a->n_sess, .seq = 0, .pool = pool};
+    p->owned++;
     if (a->sess[a->n_sess].id == 0)
         a->sess[a->n_sess].id = 1;
     *out = a->n_sess++;
     return 0;
 }
 
+void rkc__session_give(struct ringkv_async *a, uint32_t sess)
+{
+    struct rkc_sess_pool *p = &a->sess_pool[a->sess[sess].pool];
+    p->free[p->n++] = sess;
+}
+
 void rkc_op_free(struct rkc_op *op)
 {
     struct ringkv_async *a = op->a;
     if (op->seq != 0)
-        a->free_sess[a->n_free_sess++] = op->sess;
+        rkc__session_give(a, op->sess);
     a->slots[op->slot] = NULL;
     a->free_slots[a->n_free++] = op->slot;
     free(op->start_after);
@@ -699,6 +715,17 @@ static void dispatch(struct rkc_op *op)
     if (op->kind == RKC_GET || op->kind == RKC_PUT || op->kind == RKC_DEL ||
         op->kind == RKC_CAS)
         op->shard = shard_ring_lookup(&a->ring, op->key, op->klen);
+    if (!op->sess_tried && (op->kind == RKC_PUT || op->kind == RKC_DEL ||
+                            op->kind == RKC_CAS)) {
+        /* Once, at the first routing: the seq stays the same for every try
+         * (a retry that lands on another shard after a split keeps it; the
+         * session is still held by this op alone). */
+        op->sess_tried = true;
+        if (rkc__session_take(a, op->shard, &op->sess) == 0)
+            op->seq = ++a->sess[op->sess].seq;
+        /* else: no memory for a session: sent without one (seq 0), so a
+         * retry of it could apply twice; only under memory exhaustion. */
+    }
     struct rkc_node *n = pick_node(op, now);
     if (n == NULL) {
         if (op->errmsg[0] == '\0')
@@ -743,12 +770,6 @@ void rkc_op_submit(struct rkc_op *op)
     struct ringkv_async *a = op->a;
     op->t_start = rkc_now();
     op->deadline = op->t_start + (uint64_t)a->o.timeout_ms * MS;
-    if (op->kind == RKC_PUT || op->kind == RKC_DEL || op->kind == RKC_CAS) {
-        if (session_take(a, &op->sess) == 0)
-            op->seq = ++a->sess[op->sess].seq;
-        /* else: no memory for a session: sent without one (seq 0), so a
-         * retry of it could apply twice; only under memory exhaustion. */
-    }
     rk_list_push_tail(&a->ops, &op->link);
     a->n_ops++;
     if (!uv_is_active((uv_handle_t *)&a->sweeper))
@@ -1098,7 +1119,8 @@ void rkc_async_free_state(struct ringkv_async *a)
     free(a->slots);
     free(a->free_slots);
     free(a->sess);
-    free(a->free_sess);
+    for (uint32_t i = 0; i < RKC_SESS_POOLS; i++)
+        free(a->sess_pool[i].free);
     free(a->endpoints);
 }
 

@@ -75,6 +75,7 @@ struct rkc_op {
     uint64_t rid;      /* request id of the try in flight (0: none) */
     uint64_t seq;      /* session sequence number (writes) */
     uint32_t sess;     /* writes: index of the session held */
+    bool sess_tried;   /* writes: a session was taken (or none could be) */
     uint64_t shard;    /* scan/admin target shard */
     uint64_t arg_node; /* admin: node id */
     uint64_t expect_rev;
@@ -108,7 +109,22 @@ struct rkc_conn {
 
 struct rkc_session {
     uint64_t id;
-    uint64_t seq; /* the last seq used */
+    uint64_t seq;  /* the last seq used */
+    uint32_t pool; /* the free list it returns to (shard % RKC_SESS_POOLS) */
+};
+
+/* Free sessions are kept per shard (shards beyond the count share a list):
+ * the server keeps one session record per (shard, client id), so a write
+ * takes a session that already wrote to its shard. With one shared list,
+ * C concurrent writers over S shards left C x S session records on the
+ * servers (16,384 for 256 writers on 64 shards, each written once per put
+ * into a random LMDB leaf); per shard it is about the peak of writes in
+ * flight to that shard, summed over the shards. */
+#define RKC_SESS_POOLS 256u
+struct rkc_sess_pool {
+    uint32_t *free; /* indexes into ringkv_async.sess */
+    uint32_t n, cap;
+    uint32_t owned; /* sessions whose list this is (cap >= owned) */
 };
 
 struct rkc_shard {
@@ -137,8 +153,7 @@ struct ringkv_async {
      * has in flight (the server's per-session window stays small). */
     struct rkc_session *sess;
     uint32_t n_sess, cap_sess;
-    uint32_t *free_sess;
-    uint32_t n_free_sess;
+    struct rkc_sess_pool sess_pool[RKC_SESS_POOLS];
     uint64_t rid_gen;
     bool closing;
     unsigned open_handles;
@@ -183,6 +198,10 @@ void rkc_op_submit(struct rkc_op *op);
 /* Releases an op that was never submitted. */
 void rkc_op_free(struct rkc_op *op);
 void rkc_async_free_state(struct ringkv_async *a);
+/* Sessions (exactly-once writes): a free one of the shard's list, or a new
+ * one (-1 only when out of memory); and giving it back to its list. */
+int rkc__session_take(struct ringkv_async *a, uint64_t shard, uint32_t *out);
+void rkc__session_give(struct ringkv_async *a, uint32_t sess);
 struct rkc_node *rkc_node_by_id(struct ringkv_async *a, uint64_t id);
 struct rkc_shard *rkc_shard_by_id(struct ringkv_async *a, uint64_t id);
 ringkv_status rkc_status_from_wire(int status);
