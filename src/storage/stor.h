@@ -93,8 +93,12 @@
 #define STOR_SNAP_CHUNK_DEFAULT (1u << 20)
 /* Exactly-once window: seqs below max_seq - 63 are "too old" (RK_ESTALE). */
 #define STOR_SESSION_WINDOW 64u
-/* Replies kept per client session (the most recent ones). */
-#define STOR_SESSION_REPLIES 8u
+/* Replies kept per client session: the newest one. libringkv holds a
+ * session for one write at a time, so a retry carries the session's newest
+ * seq; an older applied seq is answered RK_ESTALE with STOR_RES_DUPLICATE.
+ * (Eight slots made a 256-byte record written per put per shard; records of
+ * that older form are still read, see stor_kv.c.) */
+#define STOR_SESSION_REPLIES 1u
 /* Log entries deleted per shard per batch by compaction. */
 #define STOR_COMPACT_STEP 4096u
 

@@ -186,7 +186,7 @@ static int check_sess(struct ctx *c, struct shard_info *si, const uint8_t *k,
 {
     (void)k;
     (void)arg;
-    if (klen != 8 || v->mv_size != STOR__SESS_SIZE) {
+    if (klen != 8 || !stor__sess_size_ok(v->mv_size)) {
         rk_errf(c->err, "sessions of shard %llu: malformed record",
                 (unsigned long long)si->id);
         return -1;

@@ -345,8 +345,12 @@ int stor__install(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
  * exclusively. */
 void stor__exports_kill_all(struct stor *s);
 void stor__exports_close(struct stor *s);
-/* Session record size. */
+/* Session record size, and the largest one read (records of the eight-slot
+ * form written by earlier builds); stor__sess_size_ok says whether a
+ * stored or received session record has a size a session can have. */
 #define STOR__SESS_SIZE (8 + 8 + 8 + STOR_SESSION_REPLIES * 29)
+#define STOR__SESS_SIZE_MAX (8 + 8 + 8 + 8 * 29)
+bool stor__sess_size_ok(size_t len);
 
 /* Splits (stor_split.c). Applies a SPLIT command of shard sh at `index`
  * (fills res; transaction failures are returned). */

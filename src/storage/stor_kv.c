@@ -42,21 +42,51 @@ static void sess_encode(const struct sess *ss, uint8_t *p)
     }
 }
 
+bool stor__sess_size_ok(size_t len)
+{
+    return len == STOR__SESS_SIZE || len == STOR__SESS_SIZE_MAX;
+}
+
+/* Puts reply x in a free slot, else in place of the oldest kept one (always
+ * when recording, only if x is newer when reading old records). */
+static void sess_keep(struct sess *ss, const struct sess_reply *x,
+                      bool only_newer)
+{
+    unsigned victim = 0;
+    for (unsigned i = 0; i < STOR_SESSION_REPLIES; i++) {
+        if (ss->r[i].seq == 0) {
+            victim = i;
+            break;
+        }
+        if (ss->r[i].seq < ss->r[victim].seq)
+            victim = i;
+    }
+    if (!only_newer || ss->r[victim].seq < x->seq)
+        ss->r[victim] = *x;
+}
+
+/* Reads a record of STOR__SESS_SIZE, or of the older eight-slot form
+ * (STOR__SESS_SIZE_MAX: same header, more slots), keeping its newest
+ * replies; the next store writes the current form. */
 static int sess_decode(const void *buf, size_t len, struct sess *ss)
 {
     const uint8_t *p = buf;
-    if (len != STOR__SESS_SIZE)
+    if (!stor__sess_size_ok(len))
         return RK_ECORRUPT;
+    memset(ss, 0, sizeof(*ss));
     ss->max_seq = stor__get64(p);
     ss->bitmap = stor__get64(p + 8);
     ss->last_index = stor__get64(p + 16);
     p += 24;
-    for (unsigned i = 0; i < STOR_SESSION_REPLIES; i++, p += SLOT_SIZE) {
-        ss->r[i].seq = stor__get64(p);
-        ss->r[i].status = (int32_t)stor__get32(p + 8);
-        ss->r[i].revision = stor__get64(p + 12);
-        ss->r[i].prev_revision = stor__get64(p + 20);
-        ss->r[i].flags = p[28];
+    for (size_t i = 0; i < (len - 24) / SLOT_SIZE; i++, p += SLOT_SIZE) {
+        struct sess_reply x;
+        x.seq = stor__get64(p);
+        x.status = (int32_t)stor__get32(p + 8);
+        x.revision = stor__get64(p + 12);
+        x.prev_revision = stor__get64(p + 20);
+        x.flags = p[28];
+        if (x.seq != 0)
+            sess_keep(ss, &x, true);
     }
     return 0;
 }
@@ -106,20 +136,12 @@ static void sess_record(struct sess *ss, const struct stor_result *res)
         ss->bitmap |= (uint64_t)1 << (ss->max_seq - res->seq);
     }
     ss->last_index = res->index;
-    unsigned victim = 0;
-    for (unsigned i = 0; i < STOR_SESSION_REPLIES; i++) {
-        if (ss->r[i].seq == 0) {
-            victim = i;
-            break;
-        }
-        if (ss->r[i].seq < ss->r[victim].seq)
-            victim = i;
-    }
-    ss->r[victim].seq = res->seq;
-    ss->r[victim].status = res->status;
-    ss->r[victim].revision = res->revision;
-    ss->r[victim].prev_revision = res->prev_revision;
-    ss->r[victim].flags = res->flags;
+    struct sess_reply x = {.seq = res->seq,
+                           .status = res->status,
+                           .revision = res->revision,
+                           .prev_revision = res->prev_revision,
+                           .flags = res->flags};
+    sess_keep(ss, &x, false);
 }
 
 /* ------------------------------------------------------ key encoding */
@@ -453,7 +475,7 @@ static int expire_sessions(struct stor *s, MDB_txn *txn, uint64_t shard,
         return stor__from_mdb(rc);
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     while (rc == 0 && k.mv_size == 16 && stor__get64(k.mv_data) == shard) {
-        if (v.mv_size != STOR__SESS_SIZE) {
+        if (!stor__sess_size_ok(v.mv_size)) {
             rc = MDB_CORRUPTED;
             break;
         }

@@ -340,7 +340,7 @@ static int cut_chunk(struct stor *s, struct stor_export *e, uint32_t seq,
                     goto out;
                 }
             } else {
-                if (klen != 8 || v.mv_size != STOR__SESS_SIZE) {
+                if (klen != 8 || !stor__sess_size_ok(v.mv_size)) {
                     rc = RK_ECORRUPT;
                     goto out;
                 }
@@ -608,7 +608,8 @@ static int walk_chunk(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
             const void *client, *val;
             uint32_t vlen;
             if (!stor__rd_bytes(&r, 8, &client) || !stor__rd_u32(&r, &vlen) ||
-                vlen != STOR__SESS_SIZE || !stor__rd_bytes(&r, vlen, &val))
+                !stor__sess_size_ok(vlen) ||
+                !stor__rd_bytes(&r, vlen, &val))
                 return RK_EPROTO;
             if (write) {
                 uint8_t sk[16];

@@ -217,7 +217,7 @@ static int copy_sessions(struct stor *s, MDB_txn *txn, uint64_t from,
                          uint64_t to)
 {
     MDB_cursor *cur;
-    uint8_t kb[16], vb[STOR__SESS_SIZE];
+    uint8_t kb[16], vb[STOR__SESS_SIZE_MAX];
     int mrc = mdb_cursor_open(txn, s->dbi_sess, &cur);
     if (mrc)
         return stor__from_mdb(mrc);
@@ -225,15 +225,15 @@ static int copy_sessions(struct stor *s, MDB_txn *txn, uint64_t from,
     MDB_val k = {.mv_size = 8, .mv_data = kb}, v;
     mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     while (mrc == 0 && k.mv_size == 16 && stor__get64(k.mv_data) == from) {
-        if (v.mv_size != STOR__SESS_SIZE) {
+        if (!stor__sess_size_ok(v.mv_size)) {
             mrc = MDB_CORRUPTED;
             break;
         }
         memcpy(kb, k.mv_data, 16);
-        memcpy(vb, v.mv_data, STOR__SESS_SIZE);
+        memcpy(vb, v.mv_data, v.mv_size);
         stor__put64(kb, to);
         MDB_val nk = {.mv_size = 16, .mv_data = kb};
-        MDB_val nv = {.mv_size = STOR__SESS_SIZE, .mv_data = vb};
+        MDB_val nv = {.mv_size = v.mv_size, .mv_data = vb};
         if ((mrc = mdb_put(txn, s->dbi_sess, &nk, &nv, 0)))
             break;
         /* Seek past the copied client in the donor's range. */

@@ -227,6 +227,101 @@ static void test_scan(void **state)
     assert_int_equal(sc.n, 0);
 }
 
+/* Writes a session record of the eight-slot form earlier builds wrote
+ * (STOR__SESS_SIZE_MAX bytes) straight into the closed store's LMDB: the
+ * header, then replies for seqs `seqs` (revision seq * 10) in that order. */
+static void put_old_session(const char *dir, uint64_t shard, uint64_t client,
+                            uint64_t max_seq, uint64_t bitmap,
+                            uint64_t last_index, const uint64_t *seqs,
+                            unsigned n)
+{
+    uint8_t kb[16], vb[STOR__SESS_SIZE_MAX];
+    memset(vb, 0, sizeof(vb));
+    stor__put64(kb, shard);
+    stor__put64(kb + 8, client);
+    stor__put64(vb, max_seq);
+    stor__put64(vb + 8, bitmap);
+    stor__put64(vb + 16, last_index);
+    assert_true(n <= 8);
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *p = vb + 24 + i * 29;
+        stor__put64(p, seqs[i]);
+        stor__put64(p + 12, seqs[i] * 10);
+    }
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "sessions", 0, &dbi), 0);
+    MDB_val k = {.mv_size = 16, .mv_data = kb},
+            v = {.mv_size = sizeof(vb), .mv_data = vb};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* Sessions written by earlier builds (eight reply slots, 256 bytes) keep
+ * deduplicating: the newest reply is kept, older applied seqs are refused
+ * and never re-applied, and the next write stores the one-slot form. */
+static void test_sessions_old_records(void **state)
+{
+    struct fx *f = *state;
+    stor_close(f->s);
+    const uint64_t seqs[] = {5, 1, 2, 3, 4};
+    put_old_session(f->dir, 1, 90, 5, 0x1f, 0, seqs, 5);
+    put_old_session(f->dir, 1, 91, 1, 0x1, 0, seqs + 1, 1);
+    f->s = tu_open(f->dir, 0, 0);
+
+    struct stor_result r = put(f, 90, 5, "k", "retry of 5");
+    assert_true(r.flags & STOR_RES_DUPLICATE);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.revision, 50);
+    r = put(f, 90, 3, "k", "retry of 3");
+    assert_true(r.flags & STOR_RES_DUPLICATE);
+    assert_int_equal(r.status, RK_ESTALE);
+    expect_kv(f, "k", NULL, 0);
+    r = put(f, 90, 6, "k", "six");
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.flags, 0);
+    expect_kv(f, "k", "six", r.index);
+    r = put(f, 90, 6, "k", "retry of 6");
+    assert_true(r.flags & STOR_RES_DUPLICATE);
+    assert_int_equal(r.revision, r.index - 1);
+    uint64_t last;
+    assert_int_equal(stor_session_last_seq(f->s, 1, 90, &last), 0);
+    assert_int_equal(last, 6);
+
+    /* Client 90's record is now of the current size; 91's is still old
+     * (and passes the check in teardown). */
+    stor_close(f->s);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    uint8_t kb[16];
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    assert_int_equal(mdb_env_open(env, f->dir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "sessions", 0, &dbi), 0);
+    stor__put64(kb, 1);
+    stor__put64(kb + 8, 90);
+    MDB_val k = {.mv_size = 16, .mv_data = kb}, v;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    assert_int_equal(v.mv_size, STOR__SESS_SIZE);
+    stor__put64(kb + 8, 91);
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    assert_int_equal(v.mv_size, STOR__SESS_SIZE_MAX);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    f->s = tu_open(f->dir, 0, 0);
+    r = put(f, 91, 1, "k9", "retry of 1");
+    assert_true(r.flags & STOR_RES_DUPLICATE);
+    assert_int_equal(r.revision, 10);
+}
+
 static void test_sessions_exactly_once(void **state)
 {
     struct fx *f = *state;
@@ -830,6 +925,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sessions_exactly_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_sessions_old_records, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_apply_garbage_and_order, setup,
                                         teardown),
