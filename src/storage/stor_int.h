@@ -369,4 +369,62 @@ int stor__thread_start(struct stor *s);
 /* Grows the map if the next txn (about `need` bytes) could fill it. */
 int stor__maybe_grow(struct stor *s, size_t need, bool force);
 
+/* ------------------------------------------------- redo journal (WAL)
+ *
+ * stor_wal.c: records appended to preallocated segment files in a
+ * directory, one fdatasync per durable batch; read back from an LSN up to
+ * the first torn or stale record; segments wholly below a checkpoint are
+ * recycled. Format and flush order: the top of stor_wal.c. Single-threaded
+ * (the writer). Errors set a message (stor__wal_errmsg). */
+struct stor__wal;
+
+/* Default segment size. */
+#define STOR__WAL_SEG_SIZE ((uint64_t)64 << 20)
+
+struct stor__wal_stats {
+    uint64_t bytes;         /* record bytes appended since open */
+    uint64_t syncs;         /* fdatasyncs of appends */
+    uint64_t segments_made; /* segments preallocated (not recycled) */
+    uint32_t segments;      /* live segments */
+    uint32_t spares;        /* recycled segments waiting for reuse */
+};
+
+/* Opens (creating) the WAL directory and lists its segments (headers
+ * checked: RK_ECORRUPT for a damaged one). seg_size 0 = the default, else
+ * a multiple of 4096. no_sync: no fdatasync/fsync at all (benchmarks).
+ * errmsg (RK_ERRMSG_SIZE, may be NULL) says what failed. RK_EINVAL,
+ * RK_ENOMEM, RK_EIO, RK_ECORRUPT. */
+int stor__wal_open(const char *dir, uint64_t seg_size, bool no_sync,
+                   struct stor__wal **out, char *errmsg);
+/* Calls cb(arg, lsn, payload, len) for every record with lsn > from, in
+ * order, up to the end of the chain (the first torn or stale record); a
+ * non-zero return of cb stops and is returned. *last: the last lsn passed
+ * to cb (from if none). RK_ECORRUPT when records after `from` are missing
+ * before a later segment (durable records were lost). Must precede
+ * stor__wal_start when the directory holds segments. */
+int stor__wal_replay(struct stor__wal *w, uint64_t from,
+                     int (*cb)(void *arg, uint64_t lsn, const void *p,
+                               size_t len),
+                     void *arg, uint64_t *last);
+/* Releases every segment (all must be covered by a checkpoint at
+ * next_lsn - 1, else RK_EINVAL) and opens a fresh segment for records from
+ * next_lsn on. RK_ENOSPC (preallocation), RK_EIO, RK_ENOMEM. */
+int stor__wal_start(struct stor__wal *w, uint64_t next_lsn);
+/* Appends one record (written, not yet synced); *lsn is its number.
+ * Switches to a new segment when it does not fit (syncing the old one).
+ * RK_ENOSPC, RK_EIO, RK_ETOOLARGE, RK_ENOMEM. */
+int stor__wal_append(struct stor__wal *w, const void *p, size_t len,
+                     uint64_t *lsn);
+/* Makes every appended record durable (one fdatasync; none if nothing
+ * new). RK_EIO, RK_ENOSPC. */
+int stor__wal_sync(struct stor__wal *w);
+/* Drops (recycles as spares, at most 2, or deletes) the segments, except
+ * the active one, whose records are all <= ckpt. RK_EIO. */
+int stor__wal_release(struct stor__wal *w, uint64_t ckpt);
+/* The lsn the next append gets. */
+uint64_t stor__wal_next_lsn(const struct stor__wal *w);
+void stor__wal_stats(const struct stor__wal *w, struct stor__wal_stats *out);
+const char *stor__wal_errmsg(const struct stor__wal *w);
+void stor__wal_close(struct stor__wal *w);
+
 #endif

@@ -17,6 +17,7 @@
 
 #include "rk_log.h"
 #include "stor.h"
+#include "stor_int.h"
 
 /*
  * The work runs in a child process that enters a private mount namespace
@@ -69,7 +70,8 @@ static void on_done(struct stor_batch *b, int status, void *arg)
         }                                                                      \
     } while (0)
 
-static int child(const char *mnt)
+/* Enters a private mount namespace with a 3 MiB tmpfs at mnt. */
+static int enter_tmpfs(const char *mnt)
 {
     if (unshare(CLONE_NEWNS) != 0) {
         fprintf(stderr, "unshare(CLONE_NEWNS): %s\n", strerror(errno));
@@ -80,6 +82,14 @@ static int child(const char *mnt)
         fprintf(stderr, "mount tmpfs: %s\n", strerror(errno));
         return SKIP_STATUS;
     }
+    return 0;
+}
+
+static int child(const char *mnt)
+{
+    int erc = enter_tmpfs(mnt);
+    if (erc)
+        return erc;
     rk_log_set_level(RK_LOG_ERROR);
     char dir[512];
     snprintf(dir, sizeof dir, "%s/d", mnt);
@@ -189,15 +199,75 @@ static int child(const char *mnt)
     return 0;
 }
 
-static void test_disk_full_fail_stop(void **state)
+static int count_rec(void *arg, uint64_t lsn, const void *p, size_t len)
 {
-    (void)state;
+    (void)lsn;
+    (void)p;
+    (void)len;
+    (*(uint64_t *)arg)++;
+    return 0;
+}
+
+/* The WAL on a full disk: a segment that cannot be preallocated is an
+ * RK_ENOSPC with a message saying so, leaves no partial file, and the
+ * records synced before it all read back. */
+static int wal_child(const char *mnt)
+{
+    int rc = enter_tmpfs(mnt);
+    if (rc)
+        return rc;
+    char dir[512], err[RK_ERRMSG_SIZE] = "";
+    snprintf(dir, sizeof dir, "%s/wal", mnt);
+    struct stor__wal *w;
+    /* A first segment larger than the disk. */
+    CHECK(stor__wal_open(dir, 4 << 20, false, &w, err) == 0);
+    uint64_t last, n = 0;
+    CHECK(stor__wal_replay(w, 0, count_rec, &n, &last) == 0);
+    CHECK(stor__wal_start(w, 1) == RK_ENOSPC);
+    fprintf(stderr, "wal enospc: %s\n", stor__wal_errmsg(w));
+    CHECK(strstr(stor__wal_errmsg(w), "disk is full") != NULL);
+    stor__wal_close(w);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -q tmp", dir);
+    CHECK(system(cmd) != 0); /* no partial segment left */
+    /* Segments of 256 KiB: the disk fills at a segment switch. */
+    CHECK(stor__wal_open(dir, 256 << 10, false, &w, err) == 0);
+    CHECK(stor__wal_replay(w, 0, count_rec, &n, &last) == 0);
+    CHECK(stor__wal_start(w, 1) == 0);
+    static uint8_t rec[10000];
+    memset(rec, 'r', sizeof rec);
+    uint64_t synced = 0, lsn;
+    int arc = 0;
+    for (int i = 0; i < 1000 && arc == 0; i++) {
+        arc = stor__wal_append(w, rec, sizeof rec, &lsn);
+        if (arc == 0 && stor__wal_sync(w) == 0)
+            synced = lsn;
+    }
+    fprintf(stderr, "wal enospc: %llu records synced, then %s: %s\n",
+            (unsigned long long)synced, rk_err_name(arc),
+            stor__wal_errmsg(w));
+    CHECK(arc == RK_ENOSPC);
+    CHECK(strstr(stor__wal_errmsg(w), "disk is full") != NULL);
+    CHECK(synced >= 20);
+    stor__wal_close(w);
+    CHECK(system(cmd) != 0);
+    CHECK(stor__wal_open(dir, 256 << 10, false, &w, err) == 0);
+    n = 0;
+    CHECK(stor__wal_replay(w, 0, count_rec, &n, &last) == 0);
+    CHECK(n == synced && last == synced);
+    stor__wal_close(w);
+    umount2(mnt, MNT_DETACH);
+    return 0;
+}
+
+static void run_child(int (*fn)(const char *mnt))
+{
     char mnt[] = "/tmp/rk-stor-enospc-XXXXXX";
     assert_non_null(mkdtemp(mnt));
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-        _exit(child(mnt));
+        _exit(fn(mnt));
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     rmdir(mnt); /* the tmpfs lived only in the child's namespace */
@@ -210,10 +280,23 @@ static void test_disk_full_fail_stop(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+static void test_disk_full_fail_stop(void **state)
+{
+    (void)state;
+    run_child(child);
+}
+
+static void test_wal_disk_full(void **state)
+{
+    (void)state;
+    run_child(wal_child);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_disk_full_fail_stop),
+        cmocka_unit_test(test_wal_disk_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
