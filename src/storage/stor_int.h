@@ -357,6 +357,13 @@ int stor__split_apply(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
 int stor__split_moved(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
                       const void *key, uint32_t klen, bool *moved);
 
+/* A batch as a WAL record (stor_thread.c, format there): encode into o
+ * (reset first; RK_ENOMEM); decode into b (reset first), bounds-checked:
+ * RK_EPROTO for anything malformed, RK_ENOMEM. */
+struct rk_buf;
+int stor__batch_encode(const struct stor_batch *b, struct rk_buf *o);
+int stor__batch_decode(const void *buf, size_t len, struct stor_batch *b);
+
 /* Batch execution (stor_thread.c). */
 /* Loads sh's working state into the batch's txn and lists it as touched
  * (its state is written and published at commit). RK_EUNKNOWNSHARD if it

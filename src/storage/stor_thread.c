@@ -4,6 +4,8 @@
 #include <sys/statvfs.h>
 #include <time.h>
 
+#include "rk_assert.h"
+#include "rk_buf.h"
 #include "rk_log.h"
 #include "stor_int.h"
 
@@ -354,6 +356,244 @@ int stor_batch_shard_status(const struct stor_batch *b, uint64_t shard)
         if (b->ops[i].shard == shard && b->ops[i].status)
             return b->ops[i].status;
     return 0;
+}
+
+/* ------------------------------------------------- the batch as a record
+ *
+ * A batch's WAL record (stor_wal.c) is its ops, in order, each what the
+ * add function it came from was given (results and statuses are not
+ * recorded: replaying the ops on the same state gives the same ones).
+ * All integers big-endian:
+ *
+ *   u8 version (1) | u32 n_ops | n_ops * (u8 kind | u64 shard | body)
+ *   CREATE, CONF, APPLIED_CONF: conf   (u32 n_voters, u32 n_learners, ids)
+ *   DESTROY: nothing
+ *   APPEND, APPLY: u32 n | n * (u64 term | u64 index | u8 type | u32 len
+ *                               | len bytes)
+ *   HS: u64 term | u64 vote | u64 commit
+ *   STAGE: meta | u32 seq | u8 last (0/1) | u32 len | len bytes
+ *   INSTALL: meta                      (u64 index, u64 term, conf)
+ *   COMPACT: u64 index
+ *
+ * The decoder is bounds-checked and rebuilds the batch through the add
+ * functions (which check what they are given): truncated, trailing or
+ * unknown bytes give RK_EPROTO.
+ */
+#define REC_VERSION 1u
+
+static int put_meta(struct rk_buf *o, const struct raft_snapshot_meta *m)
+{
+    uint8_t cb[8 + 16 * RAFT_MAX_MEMBERS];
+    int rc = rk_buf_append_u64be(o, m->index);
+    if (!rc)
+        rc = rk_buf_append_u64be(o, m->term);
+    if (!rc)
+        rc = rk_buf_append(o, cb, stor__conf_encode(&m->conf, cb));
+    return rc;
+}
+
+static int put_entries(struct rk_buf *o, const struct stor_batch *b,
+                       const struct bop *op)
+{
+    const uint8_t *p = b->arena + op->off;
+    int rc = rk_buf_append_u32be(o, op->n);
+    for (uint32_t i = 0; rc == 0 && i < op->n; i++) {
+        const struct stor__bent *e = (const struct stor__bent *)p;
+        if ((rc = rk_buf_append_u64be(o, e->term)) == 0 &&
+            (rc = rk_buf_append_u64be(o, e->index)) == 0 &&
+            (rc = rk_buf_append_u8(o, e->type)) == 0 &&
+            (rc = rk_buf_append_u32be(o, e->len)) == 0)
+            rc = rk_buf_append(o, p + sizeof(*e), e->len);
+        p += stor__bent_size(e->len);
+    }
+    return rc;
+}
+
+int stor__batch_encode(const struct stor_batch *b, struct rk_buf *o)
+{
+    uint8_t cb[8 + 16 * RAFT_MAX_MEMBERS];
+    int rc;
+    rk_buf_reset(o);
+    if ((rc = rk_buf_reserve(o, 64 + b->bytes + (size_t)b->n_ops * 64)) ||
+        (rc = rk_buf_append_u8(o, REC_VERSION)) ||
+        (rc = rk_buf_append_u32be(o, b->n_ops)))
+        return rc;
+    for (uint32_t i = 0; i < b->n_ops && rc == 0; i++) {
+        const struct bop *op = &b->ops[i];
+        const uint8_t *pl = b->arena + op->off;
+        if ((rc = rk_buf_append_u8(o, op->kind)) ||
+            (rc = rk_buf_append_u64be(o, op->shard)))
+            break;
+        switch (op->kind) {
+        case BOP_CREATE:
+        case BOP_CONF:
+        case BOP_APPLIED_CONF: {
+            struct raft_conf_state c;
+            memcpy(&c, pl, sizeof(c));
+            rc = rk_buf_append(o, cb, stor__conf_encode(&c, cb));
+            break;
+        }
+        case BOP_DESTROY:
+            break;
+        case BOP_APPEND:
+        case BOP_APPLY:
+            rc = put_entries(o, b, op);
+            break;
+        case BOP_HS: {
+            struct raft_hard_state hs;
+            memcpy(&hs, pl, sizeof(hs));
+            if ((rc = rk_buf_append_u64be(o, hs.term)) == 0 &&
+                (rc = rk_buf_append_u64be(o, hs.vote)) == 0)
+                rc = rk_buf_append_u64be(o, hs.commit);
+            break;
+        }
+        case BOP_STAGE: {
+            struct raft_snap_chunk c;
+            memcpy(&c, pl, sizeof(c));
+            if ((rc = put_meta(o, &c.meta)) == 0 &&
+                (rc = rk_buf_append_u32be(o, c.seq)) == 0 &&
+                (rc = rk_buf_append_u8(o, c.last ? 1 : 0)) == 0 &&
+                (rc = rk_buf_append_u32be(o, c.len)) == 0)
+                rc = rk_buf_append(o, pl + sizeof(c), c.len);
+            break;
+        }
+        case BOP_INSTALL: {
+            struct raft_snapshot_meta m;
+            memcpy(&m, pl, sizeof(m));
+            rc = put_meta(o, &m);
+            break;
+        }
+        case BOP_COMPACT:
+            rc = rk_buf_append_u64be(o, op->index);
+            break;
+        default:
+            RK_ASSERT(!"unknown batch op");
+        }
+    }
+    return rc;
+}
+
+static bool get_meta(struct stor__rd *r, struct raft_snapshot_meta *m)
+{
+    memset(m, 0, sizeof(*m));
+    return stor__rd_u64(r, &m->index) && stor__rd_u64(r, &m->term) &&
+           stor__conf_decode(r, &m->conf);
+}
+
+/* Decodes n entries into a malloc'd array pointing into the record. */
+static int get_entries(struct stor__rd *r, struct raft_entry **out,
+                       uint32_t *n_out)
+{
+    uint32_t n;
+    *out = NULL;
+    if (!stor__rd_u32(r, &n) || n == 0 || n > r->left / 21)
+        return RK_EPROTO; /* each entry takes at least 21 bytes */
+    struct raft_entry *e = calloc(n, sizeof(*e));
+    if (!e)
+        return RK_ENOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t type;
+        const void *d;
+        if (!stor__rd_u64(r, &e[i].term) || !stor__rd_u64(r, &e[i].index) ||
+            !stor__rd_u8(r, &type) || !stor__rd_u32(r, &e[i].len) ||
+            !stor__rd_bytes(r, e[i].len, &d)) {
+            free(e);
+            return RK_EPROTO;
+        }
+        e[i].type = type;
+        e[i].data = (void *)d;
+    }
+    *out = e;
+    *n_out = n;
+    return 0;
+}
+
+int stor__batch_decode(const void *buf, size_t len, struct stor_batch *b)
+{
+    struct stor__rd r = {.p = buf, .left = len};
+    uint8_t ver;
+    uint32_t n_ops;
+    int rc = 0;
+    stor_batch_reset(b);
+    if (!stor__rd_u8(&r, &ver) || ver != REC_VERSION ||
+        !stor__rd_u32(&r, &n_ops) || n_ops > r.left / 9)
+        return RK_EPROTO;
+    for (uint32_t i = 0; i < n_ops && rc == 0; i++) {
+        uint8_t kind;
+        uint64_t shard;
+        if (!stor__rd_u8(&r, &kind) || !stor__rd_u64(&r, &shard))
+            return RK_EPROTO;
+        switch (kind) {
+        case BOP_CREATE:
+        case BOP_CONF:
+        case BOP_APPLIED_CONF: {
+            struct raft_conf_state c;
+            if (!stor__conf_decode(&r, &c))
+                return RK_EPROTO;
+            rc = kind == BOP_CREATE ? stor_batch_create_shard(b, shard, &c)
+                 : kind == BOP_CONF ? stor_batch_set_conf(b, shard, &c)
+                                    : stor_batch_set_applied_conf(b, shard, &c);
+            break;
+        }
+        case BOP_DESTROY:
+            rc = stor_batch_destroy_shard(b, shard);
+            break;
+        case BOP_APPEND:
+        case BOP_APPLY: {
+            struct raft_entry *e;
+            uint32_t n;
+            if ((rc = get_entries(&r, &e, &n)) != 0)
+                return rc;
+            rc = kind == BOP_APPEND ? stor_batch_append(b, shard, e, n)
+                                    : stor_batch_apply(b, shard, e, n, NULL);
+            free(e);
+            break;
+        }
+        case BOP_HS: {
+            struct raft_hard_state hs;
+            if (!stor__rd_u64(&r, &hs.term) || !stor__rd_u64(&r, &hs.vote) ||
+                !stor__rd_u64(&r, &hs.commit))
+                return RK_EPROTO;
+            rc = stor_batch_set_hard_state(b, shard, &hs);
+            break;
+        }
+        case BOP_STAGE: {
+            struct raft_snap_chunk c;
+            uint8_t last;
+            const void *d;
+            memset(&c, 0, sizeof(c));
+            if (!get_meta(&r, &c.meta) || !stor__rd_u32(&r, &c.seq) ||
+                !stor__rd_u8(&r, &last) || last > 1 ||
+                !stor__rd_u32(&r, &c.len) || !stor__rd_bytes(&r, c.len, &d))
+                return RK_EPROTO;
+            c.last = last;
+            c.data = d;
+            rc = stor_batch_stage_chunk(b, shard, &c, NULL);
+            break;
+        }
+        case BOP_INSTALL: {
+            struct raft_snapshot_meta m;
+            if (!get_meta(&r, &m))
+                return RK_EPROTO;
+            rc = stor_batch_install_snapshot(b, shard, &m, NULL);
+            break;
+        }
+        case BOP_COMPACT: {
+            uint64_t idx;
+            if (!stor__rd_u64(&r, &idx))
+                return RK_EPROTO;
+            rc = stor_batch_compact(b, shard, idx);
+            break;
+        }
+        default:
+            return RK_EPROTO;
+        }
+    }
+    if (rc == RK_EINVAL)
+        rc = RK_EPROTO; /* an op its add function refuses */
+    if (rc == 0 && r.left != 0)
+        rc = RK_EPROTO;
+    return rc;
 }
 
 /* ----------------------------------------------------------- executing */
