@@ -85,19 +85,36 @@ static int enter_tmpfs(const char *mnt)
     return 0;
 }
 
-static int child(const char *mnt)
+/* Fills the disk with batches until the store fail-stops; `where` is the
+ * step the test wants to fail ("WAL" preallocating a segment, or the
+ * "checkpoint"): small segments are preallocated one after the other long
+ * before a checkpoint (every 100 ms) recycles them; one large segment
+ * preallocated at open, and a checkpoint after every batch (asked for by
+ * a reader of LMDB), leave the rest of the disk to LMDB. */
+static int child_fill(const char *mnt, uint64_t seg_bytes, bool ckpt_often,
+                      size_t filler_bytes, const char *where)
 {
     int erc = enter_tmpfs(mnt);
     if (erc)
         return erc;
     rk_log_set_level(RK_LOG_ERROR);
-    char dir[512];
+    char dir[512], filler[600];
     snprintf(dir, sizeof dir, "%s/d", mnt);
+    /* Space an operator frees before restarting: the replay of the WAL
+     * needs room in LMDB (see the reopen). */
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    FILE *ff = fopen(filler, "w");
+    CHECK(ff != NULL);
+    static char junk[64 << 10];
+    for (size_t n = 0; n < filler_bytes; n += sizeof junk)
+        CHECK(fwrite(junk, 1, sizeof junk, ff) == sizeof junk);
+    CHECK(fclose(ff) == 0);
     struct stor_opts o = {.path = dir,
                           .cluster_id = 9,
                           .node_id = 1,
                           .create = true,
-                          .map_size = 64 << 20};
+                          .map_size = 64 << 20,
+                          .wal_segment_bytes = seg_bytes};
     char err[RK_ERRMSG_SIZE];
     struct stor *s;
     CHECK(stor_open(&o, &s, err) == 0);
@@ -148,6 +165,10 @@ static int child(const char *mnt)
             break;
         CHECK(rc == 0);
         submitted++;
+        /* A reader of LMDB only: a checkpoint now (see child_fill). */
+        uint64_t seq;
+        if (ckpt_often)
+            (void)stor_session_last_seq(s, 1, 1, &seq);
     }
     pthread_mutex_lock(&w.mu);
     while (w.done < submitted)
@@ -163,6 +184,7 @@ static int child(const char *mnt)
     CHECK(w.acked >= 16);
     CHECK(stor_failed(s) == RK_ENOSPC);
     CHECK(strstr(stor_errmsg(s), "disk is full") != NULL);
+    CHECK(strstr(stor_errmsg(s), where) != NULL);
     /* Nothing is acknowledged any more, through either path. */
     stor_batch_reset(bs[0]);
     struct raft_hard_state hs = {.term = 2};
@@ -173,9 +195,14 @@ static int child(const char *mnt)
     stor_batch_free(bs[1]);
     stor_close(s);
 
-    /* Reopen on the still-full disk: everything acknowledged is there. */
+    /* The operator frees some space and restarts: everything acknowledged
+     * is there (replayed from the WAL, which needs room in LMDB). */
+    CHECK(unlink(filler) == 0);
     o.create = false;
-    CHECK(stor_open(&o, &s, err) == 0);
+    int orc = stor_open(&o, &s, err);
+    if (orc)
+        fprintf(stderr, "enospc: reopen: %s\n", err);
+    CHECK(orc == 0);
     struct stor_shard *sh = stor_shard_get(s, 1);
     CHECK(sh != NULL);
     struct stor_shard_state st;
@@ -280,10 +307,26 @@ static void run_child(int (*fn)(const char *mnt))
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
-static void test_disk_full_fail_stop(void **state)
+static int child_wal(const char *mnt)
+{
+    return child_fill(mnt, 128 << 10, false, 2 << 20, "WAL");
+}
+
+static int child_checkpoint(const char *mnt)
+{
+    return child_fill(mnt, 2 << 20, true, 512 << 10, "checkpoint");
+}
+
+static void test_disk_full_at_wal_prealloc(void **state)
 {
     (void)state;
-    run_child(child);
+    run_child(child_wal);
+}
+
+static void test_disk_full_at_checkpoint(void **state)
+{
+    (void)state;
+    run_child(child_checkpoint);
 }
 
 static void test_wal_disk_full(void **state)
@@ -295,7 +338,8 @@ static void test_wal_disk_full(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_disk_full_fail_stop),
+        cmocka_unit_test(test_disk_full_at_wal_prealloc),
+        cmocka_unit_test(test_disk_full_at_checkpoint),
         cmocka_unit_test(test_wal_disk_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
