@@ -352,7 +352,7 @@ int stor__wal_replay(struct stor__wal *w, uint64_t from,
                      void *arg, uint64_t *last)
 {
     uint8_t *buf = NULL;
-    size_t cap = 0, len;
+    size_t cap = 0, len = 0;
     uint64_t expect = from + 1; /* the next record the chain needs */
     int rc = 0;
     RK_ASSERT(w->fd < 0);
@@ -468,7 +468,7 @@ static int seg_make(struct stor__wal *w, const struct wal_seg *sg, int *fd_out)
 {
     char nm[32], tmp[40];
     uint8_t h[SEG_HDR];
-    int fd, e, rc;
+    int fd = -1, e, rc;
     seg_name(nm, sizeof nm, sg->first_lsn);
     if (sg->size == w->seg_size && w->n_spares > 0) {
         rc = seg_recycle(w, sg, nm, &fd);
