@@ -284,6 +284,10 @@ static void render_metrics(void *data, FILE *out)
                         "LMDB commits of the open transaction (checkpoints "
                         "of the WAL).",
                         ss.checkpoints);
+    srv_metrics_counter(out, "ringkv_storage_checkpoint_microseconds_total",
+                        "Time the storage thread spent in checkpoints (no "
+                        "batch is written meanwhile).",
+                        ss.checkpoint_us);
     srv_metrics_counter(out, "ringkv_storage_wal_bytes_total",
                         "Bytes appended to the WAL.", ss.wal_bytes);
     srv_metrics_counter(out, "ringkv_storage_wal_syncs_total",

@@ -190,6 +190,8 @@ struct stor_stats {
     uint64_t merged_batches; /* durable batches that shared a WAL sync */
     uint64_t grows;   /* map growths */
     uint64_t checkpoints; /* LMDB commits of the open transaction */
+    uint64_t checkpoint_us; /* time spent in them (the storage thread
+                               writes no batch meanwhile) */
     uint64_t wal_bytes;   /* WAL bytes appended since open */
     uint64_t wal_syncs;   /* fdatasyncs of the WAL */
     uint64_t wal_replayed; /* WAL records replayed by stor_open */

@@ -816,6 +816,7 @@ void stor_stats(struct stor *s, struct stor_stats *out)
     out->lazy_batches = s->n_lazy_batches;
     out->merged_batches = s->n_merged_batches;
     out->checkpoints = s->n_checkpoints;
+    out->checkpoint_us = s->ckpt_us;
     out->wal_bytes = s->n_wal_bytes;
     out->wal_syncs = s->n_wal_syncs;
     out->wal_replayed = s->n_wal_replayed;

@@ -201,9 +201,11 @@ struct stor {
     uint64_t open_since_us;  /* when it began (monotonic) */
     uint64_t open_wal_bytes; /* WAL bytes appended since */
     uint64_t open_lsn;       /* last WAL record whose batch ran in it */
+    uint64_t prev_txn_wal_bytes; /* WAL bytes of the last checkpointed txn */
     uint64_t ckpt_lsn;       /* the last checkpoint covers records <= it */
     bool w_force_ckpt;       /* the running batch needs a checkpoint */
-    bool w_replaying;        /* stor_open replays the WAL */
+    bool w_replaying;        /* stor_open replays the WAL (or a rerun) */
+    bool w_rerun;            /* rerun after a checkpoint out of map */
     bool fail_reported;      /* a batch got the fail-stop's own code */
     struct rk_buf rec;       /* the WAL record being written */
     /* Guarded by q_mu: checkpoints asked for by readers, and done. */
@@ -213,6 +215,7 @@ struct stor {
     pthread_cond_t ckpt_cv;
     /* Stats of the WAL path (guarded by mu). */
     uint64_t n_checkpoints, n_wal_bytes, n_wal_syncs, n_wal_replayed;
+    uint64_t ckpt_us; /* time spent in checkpoint commits */
 
     /* The running batch's pending changes (writer-only). */
     struct rk_buf pend_kv;
@@ -315,8 +318,8 @@ static inline size_t stor__bent_size(uint32_t len)
 
 /* A checkpoint commits the open transaction after this long or this many
  * WAL bytes (stor_thread.c). */
-#define STOR__CKPT_US    100000ull
-#define STOR__CKPT_BYTES ((uint64_t)32 << 20)
+#define STOR__CKPT_US    1000000ull
+#define STOR__CKPT_BYTES ((uint64_t)64 << 20)
 /* At most this many queued batches share one WAL sync. */
 #define STOR__GROUP_MAX 64u
 

@@ -869,7 +869,9 @@ static int open_begin(struct stor *s, size_t batch_bytes)
 {
     if (s->open_txn)
         return 0;
-    size_t need = batch_bytes * 2 +
+    /* Room for about what the last transaction wrote, twice: a commit
+     * that runs out of map costs a rerun of the WAL (checkpoint). */
+    size_t need = batch_bytes * 2 + (size_t)s->prev_txn_wal_bytes * 4 +
                   ((size_t)4 << 20);
     stor__maybe_grow(s, need, false);
     s->gen++;
@@ -896,37 +898,67 @@ static void ckpt_wake(struct stor *s, bool done)
     pthread_mutex_unlock(&s->q_mu);
 }
 
-/* Commits the open transaction as a checkpoint (see the top). */
-static int checkpoint(struct stor *s)
+/* Writes the WAL position into the open transaction and commits it; the
+ * transaction is gone either way. Returns LMDB's code. */
+static int commit_open(struct stor *s)
 {
-    if (!s->open_txn)
-        return 0;
     uint8_t vb[8];
     stor__put64(vb, s->open_lsn);
     MDB_val k = {.mv_size = sizeof(STOR__META_WAL_LSN) - 1,
                  .mv_data = (void *)STOR__META_WAL_LSN};
     MDB_val v = {.mv_size = 8, .mv_data = vb};
     int mrc = mdb_put(s->open_txn, s->dbi_meta, &k, &v, 0);
-    if (mrc) {
+    if (mrc)
         mdb_txn_abort(s->open_txn);
-        s->open_txn = NULL;
-        return stor__from_mdb(mrc);
-    }
-    mrc = mdb_txn_commit(s->open_txn);
+    else
+        mrc = mdb_txn_commit(s->open_txn);
     s->open_txn = NULL;
+    return mrc;
+}
+
+static int rerun_wal(struct stor *s);
+
+/* Commits the open transaction as a checkpoint (see the top). */
+static int checkpoint(struct stor *s)
+{
+    if (!s->open_txn)
+        return 0;
+    uint64_t t0 = now_us();
+    uint64_t txn_wal = s->open_wal_bytes;
+    int mrc = commit_open(s);
+    /* The commit itself ran out of map (LMDB's free list is written at
+     * commit): that transaction is lost, but its batches are in the WAL.
+     * Grow the map, run them again, commit again. */
+    for (int attempt = 0; mrc == MDB_MAP_FULL && !s->w_replaying; attempt++) {
+        int rc = stor__maybe_grow(s, s->map_size, true);
+        if (rc == 0)
+            rc = rerun_wal(s);
+        if (rc)
+            return rc == RK_ENOSPC && attempt == 0 ? RK_ENOSPC : rc;
+        rk_log(RK_LOG_INFO,
+               "storage %s: checkpoint ran out of map; grown to %zu MiB and "
+               "rerun from the WAL",
+               s->path, s->map_size >> 20);
+        mrc = s->open_txn ? commit_open(s) : 0;
+    }
     if (mrc)
         return stor__from_mdb(mrc);
+    s->prev_txn_wal_bytes = txn_wal;
+    uint64_t took = now_us() - t0;
     s->ckpt_lsn = s->open_lsn;
     for (uint32_t i = 0; i < s->n_shards; i++) {
         struct stor_shard *sh = s->shards[i];
         if (sh->w_gen == s->gen && sh->w_exists)
             sh->ck_applied = sh->w.applied;
     }
+    if (s->w_rerun)
+        return 0; /* part of a rerun: the overlay still has the rest */
     /* Only now, after the commit (see READER RACE in stor_overlay.c). */
     stor__pend_drop(s);
     stor__overlay_clear(s);
     pthread_mutex_lock(&s->mu);
     s->n_checkpoints++;
+    s->ckpt_us += took;
     pthread_mutex_unlock(&s->mu);
     ckpt_wake(s, true);
     if (s->wal && !s->w_replaying)
@@ -1432,6 +1464,36 @@ static int replay_cb(void *arg, uint64_t lsn, const void *p, size_t len)
     pthread_mutex_unlock(&s->mu);
     c->n++;
     return 0;
+}
+
+/* Runs the WAL records after the last checkpoint again in a new open
+ * transaction (after a checkpoint commit that failed for lack of map). */
+static int rerun_wal(struct stor *s)
+{
+    char err[RK_ERRMSG_SIZE] = "";
+    struct replay_ctx c = {.s = s, .errmsg = err};
+    uint64_t want = s->open_lsn, last;
+    int rc = stor_batch_new(&c.b);
+    if (rc)
+        return rc;
+    struct stor_batch *wb = s->w_batch;
+    s->open_lsn = s->ckpt_lsn;
+    s->w_replaying = true;
+    s->w_rerun = true;
+    rc = stor__wal_replay(s->wal, s->ckpt_lsn, replay_cb, &c, &last);
+    s->w_replaying = false;
+    s->w_rerun = false;
+    s->w_batch = wb;
+    stor_batch_free(c.b);
+    if (rc == 0 && s->open_lsn != want) {
+        rk_errf(err, "the WAL ends at %llu, not %llu",
+                (unsigned long long)s->open_lsn, (unsigned long long)want);
+        rc = RK_ECORRUPT;
+    }
+    if (rc)
+        rk_log(RK_LOG_ERROR, "storage %s: rerunning the WAL: %s", s->path,
+               err[0] ? err : stor__wal_errmsg(s->wal));
+    return rc;
 }
 
 int stor__wal_recover(struct stor *s, uint64_t seg_size, char *errmsg)

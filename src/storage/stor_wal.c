@@ -355,7 +355,6 @@ int stor__wal_replay(struct stor__wal *w, uint64_t from,
     size_t cap = 0, len = 0;
     uint64_t expect = from + 1; /* the next record the chain needs */
     int rc = 0;
-    RK_ASSERT(w->fd < 0);
     *last = from;
     for (uint32_t i = 0; i < w->n_segs && rc == 0; i++) {
         struct wal_seg *sg = &w->segs[i];
