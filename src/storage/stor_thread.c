@@ -1016,15 +1016,32 @@ static void rollback(struct stor *s, struct stor_batch *b,
     s->w_force_ckpt = false;
 }
 
+/* Undoes a batch that failed in the open transaction: the transaction is
+ * dropped and rebuilt from the WAL records after the last checkpoint (the
+ * batches before this one; the failed batch has none). A failure is rare
+ * (a driver bug, or a full map), so the batches pay no nested transaction
+ * for it. */
+static int undo_open(struct stor *s, struct stor_batch *b)
+{
+    mdb_txn_abort(s->open_txn);
+    s->open_txn = NULL;
+    for (uint32_t i = 0; i < b->n_touched; i++)
+        b->touched[i]->compact_pending = b->touched[i]->t_compact_pending;
+    return rerun_wal(s);
+}
+
 /* Runs batch b in the open transaction and appends its record (already
  * encoded in s->rec) to the WAL. *fatal: the failure is not the batch's
- * (nothing can be written any more). */
+ * (nothing can be written any more). While replaying, each batch runs in
+ * a nested transaction instead, so that one that fails (a full map) rolls
+ * back alone and what ran before it can be checkpointed. */
 static int exec_one(struct stor *s, struct stor_batch *b, bool lazy,
                     bool *fatal)
 {
     MDB_txn *txn;
     struct stor__pend_mark mark;
     int rc, mrc;
+    bool nested = s->w_replaying;
     *fatal = false;
     s->bseq++;
     b->n_touched = 0;
@@ -1034,17 +1051,30 @@ static int exec_one(struct stor *s, struct stor_batch *b, bool lazy,
         *fatal = true;
         return rc;
     }
-    if ((mrc = mdb_txn_begin(s->env, s->open_txn, 0, &txn)) != 0) {
+    txn = s->open_txn;
+    if (nested && (mrc = mdb_txn_begin(s->env, s->open_txn, 0, &txn)) != 0) {
         *fatal = true;
         return stor__from_mdb(mrc);
     }
     stor__pend_mark(s, &mark);
     if ((rc = txn_ops(s, txn, b)) != 0 || (rc = txn_writes(s, txn, b)) != 0) {
-        mdb_txn_abort(txn);
-        rollback(s, b, &mark);
+        if (nested) {
+            mdb_txn_abort(txn);
+            rollback(s, b, &mark);
+            return rc;
+        }
+        stor__pend_rollback(s, &mark);
+        s->w_force_ckpt = false;
+        if (!is_caller_error(rc) && rc != RK_ENOSPC)
+            return rc; /* fail-stop (run_batch): the txn is dropped */
+        int urc = undo_open(s, b);
+        if (urc) {
+            *fatal = true;
+            return urc;
+        }
         return rc;
     }
-    if ((mrc = mdb_txn_commit(txn)) != 0) {
+    if (nested && (mrc = mdb_txn_commit(txn)) != 0) {
         /* The parent cannot be trusted after a failed nested commit. */
         *fatal = true;
         return stor__from_mdb(mrc);
@@ -1458,10 +1488,14 @@ static int replay_cb(void *arg, uint64_t lsn, const void *p, size_t len)
         return is_caller_error(rc) && rc != RK_ENOMEM ? RK_ECORRUPT : rc;
     }
     s->open_lsn = lsn;
-    pthread_mutex_lock(&s->mu);
-    for (uint32_t j = 0; j < c->b->n_touched; j++)
-        publish(c->b->touched[j]);
-    pthread_mutex_unlock(&s->mu);
+    if (!s->w_rerun) {
+        /* (A rerun rebuilds batches already shown, or shown by their
+         * group's finish once synced.) */
+        pthread_mutex_lock(&s->mu);
+        for (uint32_t j = 0; j < c->b->n_touched; j++)
+            publish(c->b->touched[j]);
+        pthread_mutex_unlock(&s->mu);
+    }
     c->n++;
     return 0;
 }

@@ -821,6 +821,121 @@ static void test_which_batches_sync(void **state)
     assert_non_null(stor_shard_get(f->s, 9));
 }
 
+/* Submitted batches run in the open transaction behind the WAL: readers
+ * see them at once (the KV overlay, the log tail: no checkpoint between
+ * them, the interval is 1 s); a refused batch among them (a gap) drops the
+ * open transaction and rebuilds it from the WAL without losing the others;
+ * a truncation of the log tail is seen too; and a close without a final
+ * checkpoint (the process dies) leaves them all to the WAL replay. */
+static void test_open_txn_overlay_tail_replay(void **state)
+{
+    struct fx *f = *state;
+    struct waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                       .cv = PTHREAD_COND_INITIALIZER};
+    uint8_t cmd[12][64];
+    struct raft_entry e[12];
+    char key[12][8], val[12][8];
+    for (int i = 0; i < 12; i++) {
+        snprintf(key[i], sizeof key[i], "o%d", i % 6);
+        snprintf(val[i], sizeof val[i], "v%d", i + 1);
+        e[i] = (struct raft_entry){.term = 1,
+                                   .index = (raft_index)i + 1,
+                                   .type = RAFT_ENTRY_NORMAL,
+                                   .data = cmd[i]};
+        e[i].len = (uint32_t)tu_put_cmd(cmd[i], sizeof cmd[i], 0, 0, key[i],
+                                        val[i], (uint32_t)strlen(val[i]));
+    }
+    struct stor_stats s0, s1;
+    stor_stats(f->s, &s0);
+    struct stor_batch *bs[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(stor_batch_new(&bs[i]), 0);
+    /* 1-6 appended and applied, 7-9 appended only. */
+    assert_int_equal(stor_batch_append(bs[0], 1, e, 9), 0);
+    assert_int_equal(stor_batch_apply(bs[0], 1, e, 6, NULL), 0);
+    /* A gap: refused. */
+    struct raft_entry gap = e[11];
+    gap.index = 20;
+    assert_int_equal(stor_batch_append(bs[1], 1, &gap, 1), 0);
+    /* Then 8-9 replaced by a higher term (the tail cut), 7 applied. */
+    struct raft_entry t2[2] = {e[7], e[8]};
+    t2[0].term = t2[1].term = 2;
+    assert_int_equal(stor_batch_append(bs[2], 1, t2, 2), 0);
+    assert_int_equal(stor_batch_apply(bs[2], 1, &e[6], 1, NULL), 0);
+    assert_int_equal(stor_batch_submit(f->s, bs[0], on_done, &w), 0);
+    assert_int_equal(stor_batch_submit(f->s, bs[1], on_done, &w), 0);
+    assert_int_equal(stor_batch_submit(f->s, bs[2], on_done, &w), 0);
+    pthread_mutex_lock(&w.mu);
+    while (w.done < 3)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    assert_int_equal(w.status[0], 0);
+    assert_int_equal(w.status[1], RK_EINVAL);
+    assert_int_equal(w.status[2], 0);
+    stor_stats(f->s, &s1);
+    assert_int_equal(s1.checkpoints, s0.checkpoints); /* all in the txn */
+
+    struct stor_shard *sh = stor_shard_get(f->s, 1);
+    assert_int_equal(stor_log_last_index(sh), 9);
+    assert_int_equal(stor_log_last_term(sh), 2);
+    raft_term t;
+    assert_int_equal(stor_log_term(sh, 8, &t), 0);
+    assert_int_equal(t, 2);
+    assert_int_equal(stor_log_term(sh, 5, &t), 0);
+    assert_int_equal(t, 1);
+    struct raft_entry *got;
+    uint32_t n;
+    assert_int_equal(stor_log_entries(sh, 1, 10, 0, &got, &n), 0);
+    assert_int_equal(n, 9);
+    for (uint32_t i = 0; i < n; i++) {
+        assert_int_equal(got[i].index, i + 1);
+        assert_int_equal(got[i].term, i >= 7 ? 2 : 1);
+        assert_int_equal(got[i].len, e[i].len);
+        assert_memory_equal(got[i].data, e[i].data, e[i].len);
+    }
+    free(got);
+    /* o0..o5 hold v1..v6, then o0 = v7 (entry 7). */
+    expect_kv(f, "o0", "v7", 7);
+    for (int i = 1; i < 6; i++)
+        expect_kv(f, key[i], val[i], (uint64_t)i + 1);
+    stor_stats(f->s, &s1);
+    assert_int_equal(s1.checkpoints, s0.checkpoints);
+
+    /* The process dies: nothing more is checkpointed (a copy of the data
+     * dir as it is now, opened elsewhere). */
+    char copy[600], cmdline[1300];
+    snprintf(copy, sizeof copy, "%s-copy", f->dir);
+    snprintf(cmdline, sizeof cmdline, "rm -rf '%s' && cp -a '%s' '%s'", copy,
+             f->dir, copy);
+    assert_int_equal(system(cmdline), 0);
+    struct stor *c = tu_open(copy, 0, 0);
+    stor_stats(c, &s1);
+    assert_int_equal(s1.wal_replayed, 2); /* bs[0] and bs[2] */
+    struct stor_shard *csh = stor_shard_get(c, 1);
+    struct stor_shard_state st;
+    assert_int_equal(stor_shard_load(csh, &st), 0);
+    assert_int_equal(st.applied, 7);
+    assert_int_equal(st.last_index, 9);
+    assert_int_equal(stor_log_last_term(csh), 2);
+    struct stor_value v;
+    assert_int_equal(stor_kv_get(c, 1, "o0", 2, &v), 0);
+    assert_int_equal(v.revision, 7);
+    free(v.data);
+    assert_int_equal(tu_check(c), 0);
+    stor_close(c);
+    tu_rmrf(copy);
+
+    /* A scan asks for a checkpoint: LMDB then holds it all. */
+    struct stor_scan sc;
+    assert_int_equal(stor_kv_scan(f->s, 1, "o", 1, NULL, 0, 0, 0, &sc), 0);
+    assert_int_equal(sc.n, 6);
+    free(sc.items);
+    stor_stats(f->s, &s1);
+    assert_true(s1.checkpoints > s0.checkpoints);
+    for (int i = 0; i < 4; i++)
+        stor_batch_free(bs[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -837,6 +952,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_which_batches_sync, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_joined_replica_applied_conf,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_txn_overlay_tail_replay,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_async_lazy, setup,
                                         teardown),
