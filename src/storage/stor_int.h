@@ -207,6 +207,7 @@ struct stor {
     bool w_replaying;        /* stor_open replays the WAL (or a rerun) */
     bool w_rerun;            /* rerun after a checkpoint out of map */
     bool fail_reported;      /* a batch got the fail-stop's own code */
+    bool compact_held;       /* compaction waits for a checkpoint */
     struct rk_buf rec;       /* the WAL record being written */
     /* Guarded by q_mu: checkpoints asked for by readers, and done. */
     bool ckpt_req;
@@ -320,6 +321,11 @@ static inline size_t stor__bent_size(uint32_t len)
  * WAL bytes (stor_thread.c). */
 #define STOR__CKPT_US    1000000ull
 #define STOR__CKPT_BYTES ((uint64_t)64 << 20)
+/* When compaction waits for a checkpoint (it deletes nothing past the
+ * checkpointed applied index) and the open transaction is small (cheap to
+ * commit: light load), it is checkpointed after this long already. */
+#define STOR__CKPT_COMPACT_US    100000ull
+#define STOR__CKPT_COMPACT_BYTES ((uint64_t)2 << 20)
 /* At most this many queued batches share one WAL sync. */
 #define STOR__GROUP_MAX 64u
 

@@ -373,8 +373,10 @@ int stor__log_compact_step(struct stor *s, MDB_txn *txn, struct stor_shard *sh)
         target = sh->w.applied;
     /* Not past what the last checkpoint applied: a snapshot export
      * describes the checkpointed state, and the log must go on after it. */
-    if (target > sh->ck_applied)
+    if (target > sh->ck_applied) {
         target = sh->ck_applied;
+        s->compact_held = true; /* a small txn checkpoints sooner */
+    }
     if (target > sh->w_last)
         target = sh->w_last;
     if (target <= sh->w.base_index) {

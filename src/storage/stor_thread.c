@@ -944,6 +944,7 @@ static int checkpoint(struct stor *s)
     if (mrc)
         return stor__from_mdb(mrc);
     s->prev_txn_wal_bytes = txn_wal;
+    s->compact_held = false;
     uint64_t took = now_us() - t0;
     s->ckpt_lsn = s->open_lsn;
     for (uint32_t i = 0; i < s->n_shards; i++) {
@@ -1120,8 +1121,11 @@ static bool ckpt_due(struct stor *s)
     pthread_mutex_lock(&s->q_mu);
     bool req = s->ckpt_req || s->q_stop;
     pthread_mutex_unlock(&s->q_mu);
+    uint64_t age = now_us() - s->open_since_us;
     return req || s->open_wal_bytes >= STOR__CKPT_BYTES ||
-           now_us() - s->open_since_us >= STOR__CKPT_US;
+           age >= STOR__CKPT_US ||
+           (s->compact_held && age >= STOR__CKPT_COMPACT_US &&
+            s->open_wal_bytes <= STOR__CKPT_COMPACT_BYTES);
 }
 
 /* Finishes batches [g->fin, upto): one WAL sync if any needs it, then
@@ -1303,7 +1307,10 @@ static void *thread_main(void *arg)
                 continue;
             }
             /* Something is open: a checkpoint when it is due. */
-            uint64_t at = s->open_since_us + STOR__CKPT_US;
+            bool soon = s->compact_held &&
+                        s->open_wal_bytes <= STOR__CKPT_COMPACT_BYTES;
+            uint64_t at = s->open_since_us +
+                          (soon ? STOR__CKPT_COMPACT_US : STOR__CKPT_US);
             struct timespec ts = {.tv_sec = (time_t)(at / 1000000u),
                                   .tv_nsec = (long)(at % 1000000u) * 1000};
             if (pthread_cond_timedwait(&s->q_cv, &s->q_mu, &ts) != 0)
