@@ -340,7 +340,7 @@ int main(int argc, char **argv)
     printf("storage-bench: dir %s, %d-byte entries, %s\n", base, ENTRY_BYTES,
            no_sync ? "UNSAFE no-sync store"
                    : "full durability (a durable batch: one WAL record "
-                     "+ fdatasync; LMDB checkpoints every 100 ms)");
+                     "+ fdatasync; LMDB checkpoints every second)");
     printf("raw pwrite(%d)+fdatasync x%d:  p50 %.3f ms   p99 %.3f ms\n\n",
            ENTRY_BYTES, raw_n, raw50 * 1e3, raw99 * 1e3);
     char rpath[4200];
@@ -397,8 +397,8 @@ int main(int argc, char **argv)
     printf("note: a durable batch is one WAL record appended to a "
            "preallocated, written-out\n      segment and one fdatasync "
            "(no file-size change: cheaper than the raw append\n      above, "
-           "which grows its file); the LMDB B-tree is committed every 100 "
-           "ms\n      (checkpoint). apply-only batches (no append, no "
+           "which grows its file); the LMDB B-tree is committed every "
+           "second\n      (checkpoint). apply-only batches (no append, no "
            "term/vote change) need no\n      WAL sync. entries/s(x2) is "
            "not measured for apply-only (0).\n");
     printf("targets: 1-entry commit p50 <= 1.5x raw p50; >= 200000 entries/s "

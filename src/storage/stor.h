@@ -26,7 +26,8 @@
  * every batch is one record there (its ops), and the batches run in ONE
  * LMDB write transaction that stays open across batches and is committed
  * as a CHECKPOINT (with the WAL position it covers, in `meta`) every
- * 100 ms or 32 MiB of WAL, or at once when LMDB must be current (shard
+ * second or 64 MiB of WAL (100 ms when compaction waits for it and the
+ * transaction is small), or at once when LMDB must be current (shard
  * create/destroy, snapshot install, SPLIT, stor_batch_commit, and readers
  * of LMDB only, see THREADS). stor_open replays the WAL after the last
  * checkpoint. Why (the figures): src/storage/README.md.
