@@ -936,6 +936,80 @@ static void test_open_txn_overlay_tail_replay(void **state)
         stor_batch_free(bs[i]);
 }
 
+/* Batches that overflow the map inside the open transaction (one burst,
+ * no checkpoint between them): the batch that fills it drops the
+ * transaction, which is rebuilt from the WAL (itself overflowing the map
+ * on the way: partial checkpoints, growth), the map grows and the batch
+ * runs again. Every batch succeeds; everything reads back, before and
+ * after a reopen. */
+static void test_open_txn_fills_map(void **state)
+{
+    struct fx *f = *state;
+    stor_close(f->s);
+    tu_rmrf(f->dir);
+    f->s = tu_open(f->dir, 1 << 20, 0);
+    tu_create_shard(f->s, 1);
+    enum { N = 24, VLEN = 400 << 10 };
+    struct waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                       .cv = PTHREAD_COND_INITIALIZER};
+    struct stor_batch *bs[N];
+    uint8_t *val = malloc(VLEN), *cmd = malloc(VLEN + 256);
+    assert_non_null(val);
+    assert_non_null(cmd);
+    struct stor_stats s0, s1;
+    stor_stats(f->s, &s0);
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "big%d", i);
+        memset(val, 'a' + i, VLEN);
+        struct stor_cmd c = {.op = STOR_CMD_PUT,
+                             .key = key,
+                             .klen = (uint32_t)strlen(key),
+                             .value = val,
+                             .vlen = VLEN};
+        size_t len;
+        assert_int_equal(stor_cmd_encode(&c, cmd, VLEN + 256, &len), 0);
+        struct raft_entry e = {.term = 1,
+                               .index = (raft_index)i + 1,
+                               .type = RAFT_ENTRY_NORMAL,
+                               .data = cmd,
+                               .len = (uint32_t)len};
+        assert_int_equal(stor_batch_new(&bs[i]), 0);
+        assert_int_equal(stor_batch_append(bs[i], 1, &e, 1), 0);
+        assert_int_equal(stor_batch_apply(bs[i], 1, &e, 1, NULL), 0);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(stor_batch_submit(f->s, bs[i], on_done, &w), 0);
+    pthread_mutex_lock(&w.mu);
+    while (w.done < N)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(w.status[i], 0);
+    stor_stats(f->s, &s1);
+    assert_true(s1.grows >= s0.grows + 1); /* 8 MiB could not hold it */
+    assert_int_equal(stor_failed(f->s), 0);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N; i++) {
+            char key[16];
+            struct stor_value v;
+            snprintf(key, sizeof key, "big%d", i);
+            assert_int_equal(stor_kv_get(f->s, 1, key, strlen(key), &v), 0);
+            assert_int_equal(v.len, VLEN);
+            assert_int_equal(v.revision, (uint64_t)i + 1);
+            assert_int_equal(((uint8_t *)v.data)[VLEN - 1], 'a' + i);
+            free(v.data);
+        }
+        assert_int_equal(stor_log_last_index(stor_shard_get(f->s, 1)), N);
+        stor_close(f->s);
+        f->s = tu_open(f->dir, 0, 0);
+    }
+    for (int i = 0; i < N; i++)
+        stor_batch_free(bs[i]);
+    free(val);
+    free(cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -955,6 +1029,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_txn_overlay_tail_replay,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_txn_fills_map, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_async_lazy, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_async_double_buffering, setup,
