@@ -270,17 +270,28 @@ static void render_metrics(void *data, FILE *out)
     struct stor_stats ss;
     stor_stats(s->stor, &ss);
     srv_metrics_counter(out, "ringkv_storage_commits_total",
-                        "LMDB write transactions committed (one per batch, "
-                        "or one for several merged batches).",
-                        ss.batches - ss.merged_batches);
+                        "Storage batches written (one WAL record each).",
+                        ss.batches);
     srv_metrics_counter(out, "ringkv_storage_lazy_commits_total",
-                        "Commits that needed no durability (one data flush, "
-                        "no meta sync).",
+                        "Batches that needed no durability (no WAL sync of "
+                        "their own).",
                         ss.lazy_batches);
     srv_metrics_counter(out, "ringkv_storage_merged_batches_total",
-                        "Batches that shared the commit of an earlier lazy "
-                        "batch instead of paying their own.",
+                        "Durable batches that shared another batch's WAL "
+                        "sync.",
                         ss.merged_batches);
+    srv_metrics_counter(out, "ringkv_storage_checkpoints_total",
+                        "LMDB commits of the open transaction (checkpoints "
+                        "of the WAL).",
+                        ss.checkpoints);
+    srv_metrics_counter(out, "ringkv_storage_checkpoint_microseconds_total",
+                        "Time the storage thread spent in checkpoints (no "
+                        "batch is written meanwhile).",
+                        ss.checkpoint_us);
+    srv_metrics_counter(out, "ringkv_storage_wal_bytes_total",
+                        "Bytes appended to the WAL.", ss.wal_bytes);
+    srv_metrics_counter(out, "ringkv_storage_wal_syncs_total",
+                        "fdatasyncs of the WAL.", ss.wal_syncs);
     srv_metrics_family(out, "ringkv_shard_term", "gauge",
                        "Current Raft term of each hosted shard.");
     for (uint64_t id = 0; id < s->groups_cap; id++) {

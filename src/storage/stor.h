@@ -22,31 +22,50 @@
  * Keys are big-endian so one shard's log/data is one contiguous range and
  * MDB_APPEND applies to log appends at the end of the database.
  *
- * THREADS. The owner (the server's loop thread) calls everything here. Only
- * one batch is written at a time, by the storage thread (stor_batch_submit)
- * or by the caller (stor_batch_commit, for start-up and tests). The read
- * functions (stor_kv_get, stor_kv_scan, stor_log_ops) use short read
- * transactions (MDB_NOTLS) and may run while a batch is being written; they
- * see the last committed state. The storage thread grows the map between
- * batches; read transactions are coordinated with that growth internally.
+ * WAL. In front of LMDB sits a redo journal, <data dir>/wal/ (stor_wal.c):
+ * every batch is one record there (its ops), and the batches run in ONE
+ * LMDB write transaction that stays open across batches and is committed
+ * as a CHECKPOINT (with the WAL position it covers, in `meta`) every
+ * second or 64 MiB of WAL (100 ms when compaction waits for it and the
+ * transaction is small), or at once when LMDB must be current (shard
+ * create/destroy, snapshot install, SPLIT, stor_batch_commit, and readers
+ * of LMDB only, see THREADS). stor_open replays the WAL after the last
+ * checkpoint. Why (the figures): src/storage/README.md.
+ *
+ * THREADS. The owner (the server's loop thread) calls everything here.
+ * Batches are written by the storage thread only (stor_batch_submit;
+ * stor_batch_commit hands its batch to it and waits). The read functions
+ * use short read transactions (MDB_NOTLS), which see the last checkpoint,
+ * plus what the open transaction changed since, kept in memory:
+ * stor_kv_get consults an overlay of the KV writes first, and the log
+ * operations a per-shard tail of the entries not checkpointed yet; both
+ * show a batch once it is done (its callback about to run). stor_kv_scan,
+ * a new snapshot export, stor_split_out, stor_session_last_seq,
+ * stor_shard_load, stor_check and stor_backup read LMDB only: they first
+ * ask for a checkpoint and wait for it (a few ms; nothing when nothing is
+ * open). The storage thread grows the map between checkpoints; read
+ * transactions are coordinated with that growth internally.
  *
  * DURABILITY. A batch that holds a log append, a term or vote change, a
  * membership change, a snapshot stage/install or a shard create/destroy is
- * fully durable when its callback runs (fdatasync of the data pages, then
- * the meta page written O_DSYNC: LMDB's full durability); the Raft core's
- * votes and acks rely on it. A batch of applies, commit-index changes and
- * compaction only is committed with MDB_NOMETASYNC (one flush): a power
- * loss may undo it (only it, and only if no later batch synced), which
- * leaves a prefix of the committed batches, exactly as a process crash
- * between commits does; the entries it applied are durable in the log of a
- * quorum and are applied again. `unsafe_no_sync` (MDB_NOSYNC) exists for
- * benchmarks only.
+ * durable when its callback runs: its WAL record is (one fdatasync of a
+ * preallocated segment, shared by the batches queued together); the Raft
+ * core's votes and acks rely on it. A batch of applies, commit-index
+ * changes and compaction only is done once its record is written, without
+ * a sync: a power loss may undo it (and only batches after the last sync),
+ * which leaves a prefix of the batches, exactly as a process crash
+ * between batches does; the entries it applied are durable in the log of
+ * a quorum and are applied again. A checkpoint is a full LMDB commit
+ * (fdatasync of the data, then the meta page). `unsafe_no_sync`
+ * (MDB_NOSYNC, no WAL sync) exists for benchmarks only.
  *
- * FAIL-STOP. A failed commit or sync, a full disk (RK_ENOSPC), a full map at
- * its maximum size or corruption found while writing puts the store into
- * fail-stop: that batch and every later one completes with an error
- * (RK_EFAILSTOP after the first) and NOTHING is reported durable afterwards.
- * Reads keep working on what was committed before. stor_failed() tells.
+ * FAIL-STOP. A failed WAL write, sync or segment preallocation, a failed
+ * checkpoint, a full disk (RK_ENOSPC), a full map at its maximum size or
+ * corruption found while writing puts the store into fail-stop: that batch
+ * and every later one completes with an error (RK_EFAILSTOP after the
+ * first) and NOTHING is reported durable afterwards; the open transaction
+ * is dropped (a restart replays the WAL). Reads keep working on what was
+ * done before. stor_failed() tells.
  *
  * ERRORS. Every function returns 0 or a negative RK_E* code (rk_err.h):
  *   RK_EINVAL       bad argument (a caller bug; nothing was written)
@@ -128,6 +147,9 @@ struct stor_opts {
      * commands (which keys move) and by writes to a shard that gave arcs
      * away; NULL: SPLIT commands fail with RK_EINVAL. */
     uint64_t (*key_hash)(const void *key, size_t len);
+    /* WAL segment size (a multiple of 4096); 0 = 64 MiB. Tests use small
+     * ones. */
+    uint64_t wal_segment_bytes;
 };
 
 /* Opens (or with opts->create, creates) the store at opts->path. On failure
@@ -168,10 +190,16 @@ struct stor_stats {
     uint64_t map_size; /* current map size */
     uint64_t map_used; /* bytes up to the highest page in use */
     uint64_t page_size;
-    uint64_t batches; /* committed batches */
-    uint64_t lazy_batches; /* commits without the meta sync */
-    uint64_t merged_batches; /* batches that shared another's commit */
+    uint64_t batches; /* batches done (one WAL record each) */
+    uint64_t lazy_batches; /* batches that needed no WAL sync */
+    uint64_t merged_batches; /* durable batches that shared a WAL sync */
     uint64_t grows;   /* map growths */
+    uint64_t checkpoints; /* LMDB commits of the open transaction */
+    uint64_t checkpoint_us; /* time spent in them (the storage thread
+                               writes no batch meanwhile) */
+    uint64_t wal_bytes;   /* WAL bytes appended since open */
+    uint64_t wal_syncs;   /* fdatasyncs of the WAL */
+    uint64_t wal_replayed; /* WAL records replayed by stor_open */
     uint32_t n_shards;
     uint32_t n_exports; /* open snapshot exports */
 };
@@ -205,9 +233,13 @@ int stor_shard_load(struct stor_shard *sh, struct stor_shard_state *out);
 
 /*
  * struct raft_log_ops with a struct stor_shard * as ctx. first/last index and
- * the last term come from an in-memory cache updated when a batch commits
- * (no transaction); term/entries use a short read txn. term(first_index - 1)
- * is the term of the compaction point.
+ * the last term come from an in-memory cache updated when a batch is done
+ * (WAL-durable; no transaction); term/entries come from the shard's
+ * in-memory tail for entries not checkpointed yet, else from a short read
+ * txn (a read that spans both returns the LMDB part: fewer entries).
+ * term(first_index - 1) is the term of the compaction point. Compaction
+ * deletes nothing past the applied index of the last checkpoint (the state
+ * a new export describes).
  *
  * SNAPSHOTS ARE THE STATE MACHINE (as in TiKV): snapshot_meta describes the
  * shard's state as it is now (applied index/term/conf), so its index is
@@ -418,8 +450,9 @@ int stor_session_last_seq(struct stor *s, uint64_t shard, uint64_t client_id,
 /* ================================================================ batches */
 
 /*
- * A batch collects work for MANY shards; it is written in ONE LMDB write
- * transaction with ONE commit (sync). Operations run in the order they were
+ * A batch collects work for MANY shards; it is written as ONE WAL record
+ * and runs atomically (a nested transaction of the open one, see WAL at
+ * the top), made durable by ONE sync. Operations run in the order they were
  * added. Every add function COPIES what it is given (the caller may free or
  * reuse its memory at once, e.g. a raft_ready before raft_advance). An add
  * function fails only with RK_ENOMEM or RK_EINVAL (then the batch is
@@ -522,9 +555,9 @@ int stor_batch_op_status(const struct stor_batch *b, uint32_t op);
  * stor_batch_add_ready(). */
 int stor_batch_shard_status(const struct stor_batch *b, uint64_t shard);
 
-/* Writes the batch synchronously on the calling thread (start-up, tests,
- * tools): one write txn, one commit. Returns the batch's status. Must not
- * run while a submitted batch is pending. */
+/* Writes the batch and waits for it (start-up, tests, tools): the storage
+ * thread runs it like a submitted one, then checkpoints, so that LMDB
+ * holds it when this returns. Returns the batch's status. */
 int stor_batch_commit(struct stor *s, struct stor_batch *b);
 
 /* Hands the batch to the storage thread; cb(b, status, arg) runs there when
@@ -546,15 +579,12 @@ int stor_batch_submit(struct stor *s, struct stor_batch *b, stor_done_cb cb,
  *
  * status STOR_APPLIED_LAZY says the batch holds nothing that needs
  * durability (applies, commit index, compaction: no append, term or vote,
- * membership or snapshot change): its commit waits briefly for the next
- * submitted batch and shares that one's commit, so a caller should submit
- * its next batch without waiting for this done cb. status 0: the batch
- * commits on its own, done cb after its sync. The cb may run twice for one
- * batch (a shared transaction that failed before its commit is run again
- * batch by batch), with the same results. */
+ * membership or snapshot change): its done cb follows without a WAL sync.
+ * status 0: its done cb comes after the WAL sync. */
 void stor_batch_on_applied(struct stor_batch *b, stor_done_cb cb, void *arg);
-/* A lazy batch waiting for the next one to share its commit (see above)
- * commits now (e.g. a reader waits for what it applied); no-op otherwise. */
+/* Wakes the storage thread. Nothing waits for a commit any more (a batch
+ * is done when its WAL record is): kept for callers that used it to end a
+ * lazy batch's wait. */
 void stor_commit_now(struct stor *s);
 
 /* ============================================================= snapshots */

@@ -212,6 +212,7 @@ int stor_check(struct stor *s, char *errmsg)
     char scratch[RK_ERRMSG_SIZE];
     struct ctx c = {.s = s, .err = errmsg ? errmsg : scratch};
     c.err[0] = '\0';
+    stor__checkpoint_wait(s); /* checks what LMDB holds */
     int rc = stor__read_begin(s, &c.txn);
     if (rc) {
         rk_errf(c.err, "cannot begin a read transaction");

@@ -246,6 +246,7 @@ int stor_shard_load(struct stor_shard *sh, struct stor_shard_state *out)
     struct stor__state st;
     MDB_txn *txn;
     memset(out, 0, sizeof(*out));
+    stor__checkpoint_wait(s); /* the state records are read from LMDB */
     int rc = stor__read_begin(s, &txn);
     if (rc)
         return rc;
@@ -521,6 +522,7 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
         sh->base_term = st.base_term;
         sh->compact_pending = st.compact_target > st.base_index;
         sh->c_compact_pending = sh->compact_pending;
+        sh->ck_applied = st.applied;
         crc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
     mdb_cursor_close(cur);
@@ -549,6 +551,7 @@ err_abort:
  * write thread (closed before): shards, lock file, locks. */
 static void free_stor(struct stor *s)
 {
+    stor__overlay_free(s);
     for (uint32_t i = 0; i < s->n_shards; i++)
         free(s->shards[i]);
     free(s->shards);
@@ -560,6 +563,10 @@ static void free_stor(struct stor *s)
     pthread_mutex_destroy(&s->exp_mu);
     pthread_mutex_destroy(&s->q_mu);
     pthread_cond_destroy(&s->q_cv);
+    pthread_cond_destroy(&s->ckpt_cv);
+    pthread_rwlock_destroy(&s->ov_lock);
+    stor__wal_close(s->wal);
+    rk_buf_free(&s->rec);
     free(s->path);
     free(s);
 }
@@ -611,6 +618,8 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->q_cv, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&s->ckpt_cv, NULL);
+    pthread_rwlock_init(&s->ov_lock, NULL);
     s->no_sync = o->unsafe_no_sync;
     s->max_map_size = o->max_map_size ? o->max_map_size : DEFAULT_MAX_MAP_SIZE;
     s->chunk_bytes =
@@ -725,6 +734,9 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     rc = open_dbs(s, o, errmsg);
     if (rc)
         goto err_env;
+    rc = stor__wal_recover(s, o->wal_segment_bytes, errmsg);
+    if (rc)
+        goto err_env;
     rc = stor__thread_start(s);
     if (rc) {
         rk_errf(errmsg, "cannot start the storage thread");
@@ -776,6 +788,8 @@ int stor_backup(struct stor *s, const char *path)
     snprintf(file, sizeof file, "%s/data.mdb", path);
     if (stat(file, &stt) == 0)
         return RK_EEXIST;
+    /* The copy holds the last checkpoint: make it hold everything. */
+    stor__checkpoint_wait(s);
     pthread_rwlock_rdlock(&s->map_lock);
     int rc = mdb_env_copy2(s->env, path, MDB_CP_COMPACT);
     pthread_rwlock_unlock(&s->map_lock);
@@ -801,6 +815,11 @@ void stor_stats(struct stor *s, struct stor_stats *out)
     out->batches = s->n_batches;
     out->lazy_batches = s->n_lazy_batches;
     out->merged_batches = s->n_merged_batches;
+    out->checkpoints = s->n_checkpoints;
+    out->checkpoint_us = s->ckpt_us;
+    out->wal_bytes = s->n_wal_bytes;
+    out->wal_syncs = s->n_wal_syncs;
+    out->wal_replayed = s->n_wal_replayed;
     out->grows = s->n_grows;
     for (uint32_t i = 0; i < s->n_shards; i++)
         out->n_shards += s->shards[i]->exists;

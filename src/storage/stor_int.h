@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "rk_buf.h"
 #include "stor.h"
 
 /* ------------------------------------------------------ big-endian codec */
@@ -88,6 +89,14 @@ bool stor__conf_decode(struct stor__rd *r, struct raft_conf_state *c);
 
 struct stor_export;
 
+/* An entry of a shard's log tail (stor_overlay.c). */
+struct stor__tent {
+    raft_term term;
+    uint32_t len;
+    uint8_t type;
+    uint8_t *data;
+};
+
 struct stor_shard {
     struct stor *s;
     uint64_t id;
@@ -115,6 +124,19 @@ struct stor_shard {
     bool c_hs_known;
     raft_term c_term;
     raft_id c_vote;
+    /* Writer-only: the batch sequence number that last listed this shard
+     * as touched, and its compaction flag then (restored on rollback). */
+    uint64_t t_seq;
+    bool t_compact_pending;
+    /* Writer-only: the applied index as of the last checkpoint (the
+     * compaction limit). */
+    raft_index ck_applied;
+
+    /* Log tail (guarded by s->mu, stor_overlay.c): entries tail_from ..
+     * tail_from + tail_n - 1 as the open transaction has them; 0 = none. */
+    raft_index tail_from;
+    struct stor__tent *tail;
+    uint32_t tail_n, tail_cap;
 };
 
 /* ---------------------------------------------------------------- store */
@@ -155,6 +177,7 @@ struct stor {
     uint64_t n_merged_batches; /* committed by another batch's commit */
     uint64_t n_grows;
     uint64_t gen;          /* writer-only: transaction generation */
+    uint64_t bseq;         /* writer-only: batch sequence number */
     uint32_t compact_next; /* writer-only: round-robin start of compaction */
 
     /* Snapshot exports (guarded by exp_mu; lock order map_lock, exp_mu). */
@@ -167,10 +190,79 @@ struct stor {
     pthread_cond_t q_cv;
     struct stor_batch *q_head, *q_tail;
     bool q_stop;
-    bool q_nudge; /* commit a waiting lazy transaction now */
+    bool q_nudge; /* wake the storage thread */
     bool thread_started;
     pthread_t thread;
+
+    /* WAL and the open transaction (writer-only unless said otherwise;
+     * see stor_thread.c). */
+    struct stor__wal *wal;
+    MDB_txn *open_txn;       /* batches run in it between checkpoints */
+    uint64_t open_since_us;  /* when it began (monotonic) */
+    uint64_t open_wal_bytes; /* WAL bytes appended since */
+    uint64_t open_lsn;       /* last WAL record whose batch ran in it */
+    uint64_t prev_txn_wal_bytes; /* WAL bytes of the last checkpointed txn */
+    uint64_t ckpt_lsn;       /* the last checkpoint covers records <= it */
+    bool w_force_ckpt;       /* the running batch needs a checkpoint */
+    bool w_replaying;        /* stor_open replays the WAL (or a rerun) */
+    bool w_rerun;            /* rerun after a checkpoint out of map */
+    bool fail_reported;      /* a batch got the fail-stop's own code */
+    bool compact_held;       /* compaction waits for a checkpoint */
+    struct rk_buf rec;       /* the WAL record being written */
+    /* Guarded by q_mu: checkpoints asked for by readers, and done. */
+    bool ckpt_req;
+    bool dirty; /* the open transaction holds something */
+    uint64_t ckpt_count;
+    pthread_cond_t ckpt_cv;
+    /* Stats of the WAL path (guarded by mu). */
+    uint64_t n_checkpoints, n_wal_bytes, n_wal_syncs, n_wal_replayed;
+    uint64_t ckpt_us; /* time spent in checkpoint commits */
+
+    /* The running batch's pending changes (writer-only). */
+    struct rk_buf pend_kv;
+    struct stor__pend_log *pend_log;
+    uint32_t n_pend_log, cap_pend_log;
+    /* The overlay (guarded by ov_lock; stor_overlay.c). */
+    pthread_rwlock_t ov_lock;
+    struct ov_ent **ov_tab;
+    size_t ov_cap, ov_n;
 };
+
+/* ------------------------------------------------ overlay and log tails
+ * (stor_overlay.c; the model is described there). */
+struct stor__pend_mark {
+    size_t kv;
+    uint32_t log;
+};
+/* Whether pending changes are recorded now (not while replaying, nor
+ * after a batch asked for a checkpoint). */
+bool stor__pend_on(const struct stor *s);
+/* Records a KV write (rec = value record) or delete (rec NULL). */
+int stor__pend_kv(struct stor *s, uint64_t shard, const void *key, size_t klen,
+                  const void *rec, size_t rlen);
+/* Records that sh's log holds the n packed entries recs (in the batch's
+ * arena) from `first` on, anything after them cut. */
+int stor__pend_log(struct stor *s, struct stor_shard *sh, raft_index first,
+                   const uint8_t *recs, uint32_t n);
+void stor__pend_mark(const struct stor *s, struct stor__pend_mark *m);
+void stor__pend_rollback(struct stor *s, const struct stor__pend_mark *m);
+void stor__pend_drop(struct stor *s);
+/* Makes the pending KV changes visible (overlay), then (s->mu held) the
+ * pending log changes (tails). RK_ENOMEM leaves them partly merged: the
+ * caller checkpoints then. */
+int stor__pend_merge_kv(struct stor *s);
+int stor__pend_merge_log_locked(struct stor *s);
+/* After a checkpoint commit: LMDB holds it all. */
+void stor__overlay_clear(struct stor *s);
+void stor__overlay_free(struct stor *s);
+/* 1: *out filled from the overlay; 0: not there; RK_ENOTFOUND: deleted
+ * there; RK_ENOMEM. */
+int stor__overlay_get(struct stor *s, uint64_t shard, const void *key,
+                      size_t klen, struct stor_value *out);
+/* Makes LMDB hold everything done so far (readers that read LMDB only:
+ * scans, exports, shard loads, checks, backups): asks the storage thread
+ * for a checkpoint and waits for it, unless nothing is open. */
+void stor__checkpoint_wait(struct stor *s);
 
 /* Errors (stor_err.c). */
 int stor__from_mdb(int rc);
@@ -225,14 +317,20 @@ static inline size_t stor__bent_size(uint32_t len)
     return sizeof(struct stor__bent) + (((size_t)len + 7) & ~(size_t)7);
 }
 
+/* A checkpoint commits the open transaction after this long or this many
+ * WAL bytes (stor_thread.c). */
+#define STOR__CKPT_US    1000000ull
+#define STOR__CKPT_BYTES ((uint64_t)64 << 20)
+/* When compaction waits for a checkpoint (it deletes nothing past the
+ * checkpointed applied index) and the open transaction is small (cheap to
+ * commit: light load), it is checkpointed after this long already. */
+#define STOR__CKPT_COMPACT_US    100000ull
+#define STOR__CKPT_COMPACT_BYTES ((uint64_t)2 << 20)
+/* At most this many queued batches share one WAL sync. */
+#define STOR__GROUP_MAX 64u
+
 /* Log entries compaction may delete in one batch, all shards together. */
 #define STOR__COMPACT_BUDGET 32768u
-/* A lazy batch's transaction waits this long for the next batch to share
- * its commit (stor_thread.c, thread_exec), merging at most this many
- * batches and about this many payload bytes. */
-#define STOR__MERGE_WAIT_US 500L
-#define STOR__MERGE_MAX 64u
-#define STOR__MERGE_MAX_BYTES ((size_t)16 << 20)
 
 /* Log writing (stor_log.c). */
 int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
@@ -361,16 +459,86 @@ int stor__split_apply(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
 int stor__split_moved(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
                       const void *key, uint32_t klen, bool *moved);
 
+/* A batch as a WAL record (stor_thread.c, format there): encode into o
+ * (reset first; RK_ENOMEM); decode into b (reset first), bounds-checked:
+ * RK_EPROTO for anything malformed, RK_ENOMEM. */
+struct rk_buf;
+int stor__batch_encode(const struct stor_batch *b, struct rk_buf *o);
+int stor__batch_decode(const void *buf, size_t len, struct stor_batch *b);
+
 /* Batch execution (stor_thread.c). */
 /* Loads sh's working state into the batch's txn and lists it as touched
  * (its state is written and published at commit). RK_EUNKNOWNSHARD if it
  * does not exist (yet) in this txn. */
 int stor__touch(struct stor *s, MDB_txn *txn, struct stor_batch *b,
                 struct stor_shard *sh);
-int stor__batch_exec(struct stor *s, struct stor_batch *b);
+/* Opens the WAL (<path>/wal) and replays it from the lsn the last
+ * checkpoint covers, then checkpoints and starts a fresh segment (before
+ * the storage thread starts). errmsg says what failed. */
+int stor__wal_recover(struct stor *s, uint64_t seg_size, char *errmsg);
+/* meta record: the lsn of the last WAL record the checkpoint covers. */
+#define STOR__META_WAL_LSN "wal_lsn"
 void stor__thread_stop(struct stor *s);
 int stor__thread_start(struct stor *s);
 /* Grows the map if the next txn (about `need` bytes) could fill it. */
 int stor__maybe_grow(struct stor *s, size_t need, bool force);
+
+/* ------------------------------------------------- redo journal (WAL)
+ *
+ * stor_wal.c: records appended to preallocated segment files in a
+ * directory, one fdatasync per durable batch; read back from an LSN up to
+ * the first torn or stale record; segments wholly below a checkpoint are
+ * recycled. Format and flush order: the top of stor_wal.c. Single-threaded
+ * (the writer). Errors set a message (stor__wal_errmsg). */
+struct stor__wal;
+
+/* Default segment size. */
+#define STOR__WAL_SEG_SIZE ((uint64_t)64 << 20)
+
+struct stor__wal_stats {
+    uint64_t bytes;         /* record bytes appended since open */
+    uint64_t syncs;         /* fdatasyncs of appends */
+    uint64_t segments_made; /* segments preallocated (not recycled) */
+    uint32_t segments;      /* live segments */
+    uint32_t spares;        /* recycled segments waiting for reuse */
+};
+
+/* Opens (creating) the WAL directory and lists its segments (headers
+ * checked: RK_ECORRUPT for a damaged one). seg_size 0 = the default, else
+ * a multiple of 4096. no_sync: no fdatasync/fsync at all (benchmarks).
+ * errmsg (RK_ERRMSG_SIZE, may be NULL) says what failed. RK_EINVAL,
+ * RK_ENOMEM, RK_EIO, RK_ECORRUPT. */
+int stor__wal_open(const char *dir, uint64_t seg_size, bool no_sync,
+                   struct stor__wal **out, char *errmsg);
+/* Calls cb(arg, lsn, payload, len) for every record with lsn > from, in
+ * order, up to the end of the chain (the first torn or stale record); a
+ * non-zero return of cb stops and is returned. *last: the last lsn passed
+ * to cb (from if none). RK_ECORRUPT when records after `from` are missing
+ * before a later segment (durable records were lost). Must precede
+ * stor__wal_start when the directory holds segments. */
+int stor__wal_replay(struct stor__wal *w, uint64_t from,
+                     int (*cb)(void *arg, uint64_t lsn, const void *p,
+                               size_t len),
+                     void *arg, uint64_t *last);
+/* Releases every segment (all must be covered by a checkpoint at
+ * next_lsn - 1, else RK_EINVAL) and opens a fresh segment for records from
+ * next_lsn on. RK_ENOSPC (preallocation), RK_EIO, RK_ENOMEM. */
+int stor__wal_start(struct stor__wal *w, uint64_t next_lsn);
+/* Appends one record (written, not yet synced); *lsn is its number.
+ * Switches to a new segment when it does not fit (syncing the old one).
+ * RK_ENOSPC, RK_EIO, RK_ETOOLARGE, RK_ENOMEM. */
+int stor__wal_append(struct stor__wal *w, const void *p, size_t len,
+                     uint64_t *lsn);
+/* Makes every appended record durable (one fdatasync; none if nothing
+ * new). RK_EIO, RK_ENOSPC. */
+int stor__wal_sync(struct stor__wal *w);
+/* Drops (recycles as spares, at most 2, or deletes) the segments, except
+ * the active one, whose records are all <= ckpt. RK_EIO. */
+int stor__wal_release(struct stor__wal *w, uint64_t ckpt);
+/* The lsn the next append gets. */
+uint64_t stor__wal_next_lsn(const struct stor__wal *w);
+void stor__wal_stats(const struct stor__wal *w, struct stor__wal_stats *out);
+const char *stor__wal_errmsg(const struct stor__wal *w);
+void stor__wal_close(struct stor__wal *w);
 
 #endif

@@ -340,12 +340,15 @@ int stor__kv_write_rec(struct stor *s, MDB_txn *txn, uint64_t shard,
     if (rlen < STOR__VAL_HDR)
         return RK_EINVAL;
     k.mv_size = stor__kv_key_encode(kb, shard, key, klen);
+    int rc;
     if (stor__kv_key_is_long(k.mv_size)) {
         bool found;
-        return slot_rewrite(s, txn, &k, key, klen, rec, rlen, &found);
+        rc = slot_rewrite(s, txn, &k, key, klen, rec, rlen, &found);
+    } else {
+        MDB_val v = {.mv_size = rlen, .mv_data = (void *)rec};
+        rc = stor__from_mdb(mdb_put(txn, s->dbi_kv, &k, &v, 0));
     }
-    MDB_val v = {.mv_size = rlen, .mv_data = (void *)rec};
-    return stor__from_mdb(mdb_put(txn, s->dbi_kv, &k, &v, 0));
+    return rc ? rc : stor__pend_kv(s, shard, key, klen, rec, rlen);
 }
 
 int stor__kv_write(struct stor *s, MDB_txn *txn, uint64_t shard,
@@ -367,6 +370,8 @@ int stor__kv_write(struct stor *s, MDB_txn *txn, uint64_t shard,
         bool found;
         int rc = slot_rewrite(s, txn, &k, key, klen, rec, STOR__VAL_HDR + vlen,
                               &found);
+        if (rc == 0)
+            rc = stor__pend_kv(s, shard, key, klen, rec, STOR__VAL_HDR + vlen);
         free(rec);
         return rc;
     }
@@ -379,7 +384,9 @@ int stor__kv_write(struct stor *s, MDB_txn *txn, uint64_t shard,
     stor__put64(p + 8, mod);
     if (vlen)
         memcpy(p + STOR__VAL_HDR, val, vlen);
-    return 0;
+    /* The record as written (p is the txn's own copy, valid until its
+     * next write). */
+    return stor__pend_kv(s, shard, key, klen, p, STOR__VAL_HDR + vlen);
 }
 
 int stor__kv_delete(struct stor *s, MDB_txn *txn, uint64_t shard,
@@ -388,12 +395,16 @@ int stor__kv_delete(struct stor *s, MDB_txn *txn, uint64_t shard,
     uint8_t kb[STOR__KV_KEY_MAX];
     MDB_val k = {.mv_data = kb};
     k.mv_size = stor__kv_key_encode(kb, shard, key, klen);
+    int rc;
     if (stor__kv_key_is_long(k.mv_size)) {
         bool found;
-        int rc = slot_rewrite(s, txn, &k, key, klen, NULL, 0, &found);
-        return rc ? rc : found ? 0 : RK_ENOTFOUND;
+        rc = slot_rewrite(s, txn, &k, key, klen, NULL, 0, &found);
+        if (rc == 0 && !found)
+            rc = RK_ENOTFOUND;
+    } else {
+        rc = stor__from_mdb(mdb_del(txn, s->dbi_kv, &k, NULL));
     }
-    return stor__from_mdb(mdb_del(txn, s->dbi_kv, &k, NULL));
+    return rc ? rc : stor__pend_kv(s, shard, key, klen, NULL, 0);
 }
 
 /* ------------------------------------------------------------ commands */
@@ -660,7 +671,12 @@ int stor_kv_get(struct stor *s, uint64_t shard, const void *key, size_t klen,
         return RK_ETOOLARGE;
     MDB_txn *txn;
     struct stor__kvrec r;
-    int rc = stor__read_begin(s, &txn);
+    /* What the open transaction wrote first, then the checkpoint (in that
+     * order: READER RACE in stor_overlay.c). */
+    int rc = stor__overlay_get(s, shard, key, klen, out);
+    if (rc != 0)
+        return rc == 1 ? 0 : rc;
+    rc = stor__read_begin(s, &txn);
     if (rc)
         return rc;
     rc = stor__kv_find(s, txn, shard, key, klen, &r);
@@ -772,6 +788,8 @@ int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
         return RK_ETOOLARGE;
     if (max_bytes == 0)
         max_bytes = SCAN_DEFAULT_BYTES;
+    /* Scans read LMDB only: a checkpoint first makes it current. */
+    stor__checkpoint_wait(s);
     /* The first wanted key is at or after max(prefix, start); LMDB's order
      * agrees with key order up to the 480-byte prefix, so seek there. */
     const uint8_t *lo = prefix;
@@ -875,6 +893,7 @@ int stor_session_last_seq(struct stor *s, uint64_t shard, uint64_t client_id,
     struct sess ss;
     bool found;
     *seq = 0;
+    stor__checkpoint_wait(s); /* sessions are read from LMDB only */
     int rc = stor__read_begin(s, &txn);
     if (rc)
         return rc;

@@ -32,8 +32,9 @@ raft_term stor_log_last_term(struct stor_shard *sh)
     return v;
 }
 
-/* Classifies an index against the committed view: 0 if stored, else the
- * error; *term set when the cache knows it (base or last). */
+/* Classifies an index against the published view: 0 if stored, else the
+ * error; *term set when the cache or the tail knows it (base, last, or an
+ * entry not checkpointed yet: stor_overlay.c). */
 static int classify(struct stor_shard *sh, raft_index i, raft_term *term,
                     bool *known)
 {
@@ -52,9 +53,63 @@ static int classify(struct stor_shard *sh, raft_index i, raft_term *term,
     } else if (i == sh->last) {
         *term = sh->last_term;
         *known = true;
+    } else if (sh->tail_from && i >= sh->tail_from &&
+               i < sh->tail_from + sh->tail_n) {
+        *term = sh->tail[i - sh->tail_from].term;
+        *known = true;
     }
     pthread_mutex_unlock(&sh->s->mu);
     return rc;
+}
+
+/* Entries [lo, hi) from the tail, when lo is in it (s->mu held): 1 with
+ * *out filled, 0 if lo is not in the tail (*lmdb_hi: where LMDB stops
+ * being current), or RK_ENOMEM. */
+static int tail_entries(struct stor_shard *sh, raft_index lo, raft_index hi,
+                        size_t max_bytes, struct raft_entry **out,
+                        uint32_t *n_out, raft_index *lmdb_hi)
+{
+    *lmdb_hi = hi;
+    if (!sh->tail_from)
+        return 0;
+    if (lo < sh->tail_from) {
+        if (hi > sh->tail_from)
+            *lmdb_hi = sh->tail_from;
+        return 0;
+    }
+    raft_index end = sh->tail_from + sh->tail_n;
+    if (lo >= end)
+        return 0;
+    if (hi > end)
+        hi = end;
+    size_t bytes = 0;
+    uint32_t n = 0;
+    for (raft_index i = lo; i < hi; i++) {
+        size_t len = sh->tail[i - sh->tail_from].len;
+        if (n > 0 && max_bytes && bytes + len > max_bytes)
+            break;
+        bytes += len;
+        n++;
+    }
+    size_t arr = (size_t)n * sizeof(struct raft_entry);
+    uint8_t *blk = malloc(arr + bytes + 1);
+    if (!blk)
+        return RK_ENOMEM;
+    struct raft_entry *ents = (struct raft_entry *)blk;
+    uint8_t *data = blk + arr;
+    for (uint32_t j = 0; j < n; j++) {
+        const struct stor__tent *t = &sh->tail[lo + j - sh->tail_from];
+        ents[j].index = lo + j;
+        ents[j].term = t->term;
+        ents[j].type = t->type;
+        ents[j].len = t->len;
+        ents[j].data = data;
+        memcpy(data, t->data, t->len);
+        data += t->len;
+    }
+    *out = ents;
+    *n_out = n;
+    return 1;
 }
 
 int stor_log_term(struct stor_shard *sh, raft_index i, raft_term *out)
@@ -100,9 +155,13 @@ int stor_log_entries(struct stor_shard *sh, raft_index lo, raft_index hi,
              : lo <= sh->base_index ? RK_ECOMPACTED
              : hi - 1 > sh->last    ? RK_EUNAVAIL_LOG
                                     : 0;
+    /* Entries not checkpointed yet come from the tail; LMDB has the ones
+     * before it (the tail first: READER RACE in stor_overlay.c). */
+    if (rc == 0)
+        rc = tail_entries(sh, lo, hi, max_bytes, out, n_out, &hi);
     pthread_mutex_unlock(&s->mu);
     if (rc)
-        return rc;
+        return rc < 0 ? rc : 0;
 
     MDB_txn *txn;
     MDB_cursor *cur = NULL;
@@ -304,7 +363,7 @@ int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
     mdb_cursor_close(cur);
     sh->w_last = first + n - 1;
     sh->w_last_term = last_term;
-    return 0;
+    return stor__pend_log(s, sh, first, recs, n);
 }
 
 int stor__log_compact_step(struct stor *s, MDB_txn *txn, struct stor_shard *sh)
@@ -312,6 +371,12 @@ int stor__log_compact_step(struct stor *s, MDB_txn *txn, struct stor_shard *sh)
     raft_index target = sh->w.compact_target;
     if (target > sh->w.applied)
         target = sh->w.applied;
+    /* Not past what the last checkpoint applied: a snapshot export
+     * describes the checkpointed state, and the log must go on after it. */
+    if (target > sh->ck_applied) {
+        target = sh->ck_applied;
+        s->compact_held = true; /* a small txn checkpoints sooner */
+    }
     if (target > sh->w_last)
         target = sh->w_last;
     if (target <= sh->w.base_index) {

@@ -152,6 +152,15 @@ int stor_snapshot_meta(struct stor_shard *sh, struct raft_snapshot_meta *out)
     uint64_t now = now_ms();
     int rc = 0;
     memset(out, 0, sizeof(*out));
+    /* A new export reads the last checkpoint: make it current first (not
+     * while holding map_lock, which the checkpoint's map growth takes). */
+    pthread_mutex_lock(&s->exp_mu);
+    bool have = false;
+    for (struct stor_export *e = s->exports; e && !have; e = e->next)
+        have = e->sh == sh;
+    pthread_mutex_unlock(&s->exp_mu);
+    if (!have)
+        stor__checkpoint_wait(s);
     pthread_rwlock_rdlock(&s->map_lock);
     pthread_mutex_lock(&s->exp_mu);
     exports_drop(s, pred_idle, &now);

@@ -83,6 +83,7 @@ int stor_split_out(struct stor *s, uint64_t shard, struct stor_split_arc **out,
     MDB_txn *txn;
     *out = NULL;
     *n = 0;
+    stor__checkpoint_wait(s); /* read from LMDB only */
     int rc = stor__read_begin(s, &txn);
     if (rc)
         return rc;
@@ -291,6 +292,8 @@ int stor__split_apply(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
     const uint8_t *rec;
     size_t len;
     res->flags |= STOR_RES_NOCMD;
+    /* Keys move between shards: LMDB is made current right after. */
+    s->w_force_ckpt = true;
     if (s->key_hash == NULL || c->split_to == sh->id || sh->id == 0 ||
         s->w_batch == NULL) {
         res->status = RK_EINVAL;

@@ -17,6 +17,7 @@
 
 #include "rk_log.h"
 #include "stor.h"
+#include "stor_int.h"
 
 /*
  * The work runs in a child process that enters a private mount namespace
@@ -69,7 +70,8 @@ static void on_done(struct stor_batch *b, int status, void *arg)
         }                                                                      \
     } while (0)
 
-static int child(const char *mnt)
+/* Enters a private mount namespace with a 3 MiB tmpfs at mnt. */
+static int enter_tmpfs(const char *mnt)
 {
     if (unshare(CLONE_NEWNS) != 0) {
         fprintf(stderr, "unshare(CLONE_NEWNS): %s\n", strerror(errno));
@@ -80,14 +82,39 @@ static int child(const char *mnt)
         fprintf(stderr, "mount tmpfs: %s\n", strerror(errno));
         return SKIP_STATUS;
     }
+    return 0;
+}
+
+/* Fills the disk with batches until the store fail-stops; `where` is the
+ * step the test wants to fail ("WAL" preallocating a segment, or the
+ * "checkpoint"): small segments are preallocated one after the other long
+ * before a checkpoint (every 100 ms) recycles them; one large segment
+ * preallocated at open, and a checkpoint after every batch (asked for by
+ * a reader of LMDB), leave the rest of the disk to LMDB. */
+static int child_fill(const char *mnt, uint64_t seg_bytes, bool ckpt_often,
+                      size_t filler_bytes, const char *where)
+{
+    int erc = enter_tmpfs(mnt);
+    if (erc)
+        return erc;
     rk_log_set_level(RK_LOG_ERROR);
-    char dir[512];
+    char dir[512], filler[600];
     snprintf(dir, sizeof dir, "%s/d", mnt);
+    /* Space an operator frees before restarting: the replay of the WAL
+     * needs room in LMDB (see the reopen). */
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    FILE *ff = fopen(filler, "w");
+    CHECK(ff != NULL);
+    static char junk[64 << 10];
+    for (size_t n = 0; n < filler_bytes; n += sizeof junk)
+        CHECK(fwrite(junk, 1, sizeof junk, ff) == sizeof junk);
+    CHECK(fclose(ff) == 0);
     struct stor_opts o = {.path = dir,
                           .cluster_id = 9,
                           .node_id = 1,
                           .create = true,
-                          .map_size = 64 << 20};
+                          .map_size = 64 << 20,
+                          .wal_segment_bytes = seg_bytes};
     char err[RK_ERRMSG_SIZE];
     struct stor *s;
     CHECK(stor_open(&o, &s, err) == 0);
@@ -138,6 +165,10 @@ static int child(const char *mnt)
             break;
         CHECK(rc == 0);
         submitted++;
+        /* A reader of LMDB only: a checkpoint now (see child_fill). */
+        uint64_t seq;
+        if (ckpt_often)
+            (void)stor_session_last_seq(s, 1, 1, &seq);
     }
     pthread_mutex_lock(&w.mu);
     while (w.done < submitted)
@@ -153,6 +184,7 @@ static int child(const char *mnt)
     CHECK(w.acked >= 16);
     CHECK(stor_failed(s) == RK_ENOSPC);
     CHECK(strstr(stor_errmsg(s), "disk is full") != NULL);
+    CHECK(strstr(stor_errmsg(s), where) != NULL);
     /* Nothing is acknowledged any more, through either path. */
     stor_batch_reset(bs[0]);
     struct raft_hard_state hs = {.term = 2};
@@ -163,9 +195,14 @@ static int child(const char *mnt)
     stor_batch_free(bs[1]);
     stor_close(s);
 
-    /* Reopen on the still-full disk: everything acknowledged is there. */
+    /* The operator frees some space and restarts: everything acknowledged
+     * is there (replayed from the WAL, which needs room in LMDB). */
+    CHECK(unlink(filler) == 0);
     o.create = false;
-    CHECK(stor_open(&o, &s, err) == 0);
+    int orc = stor_open(&o, &s, err);
+    if (orc)
+        fprintf(stderr, "enospc: reopen: %s\n", err);
+    CHECK(orc == 0);
     struct stor_shard *sh = stor_shard_get(s, 1);
     CHECK(sh != NULL);
     struct stor_shard_state st;
@@ -189,15 +226,75 @@ static int child(const char *mnt)
     return 0;
 }
 
-static void test_disk_full_fail_stop(void **state)
+static int count_rec(void *arg, uint64_t lsn, const void *p, size_t len)
 {
-    (void)state;
+    (void)lsn;
+    (void)p;
+    (void)len;
+    (*(uint64_t *)arg)++;
+    return 0;
+}
+
+/* The WAL on a full disk: a segment that cannot be preallocated is an
+ * RK_ENOSPC with a message saying so, leaves no partial file, and the
+ * records synced before it all read back. */
+static int wal_child(const char *mnt)
+{
+    int rc = enter_tmpfs(mnt);
+    if (rc)
+        return rc;
+    char dir[512], err[RK_ERRMSG_SIZE] = "";
+    snprintf(dir, sizeof dir, "%s/wal", mnt);
+    struct stor__wal *w;
+    /* A first segment larger than the disk. */
+    CHECK(stor__wal_open(dir, 4 << 20, false, &w, err) == 0);
+    uint64_t last, n = 0;
+    CHECK(stor__wal_replay(w, 0, count_rec, &n, &last) == 0);
+    CHECK(stor__wal_start(w, 1) == RK_ENOSPC);
+    fprintf(stderr, "wal enospc: %s\n", stor__wal_errmsg(w));
+    CHECK(strstr(stor__wal_errmsg(w), "disk is full") != NULL);
+    stor__wal_close(w);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -q tmp", dir);
+    CHECK(system(cmd) != 0); /* no partial segment left */
+    /* Segments of 256 KiB: the disk fills at a segment switch. */
+    CHECK(stor__wal_open(dir, 256 << 10, false, &w, err) == 0);
+    CHECK(stor__wal_replay(w, 0, count_rec, &n, &last) == 0);
+    CHECK(stor__wal_start(w, 1) == 0);
+    static uint8_t rec[10000];
+    memset(rec, 'r', sizeof rec);
+    uint64_t synced = 0, lsn;
+    int arc = 0;
+    for (int i = 0; i < 1000 && arc == 0; i++) {
+        arc = stor__wal_append(w, rec, sizeof rec, &lsn);
+        if (arc == 0 && stor__wal_sync(w) == 0)
+            synced = lsn;
+    }
+    fprintf(stderr, "wal enospc: %llu records synced, then %s: %s\n",
+            (unsigned long long)synced, rk_err_name(arc),
+            stor__wal_errmsg(w));
+    CHECK(arc == RK_ENOSPC);
+    CHECK(strstr(stor__wal_errmsg(w), "disk is full") != NULL);
+    CHECK(synced >= 20);
+    stor__wal_close(w);
+    CHECK(system(cmd) != 0);
+    CHECK(stor__wal_open(dir, 256 << 10, false, &w, err) == 0);
+    n = 0;
+    CHECK(stor__wal_replay(w, 0, count_rec, &n, &last) == 0);
+    CHECK(n == synced && last == synced);
+    stor__wal_close(w);
+    umount2(mnt, MNT_DETACH);
+    return 0;
+}
+
+static void run_child(int (*fn)(const char *mnt))
+{
     char mnt[] = "/tmp/rk-stor-enospc-XXXXXX";
     assert_non_null(mkdtemp(mnt));
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-        _exit(child(mnt));
+        _exit(fn(mnt));
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     rmdir(mnt); /* the tmpfs lived only in the child's namespace */
@@ -210,10 +307,40 @@ static void test_disk_full_fail_stop(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+static int child_wal(const char *mnt)
+{
+    return child_fill(mnt, 128 << 10, false, 2 << 20, "WAL");
+}
+
+static int child_checkpoint(const char *mnt)
+{
+    return child_fill(mnt, 2 << 20, true, 512 << 10, "checkpoint");
+}
+
+static void test_disk_full_at_wal_prealloc(void **state)
+{
+    (void)state;
+    run_child(child_wal);
+}
+
+static void test_disk_full_at_checkpoint(void **state)
+{
+    (void)state;
+    run_child(child_checkpoint);
+}
+
+static void test_wal_disk_full(void **state)
+{
+    (void)state;
+    run_child(wal_child);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_disk_full_fail_stop),
+        cmocka_unit_test(test_disk_full_at_wal_prealloc),
+        cmocka_unit_test(test_disk_full_at_checkpoint),
+        cmocka_unit_test(test_wal_disk_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

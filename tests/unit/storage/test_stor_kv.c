@@ -649,12 +649,11 @@ static void test_async_double_buffering(void **state)
     stor_batch_free(bs[1]);
 }
 
-/* A batch that needs no durability keeps its transaction open for the next
- * submitted batch (submitted here from its applied cb, so the merge does not
- * depend on timing): both commit at once, with the sync the second needs,
- * in order. A merged batch that fails does not take the first one down: the
- * shared transaction is dropped and each batch runs again alone. A lone lazy
- * batch commits by itself after the short wait. */
+/* A batch that needs no durability is done without a WAL sync (its
+ * applied cb says STOR_APPLIED_LAZY); the next one (submitted here from its
+ * applied cb) syncs for its append. A batch that fails (a gap in the log)
+ * rolls back alone in the open transaction: the one before it stays. All
+ * of it is there after a reopen (replayed from the WAL or checkpointed). */
 struct merge_fx {
     struct fx *f;
     struct stor_batch *next; /* submitted from the first applied cb */
@@ -685,7 +684,7 @@ static void wait_done(struct waiter *w, int n)
     pthread_mutex_unlock(&w->mu);
 }
 
-static void test_async_merged_lazy(void **state)
+static void test_async_lazy(void **state)
 {
     struct fx *f = *state;
     struct waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -732,14 +731,14 @@ static void test_async_merged_lazy(void **state)
     assert_int_equal(stor_batch_result(b, 0)->status, 0);
     stor_stats(f->s, &s1);
     assert_int_equal(s1.batches, s0.batches + 2);
-    assert_int_equal(s1.merged_batches, s0.merged_batches + 1);
-    /* The shared commit needed the sync of b's append. */
-    assert_int_equal(s1.lazy_batches, s0.lazy_batches);
+    /* a needed no WAL sync; b's append did. */
+    assert_int_equal(s1.lazy_batches, s0.lazy_batches + 1);
+    assert_true(s1.wal_syncs >= s0.wal_syncs + 1);
     expect_kv(f, "a", "v", 1);
     expect_kv(f, "b", "v", 2);
     assert_int_equal(stor_log_last_index(stor_shard_get(f->s, 1)), 5);
 
-    /* A merged batch that fails (a gap in the log): a still commits. */
+    /* A batch that fails (a gap in the log): a still commits. */
     stor_batch_reset(a);
     stor_batch_reset(b);
     m = (struct merge_fx){.f = f, .next = b, .w = &w};
@@ -758,7 +757,7 @@ static void test_async_merged_lazy(void **state)
     expect_kv(f, "c", "v", 3);
     assert_int_equal(stor_log_last_index(stor_shard_get(f->s, 1)), 5);
 
-    /* A lone lazy batch commits by itself (no meta sync). */
+    /* A lone lazy batch is done by itself (no WAL sync). */
     stor_stats(f->s, &s0);
     stor_batch_reset(a);
     m = (struct merge_fx){.f = f, .w = &w};
@@ -770,7 +769,7 @@ static void test_async_merged_lazy(void **state)
     stor_stats(f->s, &s1);
     assert_int_equal(s1.batches, s0.batches + 1);
     assert_int_equal(s1.lazy_batches, s0.lazy_batches + 1);
-    assert_int_equal(s1.merged_batches, s0.merged_batches);
+    assert_int_equal(s1.wal_syncs, s0.wal_syncs);
     expect_kv(f, "d", "v", 4);
 
     /* All of it survives a reopen. */
@@ -839,8 +838,8 @@ static void test_joined_replica_applied_conf(void **state)
     assert_memory_equal(&st.applied_conf, &before, sizeof(before));
 }
 
-/* Commits one batch built by the caller; returns 1 when it was committed
- * without the meta-page sync (a "lazy" batch), 0 when fully durable. */
+/* Commits one batch built by the caller; returns 1 when it needed no WAL
+ * sync (a "lazy" batch), 0 when it was made durable. */
 static int commit_lazy(struct fx *f)
 {
     struct stor_stats a, b;
@@ -848,15 +847,14 @@ static int commit_lazy(struct fx *f)
     assert_int_equal(stor_batch_commit(f->s, f->b), 0);
     stor_stats(f->s, &b);
     assert_int_equal(b.batches, a.batches + 1);
-    unsigned int envf = 0;
-    assert_int_equal(mdb_env_get_flags(f->s->env, &envf), 0);
-    assert_false(envf & MDB_NOMETASYNC); /* set for one commit only */
+    int lazy = (int)(b.lazy_batches - a.lazy_batches);
+    assert_int_equal(b.wal_syncs - a.wal_syncs, lazy ? 0 : 1);
     stor_batch_reset(f->b);
-    return (int)(b.lazy_batches - a.lazy_batches);
+    return lazy;
 }
 
 /* Only batches without appends, term/vote changes, membership changes,
- * snapshots or shard creation skip the meta sync; and what they wrote is
+ * snapshots or shard creation skip the WAL sync; and what they wrote is
  * committed like any other batch. */
 static void test_which_batches_sync(void **state)
 {
@@ -918,6 +916,195 @@ static void test_which_batches_sync(void **state)
     assert_non_null(stor_shard_get(f->s, 9));
 }
 
+/* Submitted batches run in the open transaction behind the WAL: readers
+ * see them at once (the KV overlay, the log tail: no checkpoint between
+ * them, the interval is 1 s); a refused batch among them (a gap) drops the
+ * open transaction and rebuilds it from the WAL without losing the others;
+ * a truncation of the log tail is seen too; and a close without a final
+ * checkpoint (the process dies) leaves them all to the WAL replay. */
+static void test_open_txn_overlay_tail_replay(void **state)
+{
+    struct fx *f = *state;
+    struct waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                       .cv = PTHREAD_COND_INITIALIZER};
+    uint8_t cmd[12][64];
+    struct raft_entry e[12];
+    char key[12][8], val[12][8];
+    for (int i = 0; i < 12; i++) {
+        snprintf(key[i], sizeof key[i], "o%d", i % 6);
+        snprintf(val[i], sizeof val[i], "v%d", i + 1);
+        e[i] = (struct raft_entry){.term = 1,
+                                   .index = (raft_index)i + 1,
+                                   .type = RAFT_ENTRY_NORMAL,
+                                   .data = cmd[i]};
+        e[i].len = (uint32_t)tu_put_cmd(cmd[i], sizeof cmd[i], 0, 0, key[i],
+                                        val[i], (uint32_t)strlen(val[i]));
+    }
+    struct stor_stats s0, s1;
+    stor_stats(f->s, &s0);
+    struct stor_batch *bs[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(stor_batch_new(&bs[i]), 0);
+    /* 1-6 appended and applied, 7-9 appended only. */
+    assert_int_equal(stor_batch_append(bs[0], 1, e, 9), 0);
+    assert_int_equal(stor_batch_apply(bs[0], 1, e, 6, NULL), 0);
+    /* A gap: refused. */
+    struct raft_entry gap = e[11];
+    gap.index = 20;
+    assert_int_equal(stor_batch_append(bs[1], 1, &gap, 1), 0);
+    /* Then 8-9 replaced by a higher term (the tail cut), 7 applied. */
+    struct raft_entry t2[2] = {e[7], e[8]};
+    t2[0].term = t2[1].term = 2;
+    assert_int_equal(stor_batch_append(bs[2], 1, t2, 2), 0);
+    assert_int_equal(stor_batch_apply(bs[2], 1, &e[6], 1, NULL), 0);
+    assert_int_equal(stor_batch_submit(f->s, bs[0], on_done, &w), 0);
+    assert_int_equal(stor_batch_submit(f->s, bs[1], on_done, &w), 0);
+    assert_int_equal(stor_batch_submit(f->s, bs[2], on_done, &w), 0);
+    pthread_mutex_lock(&w.mu);
+    while (w.done < 3)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    assert_int_equal(w.status[0], 0);
+    assert_int_equal(w.status[1], RK_EINVAL);
+    assert_int_equal(w.status[2], 0);
+    stor_stats(f->s, &s1);
+    assert_int_equal(s1.checkpoints, s0.checkpoints); /* all in the txn */
+
+    struct stor_shard *sh = stor_shard_get(f->s, 1);
+    assert_int_equal(stor_log_last_index(sh), 9);
+    assert_int_equal(stor_log_last_term(sh), 2);
+    raft_term t;
+    assert_int_equal(stor_log_term(sh, 8, &t), 0);
+    assert_int_equal(t, 2);
+    assert_int_equal(stor_log_term(sh, 5, &t), 0);
+    assert_int_equal(t, 1);
+    struct raft_entry *got;
+    uint32_t n;
+    assert_int_equal(stor_log_entries(sh, 1, 10, 0, &got, &n), 0);
+    assert_int_equal(n, 9);
+    for (uint32_t i = 0; i < n; i++) {
+        assert_int_equal(got[i].index, i + 1);
+        assert_int_equal(got[i].term, i >= 7 ? 2 : 1);
+        assert_int_equal(got[i].len, e[i].len);
+        assert_memory_equal(got[i].data, e[i].data, e[i].len);
+    }
+    free(got);
+    /* o0..o5 hold v1..v6, then o0 = v7 (entry 7). */
+    expect_kv(f, "o0", "v7", 7);
+    for (int i = 1; i < 6; i++)
+        expect_kv(f, key[i], val[i], (uint64_t)i + 1);
+    stor_stats(f->s, &s1);
+    assert_int_equal(s1.checkpoints, s0.checkpoints);
+
+    /* The process dies: nothing more is checkpointed (a copy of the data
+     * dir as it is now, opened elsewhere). */
+    char copy[600], cmdline[1300];
+    snprintf(copy, sizeof copy, "%s-copy", f->dir);
+    snprintf(cmdline, sizeof cmdline, "rm -rf '%s' && cp -a '%s' '%s'", copy,
+             f->dir, copy);
+    assert_int_equal(system(cmdline), 0);
+    struct stor *c = tu_open(copy, 0, 0);
+    stor_stats(c, &s1);
+    assert_int_equal(s1.wal_replayed, 2); /* bs[0] and bs[2] */
+    struct stor_shard *csh = stor_shard_get(c, 1);
+    struct stor_shard_state st;
+    assert_int_equal(stor_shard_load(csh, &st), 0);
+    assert_int_equal(st.applied, 7);
+    assert_int_equal(st.last_index, 9);
+    assert_int_equal(stor_log_last_term(csh), 2);
+    struct stor_value v;
+    assert_int_equal(stor_kv_get(c, 1, "o0", 2, &v), 0);
+    assert_int_equal(v.revision, 7);
+    free(v.data);
+    assert_int_equal(tu_check(c), 0);
+    stor_close(c);
+    tu_rmrf(copy);
+
+    /* A scan asks for a checkpoint: LMDB then holds it all. */
+    struct stor_scan sc;
+    assert_int_equal(stor_kv_scan(f->s, 1, "o", 1, NULL, 0, 0, 0, &sc), 0);
+    assert_int_equal(sc.n, 6);
+    free(sc.items);
+    stor_stats(f->s, &s1);
+    assert_true(s1.checkpoints > s0.checkpoints);
+    for (int i = 0; i < 4; i++)
+        stor_batch_free(bs[i]);
+}
+
+/* Batches that overflow the map inside the open transaction (one burst,
+ * no checkpoint between them): the batch that fills it drops the
+ * transaction, which is rebuilt from the WAL (itself overflowing the map
+ * on the way: partial checkpoints, growth), the map grows and the batch
+ * runs again. Every batch succeeds; everything reads back, before and
+ * after a reopen. */
+static void test_open_txn_fills_map(void **state)
+{
+    struct fx *f = *state;
+    stor_close(f->s);
+    tu_rmrf(f->dir);
+    f->s = tu_open(f->dir, 1 << 20, 0);
+    tu_create_shard(f->s, 1);
+    enum { N = 24, VLEN = 400 << 10 };
+    struct waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                       .cv = PTHREAD_COND_INITIALIZER};
+    struct stor_batch *bs[N];
+    uint8_t *val = malloc(VLEN), *cmd = malloc(VLEN + 256);
+    assert_non_null(val);
+    assert_non_null(cmd);
+    struct stor_stats s0, s1;
+    stor_stats(f->s, &s0);
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "big%d", i);
+        memset(val, 'a' + i, VLEN);
+        struct stor_cmd c = {.op = STOR_CMD_PUT,
+                             .key = key,
+                             .klen = (uint32_t)strlen(key),
+                             .value = val,
+                             .vlen = VLEN};
+        size_t len;
+        assert_int_equal(stor_cmd_encode(&c, cmd, VLEN + 256, &len), 0);
+        struct raft_entry e = {.term = 1,
+                               .index = (raft_index)i + 1,
+                               .type = RAFT_ENTRY_NORMAL,
+                               .data = cmd,
+                               .len = (uint32_t)len};
+        assert_int_equal(stor_batch_new(&bs[i]), 0);
+        assert_int_equal(stor_batch_append(bs[i], 1, &e, 1), 0);
+        assert_int_equal(stor_batch_apply(bs[i], 1, &e, 1, NULL), 0);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(stor_batch_submit(f->s, bs[i], on_done, &w), 0);
+    pthread_mutex_lock(&w.mu);
+    while (w.done < N)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(w.status[i], 0);
+    stor_stats(f->s, &s1);
+    assert_true(s1.grows >= s0.grows + 1); /* 8 MiB could not hold it */
+    assert_int_equal(stor_failed(f->s), 0);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N; i++) {
+            char key[16];
+            struct stor_value v;
+            snprintf(key, sizeof key, "big%d", i);
+            assert_int_equal(stor_kv_get(f->s, 1, key, strlen(key), &v), 0);
+            assert_int_equal(v.len, VLEN);
+            assert_int_equal(v.revision, (uint64_t)i + 1);
+            assert_int_equal(((uint8_t *)v.data)[VLEN - 1], 'a' + i);
+            free(v.data);
+        }
+        assert_int_equal(stor_log_last_index(stor_shard_get(f->s, 1)), N);
+        stor_close(f->s);
+        f->s = tu_open(f->dir, 0, 0);
+    }
+    for (int i = 0; i < N; i++)
+        stor_batch_free(bs[i]);
+    free(val);
+    free(cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -937,7 +1124,11 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_joined_replica_applied_conf,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_async_merged_lazy, setup,
+        cmocka_unit_test_setup_teardown(test_open_txn_overlay_tail_replay,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_txn_fills_map, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_async_lazy, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_async_double_buffering, setup,
                                         teardown),

@@ -1,0 +1,335 @@
+/* What readers see of the open transaction: KV overlay and log tails. */
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "rk_buf.h"
+#include "stor_int.h"
+
+/*
+ * Batches run in ONE LMDB write transaction that stays open between
+ * checkpoints (stor_thread.c); readers use read transactions, which see
+ * the last checkpoint only. What the open transaction changed reaches them
+ * through two in-memory copies, made when a batch is done (WAL-durable if
+ * it needs durability) and dropped when a checkpoint commit made LMDB hold
+ * the same:
+ *
+ *   the OVERLAY, (shard, user key) -> value record or tombstone, consulted
+ *   by stor_kv_get before LMDB (s->ov_lock);
+ *
+ *   the log TAIL of each shard: the entries from tail_from on (the lowest
+ *   index appended or truncated since the checkpoint), consulted by
+ *   stor_log_term / stor_log_entries for those indexes (s->mu).
+ *
+ * READER RACE. A reader looks at the overlay (or tail) first and begins
+ * its read transaction only after; the writer drops them only after the
+ * checkpoint's commit. So a reader that misses the overlay because it was
+ * just dropped begins its read transaction after that commit and sees the
+ * data there.
+ *
+ * While a batch runs, its changes are only PENDING (writer-only, s->pend):
+ * a batch that fails rolls them back with its nested transaction; a done
+ * batch's are merged. Batches whose ops force a checkpoint (shard create /
+ * destroy, snapshot install, split) record nothing more once they set
+ * s->w_force_ckpt: the checkpoint right after them makes LMDB current.
+ */
+
+struct ov_ent {
+    struct ov_ent *next;
+    uint64_t hash;
+    uint64_t shard;
+    uint32_t klen;
+    bool tomb;
+    uint32_t rlen; /* record: create(8) mod(8) value */
+    uint8_t data[]; /* key, then record */
+};
+
+struct stor__pend_log {
+    struct stor_shard *sh;
+    raft_index first;
+    const uint8_t *recs; /* packed entries in the batch's arena */
+    uint32_t n;
+};
+
+static uint64_t ov_hash(uint64_t shard, const void *key, size_t klen)
+{
+    return XXH3_64bits_withSeed(key, klen, shard ^ 0x6f7665726c6179ull);
+}
+
+/* ------------------------------------------------------------- pending */
+
+bool stor__pend_on(const struct stor *s)
+{
+    return !s->w_replaying && !s->w_force_ckpt;
+}
+
+int stor__pend_kv(struct stor *s, uint64_t shard, const void *key, size_t klen,
+                  const void *rec, size_t rlen)
+{
+    uint8_t h[16];
+    if (!stor__pend_on(s))
+        return 0;
+    stor__put64(h, shard);
+    stor__put32(h + 8, (uint32_t)klen);
+    stor__put32(h + 12, rec ? (uint32_t)rlen + 1 : 0);
+    size_t mark = s->pend_kv.len;
+    int rc = rk_buf_append(&s->pend_kv, h, 16);
+    if (!rc)
+        rc = rk_buf_append(&s->pend_kv, key, klen);
+    if (!rc && rec)
+        rc = rk_buf_append(&s->pend_kv, rec, rlen);
+    if (rc)
+        rk_buf_truncate(&s->pend_kv, mark);
+    return rc;
+}
+
+int stor__pend_log(struct stor *s, struct stor_shard *sh, raft_index first,
+                   const uint8_t *recs, uint32_t n)
+{
+    if (!stor__pend_on(s))
+        return 0;
+    if (s->n_pend_log == s->cap_pend_log) {
+        uint32_t nc = s->cap_pend_log ? s->cap_pend_log * 2 : 64;
+        struct stor__pend_log *np =
+            realloc(s->pend_log, nc * sizeof(*np));
+        if (!np)
+            return RK_ENOMEM;
+        s->pend_log = np;
+        s->cap_pend_log = nc;
+    }
+    s->pend_log[s->n_pend_log++] =
+        (struct stor__pend_log){.sh = sh, .first = first, .recs = recs, .n = n};
+    return 0;
+}
+
+void stor__pend_mark(const struct stor *s, struct stor__pend_mark *m)
+{
+    m->kv = s->pend_kv.len;
+    m->log = s->n_pend_log;
+}
+
+void stor__pend_rollback(struct stor *s, const struct stor__pend_mark *m)
+{
+    rk_buf_truncate(&s->pend_kv, m->kv);
+    s->n_pend_log = m->log;
+}
+
+void stor__pend_drop(struct stor *s)
+{
+    rk_buf_reset(&s->pend_kv);
+    s->n_pend_log = 0;
+}
+
+/* --------------------------------------------------------------- overlay */
+
+static int ov_grow(struct stor *s)
+{
+    size_t nc = s->ov_cap ? s->ov_cap * 2 : 1024;
+    struct ov_ent **nt = calloc(nc, sizeof(*nt));
+    if (!nt)
+        return RK_ENOMEM;
+    for (size_t i = 0; i < s->ov_cap; i++) {
+        struct ov_ent *e = s->ov_tab[i], *next;
+        for (; e; e = next) {
+            next = e->next;
+            e->next = nt[e->hash & (nc - 1)];
+            nt[e->hash & (nc - 1)] = e;
+        }
+    }
+    free(s->ov_tab);
+    s->ov_tab = nt;
+    s->ov_cap = nc;
+    return 0;
+}
+
+/* Caller holds ov_lock exclusively. */
+static int ov_put(struct stor *s, uint64_t shard, const uint8_t *key,
+                  uint32_t klen, const uint8_t *rec, uint32_t rlen, bool tomb)
+{
+    if (s->ov_n + 1 > s->ov_cap && ov_grow(s))
+        return RK_ENOMEM;
+    uint64_t h = ov_hash(shard, key, klen);
+    struct ov_ent *e = malloc(sizeof(*e) + klen + (tomb ? 0 : rlen));
+    if (!e)
+        return RK_ENOMEM;
+    e->hash = h;
+    e->shard = shard;
+    e->klen = klen;
+    e->tomb = tomb;
+    e->rlen = tomb ? 0 : rlen;
+    memcpy(e->data, key, klen);
+    if (!tomb)
+        memcpy(e->data + klen, rec, rlen);
+    struct ov_ent **pp = &s->ov_tab[h & (s->ov_cap - 1)];
+    for (; *pp; pp = &(*pp)->next) {
+        struct ov_ent *o = *pp;
+        if (o->hash == h && o->shard == shard && o->klen == klen &&
+            memcmp(o->data, key, klen) == 0) {
+            e->next = o->next;
+            *pp = e;
+            free(o);
+            return 0;
+        }
+    }
+    e->next = s->ov_tab[h & (s->ov_cap - 1)];
+    s->ov_tab[h & (s->ov_cap - 1)] = e;
+    s->ov_n++;
+    return 0;
+}
+
+int stor__overlay_get(struct stor *s, uint64_t shard, const void *key,
+                      size_t klen, struct stor_value *out)
+{
+    int rc = 0;
+    pthread_rwlock_rdlock(&s->ov_lock);
+    if (s->ov_n > 0) {
+        uint64_t h = ov_hash(shard, key, klen);
+        for (struct ov_ent *e = s->ov_tab[h & (s->ov_cap - 1)]; e;
+             e = e->next) {
+            if (e->hash != h || e->shard != shard || e->klen != klen ||
+                memcmp(e->data, key, klen) != 0)
+                continue;
+            if (e->tomb) {
+                rc = RK_ENOTFOUND;
+                break;
+            }
+            const uint8_t *r = e->data + klen;
+            uint32_t vlen = e->rlen - STOR__VAL_HDR;
+            out->data = malloc(vlen ? vlen : 1);
+            if (!out->data) {
+                rc = RK_ENOMEM;
+                break;
+            }
+            memcpy(out->data, r + STOR__VAL_HDR, vlen);
+            out->len = vlen;
+            out->create_revision = stor__get64(r);
+            out->revision = stor__get64(r + 8);
+            rc = 1;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&s->ov_lock);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- tails */
+
+static void tail_free(struct stor_shard *sh, uint32_t from)
+{
+    for (uint32_t i = from; i < sh->tail_n; i++)
+        free(sh->tail[i].data);
+    sh->tail_n = from;
+}
+
+/* Caller holds s->mu. */
+static int tail_apply(struct stor_shard *sh, raft_index first,
+                      const uint8_t *recs, uint32_t n)
+{
+    if (sh->tail_from == 0 || first < sh->tail_from ||
+        first > sh->tail_from + sh->tail_n) {
+        tail_free(sh, 0);
+        sh->tail_from = first;
+    } else {
+        tail_free(sh, (uint32_t)(first - sh->tail_from));
+    }
+    if (sh->tail_n + n > sh->tail_cap) {
+        uint32_t nc = sh->tail_cap ? sh->tail_cap : 16;
+        while (nc < sh->tail_n + n)
+            nc *= 2;
+        struct stor__tent *nt = realloc(sh->tail, nc * sizeof(*nt));
+        if (!nt)
+            return RK_ENOMEM;
+        sh->tail = nt;
+        sh->tail_cap = nc;
+    }
+    for (uint32_t j = 0; j < n; j++) {
+        const struct stor__bent *e = (const struct stor__bent *)recs;
+        struct stor__tent *t = &sh->tail[sh->tail_n];
+        t->data = malloc(e->len ? e->len : 1);
+        if (!t->data)
+            return RK_ENOMEM;
+        memcpy(t->data, recs + sizeof(*e), e->len);
+        t->term = e->term;
+        t->type = e->type;
+        t->len = e->len;
+        sh->tail_n++;
+        recs += stor__bent_size(e->len);
+    }
+    return 0;
+}
+
+int stor__pend_merge_kv(struct stor *s)
+{
+    int rc = 0;
+    if (s->pend_kv.len > 0) {
+        pthread_rwlock_wrlock(&s->ov_lock);
+        const uint8_t *p = s->pend_kv.data, *end = p + s->pend_kv.len;
+        while (rc == 0 && p < end) {
+            uint64_t shard = stor__get64(p);
+            uint32_t klen = stor__get32(p + 8), r1 = stor__get32(p + 12);
+            const uint8_t *key = p + 16;
+            uint32_t rlen = r1 ? r1 - 1 : 0;
+            rc = ov_put(s, shard, key, klen, key + klen, rlen, r1 == 0);
+            p = key + klen + rlen;
+        }
+        pthread_rwlock_unlock(&s->ov_lock);
+    }
+    rk_buf_reset(&s->pend_kv);
+    return rc;
+}
+
+int stor__pend_merge_log_locked(struct stor *s)
+{
+    int rc = 0;
+    for (uint32_t i = 0; i < s->n_pend_log && rc == 0; i++) {
+        struct stor__pend_log *pl = &s->pend_log[i];
+        rc = tail_apply(pl->sh, pl->first, pl->recs, pl->n);
+    }
+    s->n_pend_log = 0;
+    return rc;
+}
+
+/* Caller holds s->mu. */
+static void tails_clear(struct stor *s)
+{
+    for (uint32_t i = 0; i < s->n_shards; i++) {
+        tail_free(s->shards[i], 0);
+        s->shards[i]->tail_from = 0;
+    }
+}
+
+void stor__overlay_clear(struct stor *s)
+{
+    pthread_rwlock_wrlock(&s->ov_lock);
+    for (size_t i = 0; i < s->ov_cap && s->ov_n > 0; i++) {
+        struct ov_ent *e = s->ov_tab[i], *next;
+        for (; e; e = next) {
+            next = e->next;
+            free(e);
+            s->ov_n--;
+        }
+        s->ov_tab[i] = NULL;
+    }
+    s->ov_n = 0;
+    pthread_rwlock_unlock(&s->ov_lock);
+    pthread_mutex_lock(&s->mu);
+    tails_clear(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void stor__overlay_free(struct stor *s)
+{
+    stor__overlay_clear(s);
+    free(s->ov_tab);
+    s->ov_tab = NULL;
+    s->ov_cap = 0;
+    for (uint32_t i = 0; i < s->n_shards; i++) {
+        free(s->shards[i]->tail);
+        s->shards[i]->tail = NULL;
+        s->shards[i]->tail_cap = 0;
+    }
+    rk_buf_free(&s->pend_kv);
+    free(s->pend_log);
+    s->pend_log = NULL;
+    s->n_pend_log = s->cap_pend_log = 0;
+}
