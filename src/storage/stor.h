@@ -95,11 +95,13 @@
 #include "rk_err.h"
 
 /* Format version written to `meta`. Version 2 added long keys (over 480
- * bytes, see stor_int.h) to the kv database; a version 1 dir (which cannot
- * hold any) is upgraded to 2 when opened, so a build that reads only
- * version 1 refuses it afterwards instead of misreading long keys. Any
- * other version fails with RK_EVERSION. */
-#define STOR_FORMAT_VERSION 2u
+ * bytes, see stor_int.h) to the kv database; version 3 added the WAL
+ * (`wal/`, whose batches since the last checkpoint live nowhere else) and
+ * client session records holding only the newest reply. A version 1 or 2
+ * dir is read as it is and marked 3 when opened, so an older build refuses
+ * it afterwards instead of misreading it or ignoring the WAL. Any other
+ * version fails with RK_EVERSION. */
+#define STOR_FORMAT_VERSION 3u
 
 /* Longest key (64 KiB). Keys over 480 bytes are stored under a prefix and
  * a hash of the full key (stor_int.h); lookups compare the full key.

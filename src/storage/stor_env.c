@@ -427,10 +427,13 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
     rc = meta_get_u64(s, txn, META_FORMAT, &fmt, errmsg);
     if (rc)
         goto err_abort;
-    if (fmt == 1) {
-        /* Version 1 holds no key over 480 bytes, which is all version 2
-         * adds: mark it 2 so that a build reading version 1 only refuses
-         * it from now on (it would misread long keys). */
+    if (fmt == 1 || fmt == 2) {
+        /* Version 1 holds no key over 480 bytes (version 2 added them);
+         * version 2 has no WAL and 8-reply session records (version 3
+         * adds the WAL and 1-reply records). Both are read as they are;
+         * marking the dir 3 makes an older build refuse it from now on
+         * instead of misreading long keys or sessions, or ignoring the
+         * WAL's batches since the last checkpoint. */
         rc = meta_put_u64(s, txn, META_FORMAT, STOR_FORMAT_VERSION);
         if (rc) {
             rk_errf(errmsg, "data dir %s: upgrading the format: %s", s->path,
@@ -439,15 +442,16 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
             goto err_abort;
         }
         rk_log(RK_LOG_INFO,
-               "storage %s: format version 1 upgraded to %u (keys over 480 "
-               "bytes); builds before it will refuse this data dir",
-               s->path, STOR_FORMAT_VERSION);
+               "storage %s: format version %llu upgraded to %u (WAL, long "
+               "keys, short sessions); earlier builds will refuse this data "
+               "dir",
+               s->path, (unsigned long long)fmt, STOR_FORMAT_VERSION);
         fmt = STOR_FORMAT_VERSION;
     }
     if (fmt != STOR_FORMAT_VERSION) {
         rk_errf(errmsg,
                 "data dir %s has format version %llu; this build reads "
-                "versions 1 and %u only",
+                "versions 1 to %u only",
                 s->path, (unsigned long long)fmt, STOR_FORMAT_VERSION);
         rc = RK_EVERSION;
         goto err_abort;

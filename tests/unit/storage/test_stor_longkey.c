@@ -641,7 +641,7 @@ static uint64_t get_format(struct stor *s)
     return ver;
 }
 
-/* A version 1 dir (short keys only) is read and marked version 2; a newer
+/* A version 1 dir (short keys only) is read and marked current; a newer
  * one is refused with a message. */
 static void test_format_upgrade(void **state)
 {
