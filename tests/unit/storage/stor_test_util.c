@@ -34,6 +34,19 @@ void tu_rmrf(const char *path)
         nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+int tu_dir_setup(void **state)
+{
+    *state = tu_mkdtemp("dir");
+    return *state ? 0 : -1;
+}
+
+int tu_dir_teardown(void **state)
+{
+    tu_rmrf(*state);
+    free(*state);
+    return 0;
+}
+
 int tu_conf_decode(const void *buf, size_t len, struct raft_conf_change *out)
 {
     const uint8_t *p = buf;

@@ -11,6 +11,9 @@
 char *tu_mkdtemp(const char *tag);
 /* rm -rf path (bounded: only regular files and directories). */
 void tu_rmrf(const char *path);
+/* cmocka fixtures: *state = a fresh temporary dir; removed and freed. */
+int tu_dir_setup(void **state);
+int tu_dir_teardown(void **state);
 
 /* Opens (creating) a store with cluster 1, node 1 at dir. */
 struct stor *tu_open(const char *dir, size_t map_size, uint32_t chunk);

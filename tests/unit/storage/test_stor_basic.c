@@ -17,19 +17,6 @@
 #include "stor_int.h"
 #include "stor_test_util.h"
 
-static int setup(void **state)
-{
-    *state = tu_mkdtemp("basic");
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    tu_rmrf(*state);
-    free(*state);
-    return 0;
-}
-
 static struct stor *open_id(const char *dir, uint64_t cluster, uint64_t node,
                             bool create, int *rc, char *err)
 {
@@ -578,21 +565,22 @@ static void test_map_growth_and_full(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_open_create_reopen, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_identity_refusals, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_truncate_conflicting_suffix, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_compaction_in_steps, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_check_finds_damage, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_backup_restore, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stale_readers_cleared, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_map_growth_and_full, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_open_create_reopen, tu_dir_setup,
+                                        tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_identity_refusals, tu_dir_setup,
+                                        tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_truncate_conflicting_suffix,
+                                        tu_dir_setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_in_steps, tu_dir_setup,
+                                        tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_check_finds_damage, tu_dir_setup,
+                                        tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_backup_restore, tu_dir_setup,
+                                        tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_stale_readers_cleared,
+                                        tu_dir_setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_map_growth_and_full, tu_dir_setup,
+                                        tu_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,19 +20,6 @@
 #define RHDR 24u   /* record header bytes (stor_wal.c) */
 #define SHDR 64u   /* segment header bytes */
 
-static int setup(void **state)
-{
-    *state = tu_mkdtemp("wal");
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    tu_rmrf(*state);
-    free(*state);
-    return 0;
-}
-
 /* Record `lsn`'s payload: its length and bytes depend on lsn only. */
 static size_t payload(uint64_t lsn, uint8_t *buf, size_t cap)
 {
@@ -91,11 +78,12 @@ static struct stor__wal *wal_open(const char *dir, uint64_t seg)
     return w;
 }
 
-/* Replays everything after `from` and checks the payloads. */
-static struct seen replay(const char *dir, uint64_t seg, uint64_t from,
-                          int want_rc)
+/* Replays everything after `from` and checks the payloads (record
+ * big_lsn, if not 0, is BIG zero bytes). */
+static struct seen replay_big(const char *dir, uint64_t seg, uint64_t from,
+                              int want_rc, uint64_t big_lsn)
 {
-    struct seen s = {0};
+    struct seen s = {.big_lsn = big_lsn};
     uint64_t last;
     struct stor__wal *w = wal_open(dir, seg);
     int rc = stor__wal_replay(w, from, check_cb, &s, &last);
@@ -107,6 +95,12 @@ static struct seen replay(const char *dir, uint64_t seg, uint64_t from,
         assert_int_equal(last, s.n ? s.last : from);
     stor__wal_close(w);
     return s;
+}
+
+static struct seen replay(const char *dir, uint64_t seg, uint64_t from,
+                          int want_rc)
+{
+    return replay_big(dir, seg, from, want_rc, 0);
 }
 
 static void append_range(struct stor__wal *w, uint64_t lo, uint64_t hi)
@@ -164,21 +158,18 @@ static void test_round_trip(void **state)
     stor__wal_close(w);
 
     /* Everything, then from the middle. */
-    w = wal_open(dir, SEG);
-    s = (struct seen){.big_lsn = 301};
-    assert_int_equal(stor__wal_replay(w, 0, check_cb, &s, &last), 0);
-    assert_false(s.bad);
+    s = replay_big(dir, SEG, 0, 0, 301);
     assert_int_equal(s.n, 302);
-    assert_int_equal(last, 302);
-    stor__wal_close(w);
-    w = wal_open(dir, SEG);
-    s = (struct seen){.big_lsn = 301};
-    assert_int_equal(stor__wal_replay(w, 123, check_cb, &s, &last), 0);
-    assert_false(s.bad);
+    assert_int_equal(s.last, 302);
+    s = replay_big(dir, SEG, 123, 0, 301);
     assert_int_equal(s.first, 124);
     assert_int_equal(s.n, 302 - 123);
 
     /* Restart after a checkpoint at 302: the old segments go, LSNs go on. */
+    w = wal_open(dir, SEG);
+    s = (struct seen){0};
+    assert_int_equal(stor__wal_replay(w, 302, check_cb, &s, &last), 0);
+    assert_int_equal(s.n, 0);
     assert_int_equal(stor__wal_start(w, 303), 0);
     append_range(w, 303, 310);
     assert_int_equal(stor__wal_sync(w), 0);
@@ -478,12 +469,14 @@ static void test_batch_record(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_torn_tail_every_offset, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_recycled_segment, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_damage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, tu_dir_setup,
+                                        tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_every_offset,
+                                        tu_dir_setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_recycled_segment, tu_dir_setup,
+                                        tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_damage, tu_dir_setup,
+                                        tu_dir_teardown),
         cmocka_unit_test(test_batch_record),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
