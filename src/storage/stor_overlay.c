@@ -28,7 +28,8 @@
  * data there.
  *
  * While a batch runs, its changes are only PENDING (writer-only, s->pend):
- * a batch that fails rolls them back with its nested transaction; a done
+ * a batch that fails drops them (and the open transaction is rebuilt from
+ * the WAL, or, while replaying, its nested transaction aborted); a done
  * batch's are merged. Batches whose ops force a checkpoint (shard create /
  * destroy, snapshot install, split) record nothing more once they set
  * s->w_force_ckpt: the checkpoint right after them makes LMDB current.

@@ -602,10 +602,13 @@ int stor__batch_decode(const void *buf, size_t len, struct stor_batch *b)
  * THE WRITE PATH. Batches run on the storage thread in ONE LMDB write
  * transaction that stays open across batches (s->open_txn). Each batch:
  *
- *   1. its ops run in a nested transaction (mdb_txn_begin with the open one
- *      as parent), so that a batch refused for a caller error (RK_EINVAL,
- *      RK_ECOMPACTED, RK_EUNKNOWNSHARD, RK_EEXIST, RK_ENOMEM) rolls back
- *      alone, as it did when each batch had a transaction of its own;
+ *   1. its ops run in the open transaction itself; a batch refused for a
+ *      caller error (RK_EINVAL, RK_ECOMPACTED, RK_EUNKNOWNSHARD, RK_EEXIST,
+ *      RK_ENOMEM) or a full map drops the open transaction, which is
+ *      rebuilt from the WAL records since the checkpoint (undo_open), so it
+ *      fails alone, as when each batch had a transaction of its own (a
+ *      nested transaction per batch cost ~25% of the storage thread at 64
+ *      shards; only the replay at open uses one per record);
  *   2. its WAL record (stor__batch_encode: the ops) is appended;
  *   3. a batch that needs durability (batch_needs_sync) is done after one
  *      fdatasync of the WAL, shared by every batch waiting in the queue
@@ -1001,8 +1004,8 @@ static int write_failed(struct stor *s, int rc, const char *what,
     return rc;
 }
 
-/* Rolls a refused batch back: its nested txn is gone; the shards it
- * touched reload their working state from the open txn. */
+/* Rolls back a batch refused while replaying (its nested txn is gone):
+ * the shards it touched reload their working state from the open txn. */
 static void rollback(struct stor *s, struct stor_batch *b,
                      const struct stor__pend_mark *m)
 {
