@@ -114,6 +114,20 @@ static void append_range(struct stor__wal *w, uint64_t lo, uint64_t hi)
     }
 }
 
+/* A new journal in the empty `dir` holding records 1..n, synced, open. */
+static struct stor__wal *wal_new(const char *dir, uint64_t n)
+{
+    struct stor__wal *w = wal_open(dir, SEG);
+    uint64_t last;
+    struct seen s = {0};
+    assert_int_equal(stor__wal_replay(w, 0, check_cb, &s, &last), 0);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(stor__wal_start(w, 1), 0);
+    append_range(w, 1, n);
+    assert_int_equal(stor__wal_sync(w), 0);
+    return w;
+}
+
 static void seg_path(char *out, size_t cap, const char *dir, uint64_t first)
 {
     snprintf(out, cap, "%s/%016llx.wal", dir, (unsigned long long)first);
@@ -135,14 +149,9 @@ static void test_round_trip(void **state)
 {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/wal", (char *)*state);
-    struct stor__wal *w = wal_open(dir, SEG);
+    struct stor__wal *w = wal_new(dir, 300); /* about 47 KiB: several segments */
     uint64_t last;
     struct seen s = {0};
-    assert_int_equal(stor__wal_replay(w, 0, check_cb, &s, &last), 0);
-    assert_int_equal(s.n, 0);
-    assert_int_equal(stor__wal_start(w, 1), 0);
-    append_range(w, 1, 300); /* about 47 KiB: several segments */
-    assert_int_equal(stor__wal_sync(w), 0);
     struct stor__wal_stats st;
     stor__wal_stats(w, &st);
     assert_true(st.segments >= 4);
@@ -196,13 +205,9 @@ static void torn_tail(const char *base, uint8_t fill)
     size_t whole = RHDR + len3; /* bytes that matter */
     for (size_t k = 0; k <= rec_bytes(len3); k++) {
         tu_rmrf(dir);
-        struct stor__wal *w = wal_open(dir, SEG);
+        struct stor__wal *w = wal_new(dir, 3);
         uint64_t last;
         struct seen s = {0};
-        assert_int_equal(stor__wal_replay(w, 0, check_cb, &s, &last), 0);
-        assert_int_equal(stor__wal_start(w, 1), 0);
-        append_range(w, 1, 3);
-        assert_int_equal(stor__wal_sync(w), 0);
         stor__wal_close(w);
         /* Tear record 3 at byte k. */
         seg_path(path, sizeof path, dir, 1);
@@ -248,13 +253,9 @@ static void test_recycled_segment(void **state)
 {
     char dir[512], path[600], spare[600];
     snprintf(dir, sizeof dir, "%s/wal", (char *)*state);
-    struct stor__wal *w = wal_open(dir, SEG);
+    struct stor__wal *w = wal_new(dir, 200);
     uint64_t last;
     struct seen s = {0};
-    assert_int_equal(stor__wal_replay(w, 0, check_cb, &s, &last), 0);
-    assert_int_equal(stor__wal_start(w, 1), 0);
-    append_range(w, 1, 200);
-    assert_int_equal(stor__wal_sync(w), 0);
     struct stor__wal_stats st;
     stor__wal_stats(w, &st);
     uint64_t made = st.segments_made;
@@ -309,13 +310,7 @@ static void test_damage(void **state)
 {
     char dir[512], path[600];
     snprintf(dir, sizeof dir, "%s/wal", (char *)*state);
-    struct stor__wal *w = wal_open(dir, SEG);
-    uint64_t last;
-    struct seen s = {0};
-    assert_int_equal(stor__wal_replay(w, 0, check_cb, &s, &last), 0);
-    assert_int_equal(stor__wal_start(w, 1), 0);
-    append_range(w, 1, 200);
-    assert_int_equal(stor__wal_sync(w), 0);
+    struct stor__wal *w = wal_new(dir, 200);
     stor__wal_close(w);
 
     /* Find the second segment's first lsn: it follows the first's last. */
