@@ -127,13 +127,19 @@ bool raft__send_append(struct raft_node *n, struct raft_progress *pr,
 /* A follower in REPLICATE that holds everything the leader has: tells it a
  * commit index it has not been told, in a commit notice (a heartbeat with
  * context 0, not answered; an empty append would be). */
-static void maybe_commit_notice(struct raft_node *n, struct raft_progress *pr)
+static bool commit_news(const struct raft_node *n,
+                        const struct raft_progress *pr)
 {
     raft_index last = raft__log_last_index(&n->log);
     if (pr->state != RAFT_PR_REPLICATE || pr->match != last)
-        return;
+        return false;
     raft_index c = n->log.commit < pr->match ? n->log.commit : pr->match;
-    if (c > pr->commit_sent)
+    return c > pr->commit_sent;
+}
+
+static void maybe_commit_notice(struct raft_node *n, struct raft_progress *pr)
+{
+    if (commit_news(n, pr))
         raft__send_commit_notice(n, pr);
 }
 
@@ -147,7 +153,7 @@ void raft__bcast_append(struct raft_node *n)
             continue;
         /* A replicating follower that was sent everything needs no empty
          * append: once it holds it all, it hears the commit index from a
-         * commit notice, now or when its ack arrives
+         * commit notice, now or at the ready after its ack arrives
          * (raft__handle_append_resp); a lost ack is found by the next
          * heartbeat round. */
         if (pr->state == RAFT_PR_REPLICATE && pr->next > last)
@@ -310,8 +316,11 @@ int raft__handle_append_resp(struct raft_node *n, const struct raft_msg *m)
             return 0;
         if (n->transferee == pr->id)
             raft__transfer_progress(n, pr);
-        if (!raft__send_append(n, pr, false))
-            maybe_commit_notice(n, pr);
+        /* A commit index it was not told waits for the ready's broadcast
+         * (raft__bcast_append): proposals arriving meanwhile carry it in
+         * their append instead of a notice of its own. */
+        if (!raft__send_append(n, pr, false) && commit_news(n, pr))
+            n->bcast_pending = true;
     } else if (pr->state == RAFT_PR_PROBE && m->index >= pr->match &&
                pr->next == m->index + 1) {
         /* An empty probe matched at our match index. */
