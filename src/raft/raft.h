@@ -173,7 +173,9 @@ struct raft_msg {
     raft_index hint_index;
     raft_term hint_term;
 
-    uint64_t context; /* HEARTBEAT(_RESP): ReadIndex round; TIMEOUT_NOW: 0 */
+    /* HEARTBEAT(_RESP): ReadIndex round (>= 1); a HEARTBEAT with context 0
+     * is a commit notice, which is not answered. TIMEOUT_NOW: 0 */
+    uint64_t context;
 
     /* SNAPSHOT: chunk `chunk_seq` of the snapshot described by `snap`.
      * SNAPSHOT_RESP: acks chunk_seq (reject = restart from 0; hint_index =

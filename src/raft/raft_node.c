@@ -362,6 +362,7 @@ static void reset(struct raft_node *n, raft_term term)
         pr->match = 0;
         pr->next = last + 1;
         pr->state = RAFT_PR_PROBE;
+        pr->commit_sent = 0;
         pr->probe_sent = false;
         pr->recent_active = false;
         pr->pending_snap = 0;

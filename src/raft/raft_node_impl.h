@@ -12,6 +12,10 @@
 /* VOTE context marking a campaign started by TimeoutNow (thesis §3.10):
  * receivers do not apply leader stickiness to it. */
 #define RAFT_CTX_TRANSFER 1
+/* HEARTBEAT context of a commit notice: the leader's new commit index for a
+ * follower known to hold everything, sent instead of an empty append and
+ * not answered (a ReadIndex round's heartbeats carry its number, >= 1). */
+#define RAFT_CTX_COMMIT_NOTICE 0
 
 /* Heartbeat rounds whose send tick is remembered for the lease. */
 #define RAFT_LEASE_RING 256
@@ -174,6 +178,7 @@ bool raft__send_append(struct raft_node *n, struct raft_progress *pr,
                        bool send_if_empty);
 void raft__bcast_append(struct raft_node *n);
 void raft__send_heartbeat(struct raft_node *n, struct raft_progress *pr);
+void raft__send_commit_notice(struct raft_node *n, struct raft_progress *pr);
 void raft__bcast_heartbeat(struct raft_node *n);
 int raft__handle_append(struct raft_node *n, const struct raft_msg *m);
 int raft__handle_append_resp(struct raft_node *n, const struct raft_msg *m);

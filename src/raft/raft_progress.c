@@ -37,6 +37,7 @@ void raft__pr_become_probe(struct raft_progress *pr)
         pr->next = pr->match + 1;
     }
     pr->state = RAFT_PR_PROBE;
+    pr->commit_sent = 0;
     pr->probe_sent = false;
     pr->pending_snap = 0;
     raft__inflight_reset(&pr->ins);
@@ -45,6 +46,7 @@ void raft__pr_become_probe(struct raft_progress *pr)
 void raft__pr_become_replicate(struct raft_progress *pr)
 {
     pr->state = RAFT_PR_REPLICATE;
+    pr->commit_sent = 0;
     pr->next = pr->match + 1;
     pr->probe_sent = false;
     pr->pending_snap = 0;
@@ -54,6 +56,7 @@ void raft__pr_become_replicate(struct raft_progress *pr)
 void raft__pr_become_snapshot(struct raft_progress *pr, raft_index snap)
 {
     pr->state = RAFT_PR_SNAPSHOT;
+    pr->commit_sent = 0;
     pr->pending_snap = snap;
     pr->snap_seq = 0;
     pr->snap_last = false;

@@ -31,6 +31,9 @@ struct raft_progress {
     uint64_t read_ack;    /* highest ReadIndex round acknowledged */
     uint64_t lease_ack;   /* send tick + 1 of that round (0 = none) */
     uint8_t vote;         /* enum raft_vote_mark, candidates only */
+    /* REPLICATE: the commit index the follower was last told in an append
+     * or commit notice (0 after any change of state: tell it again). */
+    raft_index commit_sent;
     struct raft_inflight ins;
 };
 

@@ -99,6 +99,10 @@ static bool send_one(struct raft_node *n, struct raft_progress *pr,
     m->commit = l->commit;
     m->entries = ents;
     m->n_entries = cnt;
+    /* What the follower commits on accepting it (raft__handle_append). */
+    raft_index told = l->commit < prev + cnt ? l->commit : prev + cnt;
+    if (told > pr->commit_sent)
+        pr->commit_sent = told;
     /* The bootstrap configuration rides along while probing, so that a
      * joining node (or one that lost it) learns what its log builds on. */
     if (prev == 0 || pr->state == RAFT_PR_PROBE)
@@ -120,12 +124,41 @@ bool raft__send_append(struct raft_node *n, struct raft_progress *pr,
     return sent;
 }
 
+/* A follower in REPLICATE that holds everything the leader has: tells it a
+ * commit index it has not been told, in a commit notice (a heartbeat with
+ * context 0, not answered; an empty append would be). */
+static bool commit_news(const struct raft_node *n,
+                        const struct raft_progress *pr)
+{
+    raft_index last = raft__log_last_index(&n->log);
+    if (pr->state != RAFT_PR_REPLICATE || pr->match != last)
+        return false;
+    raft_index c = n->log.commit < pr->match ? n->log.commit : pr->match;
+    return c > pr->commit_sent;
+}
+
+static void maybe_commit_notice(struct raft_node *n, struct raft_progress *pr)
+{
+    if (commit_news(n, pr))
+        raft__send_commit_notice(n, pr);
+}
+
 void raft__bcast_append(struct raft_node *n)
 {
     n->bcast_pending = false;
+    raft_index last = raft__log_last_index(&n->log);
     for (int i = 0; i < RAFT_MAX_MEMBERS; i++) {
         struct raft_progress *pr = &n->prs[i];
-        if (pr->id != 0 && pr->id != n->id)
+        if (pr->id == 0 || pr->id == n->id)
+            continue;
+        /* A replicating follower that was sent everything needs no empty
+         * append: once it holds it all, it hears the commit index from a
+         * commit notice, now or at the ready after its ack arrives
+         * (raft__handle_append_resp); a lost ack is found by the next
+         * heartbeat round. */
+        if (pr->state == RAFT_PR_REPLICATE && pr->next > last)
+            maybe_commit_notice(n, pr);
+        else
             raft__send_append(n, pr, true);
     }
 }
@@ -138,6 +171,16 @@ void raft__send_heartbeat(struct raft_node *n, struct raft_progress *pr)
     /* Never tell a follower to commit past what it is known to hold. */
     m->commit = pr->match < n->log.commit ? pr->match : n->log.commit;
     m->context = n->read_round;
+}
+
+void raft__send_commit_notice(struct raft_node *n, struct raft_progress *pr)
+{
+    struct raft_msg *m = raft__msg_new(n, RAFT_MSG_HEARTBEAT, pr->id, false);
+    if (!m)
+        return;
+    m->commit = pr->match < n->log.commit ? pr->match : n->log.commit;
+    m->context = RAFT_CTX_COMMIT_NOTICE;
+    pr->commit_sent = m->commit;
 }
 
 void raft__bcast_heartbeat(struct raft_node *n)
@@ -273,7 +316,11 @@ int raft__handle_append_resp(struct raft_node *n, const struct raft_msg *m)
             return 0;
         if (n->transferee == pr->id)
             raft__transfer_progress(n, pr);
-        raft__send_append(n, pr, false);
+        /* A commit index it was not told waits for the ready's broadcast
+         * (raft__bcast_append): proposals arriving meanwhile carry it in
+         * their append instead of a notice of its own. */
+        if (!raft__send_append(n, pr, false) && commit_news(n, pr))
+            n->bcast_pending = true;
     } else if (pr->state == RAFT_PR_PROBE && m->index >= pr->match &&
                pr->next == m->index + 1) {
         /* An empty probe matched at our match index. */
@@ -289,6 +336,10 @@ int raft__handle_heartbeat(struct raft_node *n, const struct raft_msg *m)
 {
     raft_index last = raft__log_last_index(&n->log);
     commit_to(n, m->commit < last ? m->commit : last);
+    /* A commit notice asks for no answer: the leader learns nothing from
+     * one (heartbeats of a round always carry a context >= 1). */
+    if (m->context == RAFT_CTX_COMMIT_NOTICE)
+        return 0;
     struct raft_msg *r =
         raft__msg_new(n, RAFT_MSG_HEARTBEAT_RESP, m->from, false);
     if (r)
@@ -300,6 +351,10 @@ int raft__handle_heartbeat_resp(struct raft_node *n,
                                 const struct raft_msg *m)
 {
     struct raft_progress *pr = raft__pr(n, m->from);
+    /* An answer to a commit notice (from a node that answers them all)
+     * tells nothing but that it is alive. */
+    if (m->context == RAFT_CTX_COMMIT_NOTICE)
+        return 0;
     if (pr->state == RAFT_PR_PROBE)
         pr->probe_sent = false;
     /* A full window may hide a lost message: free one slot. */

@@ -169,6 +169,18 @@ void srv_metrics_write(const struct srv_metrics *m, FILE *out)
                         m->peer_msgs_in);
     srv_metrics_counter(out, "ringkv_peer_messages_sent_total",
                         "Raft messages sent to peer nodes.", m->peer_msgs_out);
+    static const char *const kinds[SRV_PEER_KINDS] = {
+        "append", "append_empty", "append_resp", "heartbeat",
+        "heartbeat_resp", "other"};
+    srv_metrics_family(out, "ringkv_peer_messages_received_by_kind_total",
+                       "counter",
+                       "Raft messages received from peer nodes, by kind "
+                       "(append_empty: an APPEND without entries).");
+    for (unsigned i = 0; i < SRV_PEER_KINDS; i++)
+        fprintf(out,
+                "ringkv_peer_messages_received_by_kind_total{kind=\"%s\"} "
+                "%" PRIu64 "\n",
+                kinds[i], m->peer_msgs_in_kind[i]);
     srv_metrics_counter(out, "ringkv_peer_frames_received_total",
                         "Peer batches (frames) received.", m->peer_frames_in);
     srv_metrics_counter(out, "ringkv_peer_frames_sent_total",

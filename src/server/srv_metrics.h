@@ -47,6 +47,17 @@ void srv_hist_observe(struct srv_hist *h, uint64_t us);
 /* Upper bound (microseconds) of bucket i < SRV_HIST_BUCKETS. */
 uint64_t srv_hist_bound_us(unsigned i);
 
+/* Kinds of received Raft messages counted apart. */
+enum {
+    SRV_PEER_KIND_APPEND,       /* APPEND carrying entries */
+    SRV_PEER_KIND_APPEND_EMPTY, /* APPEND without entries (commit, probe) */
+    SRV_PEER_KIND_APPEND_RESP,
+    SRV_PEER_KIND_HEARTBEAT,
+    SRV_PEER_KIND_HEARTBEAT_RESP,
+    SRV_PEER_KIND_OTHER, /* votes, snapshots, transfers */
+    SRV_PEER_KINDS
+};
+
 struct srv_metrics {
     uint64_t requests[SRV_OP__COUNT][SRV_STATUS_SLOTS];
     struct srv_hist latency[SRV_OP__COUNT];
@@ -60,6 +71,8 @@ struct srv_metrics {
     uint64_t storage_batch_entries;
     uint64_t peer_bytes_in, peer_bytes_out;
     uint64_t peer_msgs_in, peer_msgs_out;
+    /* Received, by kind (SRV_PEER_KIND_*): what a Raft round costs. */
+    uint64_t peer_msgs_in_kind[SRV_PEER_KINDS];
     uint64_t peer_frames_in, peer_frames_out;
     uint64_t client_bytes_in, client_bytes_out;
     uint64_t client_conns_accepted, client_conns_closed_bad;

@@ -187,6 +187,18 @@ static int on_peer_msg(void *arg, const struct raft_msg *m)
 {
     struct srv *s = arg;
     s->metrics.peer_msgs_in++;
+    unsigned kind;
+    switch (m->type) {
+    case RAFT_MSG_APPEND:
+        kind = m->n_entries > 0 ? SRV_PEER_KIND_APPEND
+                                : SRV_PEER_KIND_APPEND_EMPTY;
+        break;
+    case RAFT_MSG_APPEND_RESP: kind = SRV_PEER_KIND_APPEND_RESP; break;
+    case RAFT_MSG_HEARTBEAT: kind = SRV_PEER_KIND_HEARTBEAT; break;
+    case RAFT_MSG_HEARTBEAT_RESP: kind = SRV_PEER_KIND_HEARTBEAT_RESP; break;
+    default: kind = SRV_PEER_KIND_OTHER; break;
+    }
+    s->metrics.peer_msgs_in_kind[kind]++;
     int rv = srv_groups_step(s, m);
     if (rv != 0 && rv != RK_ESTALE)
         rk_log(RK_LOG_DEBUG, "shard %" PRIu64 ": %s from node %" PRIu64

@@ -291,6 +291,72 @@ static void test_heartbeat_commit_capped_by_match(void **state)
     h_free(&c);
 }
 
+/* Commit notices: a replicating follower that holds everything learns a
+ * new commit index from a heartbeat with context 0 (no empty append), once
+ * its own ack is in, and does not answer it; a proposal made before the
+ * leader's next ready carries the commit in its append instead. */
+static void test_commit_notice(void **state)
+{
+    struct cluster c;
+    h_init(&c, 3);
+    CLUSTER_ELECT(&c, 1);
+    h_stabilize(&c);
+    propose_ok(&c, 1, "x");
+    h_ready(&c, 1);
+    h_deliver_to(&c, 2);
+    h_deliver_to(&c, 3);
+    int k = h_find(&c, 2, 1, RAFT_MSG_APPEND_RESP);
+    assert_true(k >= 0);
+    assert_int_equal(h_deliver(&c, (uint32_t)k), 0);
+    assert_int_equal(h_commit(&c, 1), 2);
+    h_ready(&c, 1);
+    /* Node 2 acked: a notice. Node 3's ack is on its way: nothing yet. */
+    assert_int_equal(h_count(&c, 1, 2, RAFT_MSG_APPEND), 0);
+    assert_int_equal(h_count(&c, 1, 2, RAFT_MSG_HEARTBEAT), 1);
+    k = h_find(&c, 1, 2, RAFT_MSG_HEARTBEAT);
+    assert_int_equal(c.q[k].m.context, 0);
+    assert_int_equal(c.q[k].m.commit, 2);
+    assert_int_equal(h_count(&c, 1, 3, RAFT_MSG_APPEND), 0);
+    assert_int_equal(h_count(&c, 1, 3, RAFT_MSG_HEARTBEAT), 0);
+    h_deliver_to(&c, 1); /* node 3's ack */
+    assert_int_equal(h_count(&c, 1, 3, RAFT_MSG_APPEND), 0);
+    k = h_find(&c, 1, 3, RAFT_MSG_HEARTBEAT);
+    assert_true(k >= 0);
+    assert_int_equal(c.q[k].m.context, 0);
+    assert_int_equal(c.q[k].m.commit, 2);
+    h_deliver_to(&c, 2);
+    h_deliver_to(&c, 3);
+    assert_int_equal(h_commit(&c, 2), 2);
+    assert_int_equal(h_commit(&c, 3), 2);
+    /* Not answered. */
+    assert_int_equal(h_count(&c, 0, 1, RAFT_MSG_HEARTBEAT_RESP), 0);
+    assert_int_equal(h_count(&c, 0, 1, RAFT_MSG_APPEND_RESP), 0);
+
+    /* The ack of "y" commits it; "z" is proposed before the next ready. */
+    propose_ok(&c, 1, "y");
+    h_ready(&c, 1);
+    h_deliver_to(&c, 2);
+    h_deliver_to(&c, 3);
+    /* Both acks are stepped, no ready in between. */
+    while ((k = h_find(&c, 0, 1, RAFT_MSG_APPEND_RESP)) >= 0)
+        assert_int_equal(h_deliver(&c, (uint32_t)k), 0);
+    assert_int_equal(h_commit(&c, 1), 3);
+    propose_ok(&c, 1, "z");
+    h_ready(&c, 1);
+    for (raft_id i = 2; i <= 3; i++) {
+        assert_int_equal(h_count(&c, 1, i, RAFT_MSG_HEARTBEAT), 0);
+        k = h_find(&c, 1, i, RAFT_MSG_APPEND);
+        assert_true(k >= 0);
+        assert_int_equal(c.q[k].m.n_entries, 1);
+        assert_int_equal(c.q[k].m.commit, 3);
+    }
+    h_stabilize(&c);
+    for (raft_id i = 1; i <= 3; i++)
+        assert_int_equal(h_commit(&c, i), 4);
+    h_check_applied(&c);
+    h_free(&c);
+}
+
 /* Figure 8 (§3.6.2): an entry from an earlier term that reached a majority
  * is not committed by counting; it commits with the current term's entry. */
 static void test_figure8_no_commit_of_old_term_by_count(void **state)
@@ -641,6 +707,7 @@ int main(void)
         H_TEST(test_max_msg_bytes_splits),
         H_TEST(test_probe_one_at_a_time),
         H_TEST(test_heartbeat_commit_capped_by_match),
+        H_TEST(test_commit_notice),
         H_TEST(test_figure8_no_commit_of_old_term_by_count),
         H_TEST(test_follower_commit_capped_by_lastnew),
         H_TEST(test_log_matching_under_churn),
