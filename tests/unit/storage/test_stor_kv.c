@@ -1020,11 +1020,21 @@ static void test_open_txn_overlay_tail_replay(void **state)
     stor_close(c);
     tu_rmrf(copy);
 
-    /* A scan asks for a checkpoint: LMDB then holds it all. */
+    /* A scan sees the overlay without a checkpoint (o0 = v7, entry 7). */
     struct stor_scan sc;
     assert_int_equal(stor_kv_scan(f->s, 1, "o", 1, NULL, 0, 0, 0, &sc), 0);
     assert_int_equal(sc.n, 6);
+    assert_int_equal(sc.items[0].vlen, 2);
+    assert_memory_equal(sc.items[0].value, "v7", 2);
+    assert_int_equal(sc.items[0].revision, 7);
     free(sc.items);
+    stor_stats(f->s, &s1);
+    assert_int_equal(s1.checkpoints, s0.checkpoints);
+    /* A reader of LMDB only asks for a checkpoint: LMDB then holds it
+     * all. */
+    struct stor_shard_state lst;
+    assert_int_equal(stor_shard_load(sh, &lst), 0);
+    assert_int_equal(lst.applied, 7);
     stor_stats(f->s, &s1);
     assert_true(s1.checkpoints > s0.checkpoints);
     for (int i = 0; i < 4; i++)
