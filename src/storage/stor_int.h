@@ -258,6 +258,9 @@ int stor__pend_merge_kv(struct stor *s);
 int stor__pend_merge_log_locked(struct stor *s);
 /* After a checkpoint commit: LMDB holds it all. */
 void stor__overlay_clear(struct stor *s);
+/* After a commit that LMDB holds but the overlay keeps (a rerun's partial
+ * checkpoint): ov_base follows it. */
+void stor__overlay_rebase(struct stor *s);
 void stor__overlay_free(struct stor *s);
 /* 1: *out filled from the overlay; 0: not there; RK_ENOTFOUND: deleted
  * there; RK_ENOMEM. */

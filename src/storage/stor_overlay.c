@@ -37,7 +37,10 @@
  * transaction only if that one sees exactly this checkpoint
  * (mdb_txn_id); otherwise it takes both again (stor_kv_scan). Between a
  * commit and the clear the overlay holds exactly that commit's batches, so
- * a copy taken then (with the old ov_base) is refused, never wrong.
+ * a copy taken then (with the old ov_base) is refused, never wrong. A
+ * rerun's partial checkpoint (rerun_wal) commits batches the overlay keeps
+ * holding: the overlay stands on that commit too, and ov_base follows it
+ * without a clear.
  *
  * While a batch runs, its changes are only PENDING (writer-only, s->pend):
  * a batch that fails drops them (and the open transaction is rebuilt from
@@ -378,14 +381,26 @@ static void tails_clear(struct stor *s)
     }
 }
 
+/* Caller holds ov_lock exclusively. */
+static void ov_rebase(struct stor *s)
+{
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    s->ov_base = info.me_last_txnid;
+}
+
+void stor__overlay_rebase(struct stor *s)
+{
+    pthread_rwlock_wrlock(&s->ov_lock);
+    ov_rebase(s);
+    pthread_rwlock_unlock(&s->ov_lock);
+}
+
 static void ov_clear(struct stor *s, bool rebase)
 {
     pthread_rwlock_wrlock(&s->ov_lock);
-    if (rebase) {
-        MDB_envinfo info;
-        mdb_env_info(s->env, &info);
-        s->ov_base = info.me_last_txnid;
-    }
+    if (rebase)
+        ov_rebase(s);
     for (size_t i = 0; i < s->ov_cap && s->ov_n > 0; i++) {
         struct ov_ent *e = s->ov_tab[i], *next;
         for (; e; e = next) {

@@ -1105,6 +1105,21 @@ static void test_open_txn_fills_map(void **state)
             assert_int_equal(((uint8_t *)v.data)[VLEN - 1], 'a' + i);
             free(v.data);
         }
+        /* A scan sees them all too (the overlay on top of partial
+         * checkpoints, then LMDB after the reopen). */
+        struct stor_scan sc;
+        assert_int_equal(stor_kv_scan(f->s, 1, "big", 3, NULL, 0, 0,
+                                      (size_t)32 << 20, &sc),
+                         0);
+        assert_int_equal(sc.n, N);
+        assert_false(sc.more);
+        for (uint32_t i = 0; i < sc.n; i++) {
+            assert_int_equal(sc.items[i].vlen, VLEN);
+            int k = atoi((const char *)sc.items[i].key + 3);
+            assert_int_equal(sc.items[i].revision, (uint64_t)k + 1);
+            assert_int_equal(((const uint8_t *)sc.items[i].value)[0], 'a' + k);
+        }
+        free(sc.items);
         assert_int_equal(stor_log_last_index(stor_shard_get(f->s, 1)), N);
         stor_close(f->s);
         f->s = tu_open(f->dir, 0, 0);
