@@ -45,8 +45,9 @@
  * stor_check and stor_backup read LMDB only: they first ask for a
  * checkpoint and wait for it (a whole LMDB commit, tens to hundreds of ms
  * under load; nothing when nothing is open), so the loop thread should
- * not call them on a hot path. The storage thread grows the map between checkpoints; read
- * transactions are coordinated with that growth internally.
+ * not call them on a hot path. The storage thread grows the map between
+ * checkpoints; read transactions are coordinated with that growth
+ * internally.
  *
  * DURABILITY. A batch that holds a log append, a term or vote change, a
  * membership change, a snapshot stage/install or a shard create/destroy is
