@@ -37,14 +37,17 @@
  * stor_batch_commit hands its batch to it and waits). The read functions
  * use short read transactions (MDB_NOTLS), which see the last checkpoint,
  * plus what the open transaction changed since, kept in memory:
- * stor_kv_get consults an overlay of the KV writes first, and the log
- * operations a per-shard tail of the entries not checkpointed yet; both
- * show a batch once it is done (its callback about to run). stor_kv_scan,
- * a new snapshot export, stor_split_out, stor_session_last_seq,
- * stor_shard_load, stor_check and stor_backup read LMDB only: they first
- * ask for a checkpoint and wait for it (a few ms; nothing when nothing is
- * open). The storage thread grows the map between checkpoints; read
- * transactions are coordinated with that growth internally.
+ * stor_kv_get consults an overlay of the KV writes first, stor_kv_scan
+ * merges a copy of the overlay's entries in its range with LMDB, and the
+ * log operations a per-shard tail of the entries not checkpointed yet; all
+ * show a batch once it is done (its callback about to run). A new snapshot
+ * export, stor_split_out, stor_session_last_seq, stor_shard_load,
+ * stor_check and stor_backup read LMDB only: they first ask for a
+ * checkpoint and wait for it (a whole LMDB commit, tens to hundreds of ms
+ * under load; nothing when nothing is open), so the loop thread should
+ * not call them on a hot path. The storage thread grows the map between
+ * checkpoints; read transactions are coordinated with that growth
+ * internally.
  *
  * DURABILITY. A batch that holds a log append, a term or vote change, a
  * membership change, a snapshot stage/install or a shard create/destroy is
@@ -423,9 +426,16 @@ struct stor_scan {
  * keys included), from `start` (inclusive; NULL = the first with the
  * prefix; up to STOR_MAX_KEY + 1 bytes, so that "after key K" = K | 0x00
  * fits), at most `limit` items (0 = no limit) and about max_bytes of
- * keys+values (0 = 4 MiB; at least one item). Cost: long keys that share
- * their first 480 bytes are read and sorted together, whatever the limit.
- * RK_EINVAL, RK_ETOOLARGE, RK_ENOMEM, RK_ECORRUPT. */
+ * keys+values (0 = 4 MiB; at least one item). What the open transaction
+ * wrote is seen (the overlay is merged in: its value wins, its delete
+ * hides the key), as of one point between batches; no checkpoint is
+ * waited for. Cost: one walk of the whole overlay (all shards' writes
+ * since the last checkpoint) under its read lock, and a copy of its
+ * entries in the range, whatever the limit; long keys that share their
+ * first 480 bytes are read and sorted together; deleted keys not yet
+ * checkpointed are read from LMDB and skipped. RK_EINVAL, RK_ETOOLARGE,
+ * RK_ENOMEM, RK_ECORRUPT, RK_EBUSY (checkpoints kept coming between the
+ * overlay copy and the read transaction, 8 times; not seen in practice). */
 int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
                  size_t plen, const void *start, size_t slen, uint32_t limit,
                  size_t max_bytes, struct stor_scan *out);

@@ -226,6 +226,10 @@ struct stor {
     pthread_rwlock_t ov_lock;
     struct ov_ent **ov_tab;
     size_t ov_cap, ov_n;
+    /* The LMDB transaction id of the checkpoint the overlay was last
+     * cleared after: the overlay holds the batches done since (scans check
+     * their read transaction sees this one; stor_overlay.c). */
+    uint64_t ov_base;
 };
 
 /* ------------------------------------------------ overlay and log tails
@@ -254,11 +258,35 @@ int stor__pend_merge_kv(struct stor *s);
 int stor__pend_merge_log_locked(struct stor *s);
 /* After a checkpoint commit: LMDB holds it all. */
 void stor__overlay_clear(struct stor *s);
+/* After a commit that LMDB holds but the overlay keeps (a rerun's partial
+ * checkpoint): ov_base follows it. */
+void stor__overlay_rebase(struct stor *s);
 void stor__overlay_free(struct stor *s);
 /* 1: *out filled from the overlay; 0: not there; RK_ENOTFOUND: deleted
  * there; RK_ENOMEM. */
 int stor__overlay_get(struct stor *s, uint64_t shard, const void *key,
                       size_t klen, struct stor_value *out);
+/* A scan's copy of the overlay entries of one shard that it wants (see
+ * stor__overlay_scan), sorted by user key. */
+struct stor__ov_item {
+    const uint8_t *key;
+    uint32_t klen;
+    bool tomb;
+    const uint8_t *rec; /* create(8) mod(8) value; NULL for a tombstone */
+    uint32_t rlen;
+};
+struct stor__ov_scan {
+    struct stor__ov_item *items; /* items[n], then the keys and records */
+    size_t n;
+    uint64_t base; /* ov_base when copied */
+};
+/* Copies, under ov_lock, the overlay entries of `shard` whose key starts
+ * with prefix and is >= start (NULL: no bound), tombstones included, in
+ * byte order of user keys (stor__key_cmp). Costs one walk of the whole
+ * overlay. RK_ENOMEM. Free with free(out->items). */
+int stor__overlay_scan(struct stor *s, uint64_t shard, const void *prefix,
+                       size_t plen, const void *start, size_t slen,
+                       struct stor__ov_scan *out);
 /* Makes LMDB hold everything done so far (readers that read LMDB only:
  * scans, exports, shard loads, checks, backups): asks the storage thread
  * for a checkpoint and waits for it, unless nothing is open. */

@@ -721,6 +721,22 @@ static int refs_push(struct scan_refs *rs, const struct stor__kvrec *r)
     return 0;
 }
 
+/* Pushes an overlay record (its copy outlives the merge). */
+static int ov_push(struct scan_refs *rs, const struct stor__ov_item *o)
+{
+    struct stor__kvrec r = {
+        .key = o->key,
+        .klen = o->klen,
+        .rec = o->rec,
+        .rlen = o->rlen,
+        .create_rev = stor__get64(o->rec),
+        .mod_rev = stor__get64(o->rec + 8),
+        .val = o->rec + STOR__VAL_HDR,
+        .vlen = o->rlen - STOR__VAL_HDR,
+    };
+    return refs_push(rs, &r);
+}
+
 static int rec_cmp(const void *a, const void *b)
 {
     const struct stor__kvrec *x = a, *y = b;
@@ -775,6 +791,41 @@ static int scan_entry(MDB_cursor *cur, MDB_val *k, MDB_val *v, int *mrc,
     return 0;
 }
 
+/* Merges the LMDB records rs->r[*done..rs->n) (in key order, after those
+ * merged before) with the overlay copy from ov->items[*j] on into mv: an
+ * overlay entry wins over LMDB for its key (a tombstone hides it), and an
+ * overlay-only key takes its place in order. */
+static int scan_merge(struct scan_refs *mv, const struct scan_refs *rs,
+                      size_t *done, const struct stor__ov_scan *ov, size_t *j)
+{
+    int rc;
+    for (; *done < rs->n; (*done)++) {
+        const struct stor__kvrec *r = &rs->r[*done];
+        int c = 1;
+        for (; *j < ov->n; (*j)++) {
+            const struct stor__ov_item *o = &ov->items[*j];
+            c = stor__key_cmp(o->key, o->klen, r->key, r->klen);
+            if (c > 0)
+                break;
+            if (!o->tomb && (rc = ov_push(mv, o)))
+                return rc;
+            if (c == 0) {
+                (*j)++;
+                break;
+            }
+        }
+        if (c != 0 && (rc = refs_push(mv, r)))
+            return rc;
+    }
+    return 0;
+}
+
+/* How many read transactions a scan takes before it asks for a checkpoint
+ * (the overlay and LMDB disagreed: a checkpoint committed in between), and
+ * in all. */
+#define SCAN_TRIES_QUICK 3
+#define SCAN_TRIES 8
+
 int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
                  size_t plen, const void *start, size_t slen, uint32_t limit,
                  size_t max_bytes, struct stor_scan *out)
@@ -788,8 +839,6 @@ int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
         return RK_ETOOLARGE;
     if (max_bytes == 0)
         max_bytes = SCAN_DEFAULT_BYTES;
-    /* Scans read LMDB only: a checkpoint first makes it current. */
-    stor__checkpoint_wait(s);
     /* The first wanted key is at or after max(prefix, start); LMDB's order
      * agrees with key order up to the 480-byte prefix, so seek there. */
     const uint8_t *lo = prefix;
@@ -811,42 +860,79 @@ int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
     if (ppart)
         memcpy(pk + 8, prefix, ppart);
 
-    MDB_txn *txn;
+    /* What the open transaction changed (a copy), then the checkpoint it
+     * is on top of: the copy first (READER RACE in stor_overlay.c), and
+     * the read transaction kept only if it sees that same checkpoint
+     * (SCANS there). No checkpoint is waited for, unless the two keep
+     * disagreeing. */
+    MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     MDB_val k, v;
-    struct scan_refs rs = {0};
-    int rc = stor__read_begin(s, &txn);
-    if (rc)
-        return rc;
+    struct scan_refs rs = {0}, mv = {0};
+    struct stor__ov_scan ov = {0};
+    int rc = 0;
+    for (int tries = 0;; tries++) {
+        if (tries == SCAN_TRIES)
+            return RK_EBUSY;
+        if (tries >= SCAN_TRIES_QUICK)
+            stor__checkpoint_wait(s);
+        rc = stor__overlay_scan(s, shard, prefix, plen, start, slen, &ov);
+        if (rc)
+            return rc;
+        rc = stor__read_begin(s, &txn);
+        if (rc) {
+            free(ov.items);
+            return rc;
+        }
+        if (mdb_txn_id(txn) == ov.base)
+            break;
+        stor__read_end(s, txn);
+        txn = NULL;
+        free(ov.items);
+    }
+    size_t merged = 0, oj = 0;
     int mrc = mdb_cursor_open(txn, s->dbi_kv, &cur);
     if (mrc)
         goto done;
     k.mv_data = seek;
     k.mv_size = 8 + seek_part;
     mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    /* Collect until one record more than fits is known (that sets more). */
+    /* Collect until one record more than fits is known (that sets more).
+     * Tombstones may hide LMDB records: then it reads further, up to the
+     * end of the range at most. */
+    bool stopped = false;
     while (mrc == 0 && k.mv_size >= 8 + ppart &&
            memcmp(k.mv_data, pk, 8 + ppart) == 0) {
-        if ((limit && rs.n > limit) || (rs.n > 1 && rs.bytes > max_bytes))
+        if ((limit && mv.n > limit) || (mv.n > 1 && mv.bytes > max_bytes)) {
+            stopped = true;
             break;
+        }
         rc = scan_entry(cur, &k, &v, &mrc, &rs, prefix, plen, start, slen);
+        if (rc == 0)
+            rc = scan_merge(&mv, &rs, &merged, &ov, &oj);
         if (rc)
             goto done;
     }
     if (mrc && mrc != MDB_NOTFOUND)
         goto done;
     mrc = 0;
+    /* The range is read to its end: the overlay's keys after the last
+     * LMDB one follow. (Stopped early, mv already holds more than fits,
+     * all before them.) */
+    for (; !stopped && oj < ov.n; oj++)
+        if (!ov.items[oj].tomb && (rc = ov_push(&mv, &ov.items[oj])))
+            goto done;
     /* Cut at the limit and the byte budget (at least one record). */
     uint32_t n = 0;
     size_t bytes = 0;
-    while (n < rs.n && (!limit || n < limit)) {
-        size_t sz = (size_t)rs.r[n].klen + rs.r[n].vlen;
+    while (n < mv.n && (!limit || n < limit)) {
+        size_t sz = (size_t)mv.r[n].klen + mv.r[n].vlen;
         if (n > 0 && bytes + sz > max_bytes)
             break;
         bytes += sz;
         n++;
     }
-    out->more = n < rs.n;
+    out->more = n < mv.n;
     if (n == 0)
         goto done;
     size_t arr = (size_t)n * sizeof(struct stor_kv_item);
@@ -858,7 +944,7 @@ int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
     struct stor_kv_item *items = (struct stor_kv_item *)blk;
     uint8_t *d = blk + arr;
     for (uint32_t i = 0; i < n; i++) {
-        const struct stor__kvrec *r = &rs.r[i];
+        const struct stor__kvrec *r = &mv.r[i];
         struct stor_kv_item *it = &items[i];
         it->klen = r->klen;
         memcpy(d, r->key, r->klen);
@@ -876,6 +962,8 @@ int stor_kv_scan(struct stor *s, uint64_t shard, const void *prefix,
     out->n = n;
 done:
     free(rs.r);
+    free(mv.r);
+    free(ov.items);
     if (cur)
         mdb_cursor_close(cur);
     stor__read_end(s, txn);

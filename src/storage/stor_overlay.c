@@ -3,6 +3,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "rk_assert.h"
 #include "rk_buf.h"
 #include "stor_int.h"
 
@@ -26,6 +27,20 @@
  * checkpoint's commit. So a reader that misses the overlay because it was
  * just dropped begins its read transaction after that commit and sees the
  * data there.
+ *
+ * SCANS need more than one key to agree: a copy of the overlay and a read
+ * transaction taken a moment later could straddle a checkpoint whose
+ * commit holds batches done after the copy, and show some of a batch's
+ * writes but not others. So the overlay remembers the LMDB transaction id
+ * of the checkpoint it was cleared after (ov_base, set at the clear, under
+ * the lock), a scan copies it with the entries, and keeps its read
+ * transaction only if that one sees exactly this checkpoint
+ * (mdb_txn_id); otherwise it takes both again (stor_kv_scan). Between a
+ * commit and the clear the overlay holds exactly that commit's batches, so
+ * a copy taken then (with the old ov_base) is refused, never wrong. A
+ * rerun's partial checkpoint (rerun_wal) commits batches the overlay keeps
+ * holding: the overlay stands on that commit too, and ov_base follows it
+ * without a clear.
  *
  * While a batch runs, its changes are only PENDING (writer-only, s->pend):
  * a batch that fails drops them (and the open transaction is rebuilt from
@@ -213,6 +228,73 @@ int stor__overlay_get(struct stor *s, uint64_t shard, const void *key,
     return rc;
 }
 
+/* Does the entry belong to the scan (see stor__overlay_scan)? */
+static bool ov_wants(const struct ov_ent *e, uint64_t shard,
+                     const void *prefix, size_t plen, const void *start,
+                     size_t slen)
+{
+    if (e->shard != shard || e->klen < plen ||
+        (plen && memcmp(e->data, prefix, plen) != 0))
+        return false;
+    return !start || stor__key_cmp(e->data, e->klen, start, slen) >= 0;
+}
+
+static int ov_item_cmp(const void *a, const void *b)
+{
+    const struct stor__ov_item *x = a, *y = b;
+    return stor__key_cmp(x->key, x->klen, y->key, y->klen);
+}
+
+int stor__overlay_scan(struct stor *s, uint64_t shard, const void *prefix,
+                       size_t plen, const void *start, size_t slen,
+                       struct stor__ov_scan *out)
+{
+    int rc = 0;
+    size_t n = 0, bytes = 0;
+    memset(out, 0, sizeof(*out));
+    pthread_rwlock_rdlock(&s->ov_lock);
+    out->base = s->ov_base;
+    /* Two walks under one hold: count, then copy into one block. */
+    for (size_t i = 0; i < s->ov_cap && s->ov_n > 0; i++)
+        for (const struct ov_ent *e = s->ov_tab[i]; e; e = e->next)
+            if (ov_wants(e, shard, prefix, plen, start, slen)) {
+                n++;
+                bytes += (size_t)e->klen + e->rlen;
+            }
+    if (n == 0)
+        goto done;
+    uint8_t *blk = malloc(n * sizeof(struct stor__ov_item) + bytes);
+    if (!blk) {
+        rc = RK_ENOMEM;
+        goto done;
+    }
+    struct stor__ov_item *items = (struct stor__ov_item *)blk;
+    uint8_t *d = blk + n * sizeof(*items);
+    size_t k = 0;
+    for (size_t i = 0; i < s->ov_cap; i++)
+        for (const struct ov_ent *e = s->ov_tab[i]; e; e = e->next) {
+            if (!ov_wants(e, shard, prefix, plen, start, slen))
+                continue;
+            RK_ASSERT(k < n);
+            struct stor__ov_item *it = &items[k++];
+            memcpy(d, e->data, (size_t)e->klen + e->rlen);
+            it->key = d;
+            it->klen = e->klen;
+            it->tomb = e->tomb;
+            it->rec = e->tomb ? NULL : d + e->klen;
+            it->rlen = e->rlen;
+            d += (size_t)e->klen + e->rlen;
+        }
+    RK_ASSERT(k == n);
+    out->items = items;
+    out->n = n;
+done:
+    pthread_rwlock_unlock(&s->ov_lock);
+    if (out->n > 1)
+        qsort(out->items, out->n, sizeof(*out->items), ov_item_cmp);
+    return rc;
+}
+
 /* ----------------------------------------------------------------- tails */
 
 static void tail_free(struct stor_shard *sh, uint32_t from)
@@ -299,9 +381,26 @@ static void tails_clear(struct stor *s)
     }
 }
 
-void stor__overlay_clear(struct stor *s)
+/* Caller holds ov_lock exclusively. */
+static void ov_rebase(struct stor *s)
+{
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    s->ov_base = info.me_last_txnid;
+}
+
+void stor__overlay_rebase(struct stor *s)
 {
     pthread_rwlock_wrlock(&s->ov_lock);
+    ov_rebase(s);
+    pthread_rwlock_unlock(&s->ov_lock);
+}
+
+static void ov_clear(struct stor *s, bool rebase)
+{
+    pthread_rwlock_wrlock(&s->ov_lock);
+    if (rebase)
+        ov_rebase(s);
     for (size_t i = 0; i < s->ov_cap && s->ov_n > 0; i++) {
         struct ov_ent *e = s->ov_tab[i], *next;
         for (; e; e = next) {
@@ -318,9 +417,14 @@ void stor__overlay_clear(struct stor *s)
     pthread_mutex_unlock(&s->mu);
 }
 
+void stor__overlay_clear(struct stor *s)
+{
+    ov_clear(s, true);
+}
+
 void stor__overlay_free(struct stor *s)
 {
-    stor__overlay_clear(s);
+    ov_clear(s, false); /* the environment is closed by now */
     free(s->ov_tab);
     s->ov_tab = NULL;
     s->ov_cap = 0;

@@ -955,8 +955,12 @@ static int checkpoint(struct stor *s)
         if (sh->w_gen == s->gen && sh->w_exists)
             sh->ck_applied = sh->w.applied;
     }
-    if (s->w_rerun)
-        return 0; /* part of a rerun: the overlay still has the rest */
+    if (s->w_rerun) {
+        /* Part of a rerun: the overlay still has the rest (and all of what
+         * this commit holds), so it stands on this commit as well. */
+        stor__overlay_rebase(s);
+        return 0;
+    }
     /* Only now, after the commit (see READER RACE in stor_overlay.c). */
     stor__pend_drop(s);
     stor__overlay_clear(s);

@@ -1020,11 +1020,21 @@ static void test_open_txn_overlay_tail_replay(void **state)
     stor_close(c);
     tu_rmrf(copy);
 
-    /* A scan asks for a checkpoint: LMDB then holds it all. */
+    /* A scan sees the overlay without a checkpoint (o0 = v7, entry 7). */
     struct stor_scan sc;
     assert_int_equal(stor_kv_scan(f->s, 1, "o", 1, NULL, 0, 0, 0, &sc), 0);
     assert_int_equal(sc.n, 6);
+    assert_int_equal(sc.items[0].vlen, 2);
+    assert_memory_equal(sc.items[0].value, "v7", 2);
+    assert_int_equal(sc.items[0].revision, 7);
     free(sc.items);
+    stor_stats(f->s, &s1);
+    assert_int_equal(s1.checkpoints, s0.checkpoints);
+    /* A reader of LMDB only asks for a checkpoint: LMDB then holds it
+     * all. */
+    struct stor_shard_state lst;
+    assert_int_equal(stor_shard_load(sh, &lst), 0);
+    assert_int_equal(lst.applied, 7);
     stor_stats(f->s, &s1);
     assert_true(s1.checkpoints > s0.checkpoints);
     for (int i = 0; i < 4; i++)
@@ -1095,6 +1105,21 @@ static void test_open_txn_fills_map(void **state)
             assert_int_equal(((uint8_t *)v.data)[VLEN - 1], 'a' + i);
             free(v.data);
         }
+        /* A scan sees them all too (the overlay on top of partial
+         * checkpoints, then LMDB after the reopen). */
+        struct stor_scan sc;
+        assert_int_equal(stor_kv_scan(f->s, 1, "big", 3, NULL, 0, 0,
+                                      (size_t)32 << 20, &sc),
+                         0);
+        assert_int_equal(sc.n, N);
+        assert_false(sc.more);
+        for (uint32_t i = 0; i < sc.n; i++) {
+            assert_int_equal(sc.items[i].vlen, VLEN);
+            int k = atoi((const char *)sc.items[i].key + 3);
+            assert_int_equal(sc.items[i].revision, (uint64_t)k + 1);
+            assert_int_equal(((const uint8_t *)sc.items[i].value)[0], 'a' + k);
+        }
+        free(sc.items);
         assert_int_equal(stor_log_last_index(stor_shard_get(f->s, 1)), N);
         stor_close(f->s);
         f->s = tu_open(f->dir, 0, 0);
