@@ -141,6 +141,10 @@ struct stor_opts {
     size_t map_size;           /* initial map size; 0 = 64 MiB */
     size_t max_map_size;       /* growth limit; 0 = 1 TiB */
     uint32_t snap_chunk_bytes; /* 0 = STOR_SNAP_CHUNK_DEFAULT */
+    /* Longest time between checkpoints (commits of the open LMDB txn) while
+     * something is open; 0 = 1000 ms. Tests that watch the overlay set it
+     * long so that no checkpoint comes by the clock. */
+    uint32_t checkpoint_ms;
     /* Decodes a RAFT_ENTRY_CONF payload (pass raft_conf_change_decode).
      * Applying such an entry folds the change into the shard's applied
      * configuration, which snapshots carry. NULL: conf entries are counted

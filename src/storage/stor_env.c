@@ -628,6 +628,8 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     s->max_map_size = o->max_map_size ? o->max_map_size : DEFAULT_MAX_MAP_SIZE;
     s->chunk_bytes =
         o->snap_chunk_bytes ? o->snap_chunk_bytes : STOR_SNAP_CHUNK_DEFAULT;
+    s->ckpt_every_us = o->checkpoint_ms ? (uint64_t)o->checkpoint_ms * 1000u
+                                  : STOR__CKPT_US;
     if (s->chunk_bytes < 256)
         s->chunk_bytes = 256;
     s->conf_decode = o->conf_decode;

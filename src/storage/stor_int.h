@@ -153,6 +153,7 @@ struct stor {
     size_t max_map_size;
     size_t page_size;
     uint32_t chunk_bytes;
+    uint64_t ckpt_every_us; /* opts->checkpoint_ms, or STOR__CKPT_US */
     int (*conf_decode)(const void *buf, size_t len,
                        struct raft_conf_change *out);
     uint64_t (*key_hash)(const void *key, size_t len);

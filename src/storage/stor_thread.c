@@ -621,9 +621,10 @@ int stor__batch_decode(const void *buf, size_t len, struct stor_batch *b)
  * A CHECKPOINT commits the open transaction (LMDB's full sync) with the
  * lsn of the last record it covers in `meta` (STOR__META_WAL_LSN), drops
  * the overlay and log tails, and releases the WAL segments below it. It
- * runs every STOR__CKPT_US or STOR__CKPT_BYTES of WAL, at once after a
- * batch that creates or destroys a shard, installs a snapshot or applies
- * a SPLIT (s->w_force_ckpt) or comes from stor_batch_commit, when a reader
+ * runs every s->ckpt_every_us (stor_opts.checkpoint_ms, default 1 s)
+ * or STOR__CKPT_BYTES of WAL, at once after a batch that creates or
+ * destroys a shard, installs a snapshot or applies a SPLIT
+ * (s->w_force_ckpt) or comes from stor_batch_commit, when a reader
  * of LMDB only asks (stor__checkpoint_wait), and at close. stor_open
  * replays the WAL from the checkpoint's lsn (stor__wal_recover).
  *
@@ -1130,7 +1131,7 @@ static bool ckpt_due(struct stor *s)
     pthread_mutex_unlock(&s->q_mu);
     uint64_t age = now_us() - s->open_since_us;
     return req || s->open_wal_bytes >= STOR__CKPT_BYTES ||
-           age >= STOR__CKPT_US ||
+           age >= s->ckpt_every_us ||
            (s->compact_held && age >= STOR__CKPT_COMPACT_US &&
             s->open_wal_bytes <= STOR__CKPT_COMPACT_BYTES);
 }
@@ -1317,7 +1318,7 @@ static void *thread_main(void *arg)
             bool soon = s->compact_held &&
                         s->open_wal_bytes <= STOR__CKPT_COMPACT_BYTES;
             uint64_t at = s->open_since_us +
-                          (soon ? STOR__CKPT_COMPACT_US : STOR__CKPT_US);
+                          (soon ? STOR__CKPT_COMPACT_US : s->ckpt_every_us);
             struct timespec ts = {.tv_sec = (time_t)(at / 1000000u),
                                   .tv_nsec = (long)(at % 1000000u) * 1000};
             if (pthread_cond_timedwait(&s->q_cv, &s->q_mu, &ts) != 0)
