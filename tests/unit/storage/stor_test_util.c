@@ -2,6 +2,7 @@
 #include "stor_test_util.h"
 
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,4 +274,36 @@ void tu_join_entries(struct raft_entry ents[4], uint8_t cc[3][9],
                                           .len = 9,
                                           .data = cc[i]};
     }
+}
+
+struct tu_waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int status;
+};
+
+static void tu_on_done(struct stor_batch *b, int status, void *arg)
+{
+    struct tu_waiter *w = arg;
+    (void)b;
+    pthread_mutex_lock(&w->mu);
+    w->status = status;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int tu_submit_wait(struct stor *s, struct stor_batch *b)
+{
+    struct tu_waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                          .cv = PTHREAD_COND_INITIALIZER};
+    int rc = stor_batch_submit(s, b, tu_on_done, &w);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    return w.status;
 }

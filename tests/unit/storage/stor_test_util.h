@@ -27,6 +27,9 @@ size_t tu_put_cmd(void *buf, size_t cap, uint64_t client, uint64_t seq,
 
 /* stor_check(s): its status, its message printed to stderr if not 0. */
 int tu_check(struct stor *s);
+/* Hands b to the storage thread (stor_batch_submit) and waits for its done
+ * callback; returns its status. */
+int tu_submit_wait(struct stor *s, struct stor_batch *b);
 
 /* Commits a batch that creates shard `id` with voters 1,2,3. */
 void tu_create_shard(struct stor *s, uint64_t id);

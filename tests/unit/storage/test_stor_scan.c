@@ -56,24 +56,6 @@ struct op {
     uint32_t vlen;
 };
 
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    int status;
-};
-
-static void on_done(struct stor_batch *b, int status, void *arg)
-{
-    struct waiter *w = arg;
-    (void)b;
-    pthread_mutex_lock(&w->mu);
-    w->status = status;
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
 /* Appends and applies ops[0..n) on `shard` as consecutive entries of one
  * batch; submitted to the storage thread (ckpt false: it stays in the open
  * transaction) or committed (ckpt true: a checkpoint follows). */
@@ -107,14 +89,7 @@ static void batch(struct fx *f, uint64_t shard, const struct op *ops,
     if (ckpt) {
         assert_int_equal(stor_batch_commit(f->s, b), 0);
     } else {
-        struct waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                           .cv = PTHREAD_COND_INITIALIZER};
-        assert_int_equal(stor_batch_submit(f->s, b, on_done, &w), 0);
-        pthread_mutex_lock(&w.mu);
-        while (!w.done)
-            pthread_cond_wait(&w.cv, &w.mu);
-        pthread_mutex_unlock(&w.mu);
-        assert_int_equal(w.status, 0);
+        assert_int_equal(tu_submit_wait(f->s, b), 0);
     }
     for (uint32_t i = 0; i < n; i++)
         assert_int_equal(stor_batch_result(b, i)->status, 0);
