@@ -382,6 +382,14 @@ int stor_batch_shard_status(const struct stor_batch *b, uint64_t shard)
  */
 #define REC_VERSION 1u
 
+/* An op's payload in the arena; NULL for a batch whose ops carry none (a
+ * batch of DESTROYs has no arena, and NULL + 0 is undefined). */
+static const uint8_t *op_payload(const struct stor_batch *b,
+                                 const struct bop *op)
+{
+    return b->arena ? b->arena + op->off : NULL;
+}
+
 static int put_meta(struct rk_buf *o, const struct raft_snapshot_meta *m)
 {
     uint8_t cb[8 + 16 * RAFT_MAX_MEMBERS];
@@ -421,7 +429,7 @@ int stor__batch_encode(const struct stor_batch *b, struct rk_buf *o)
         return rc;
     for (uint32_t i = 0; i < b->n_ops && rc == 0; i++) {
         const struct bop *op = &b->ops[i];
-        const uint8_t *pl = b->arena + op->off;
+        const uint8_t *pl = op_payload(b, op);
         if ((rc = rk_buf_append_u8(o, op->kind)) ||
             (rc = rk_buf_append_u64be(o, op->shard)))
             break;
@@ -659,7 +667,7 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
                    struct bop *op)
 {
     struct stor_shard *sh;
-    const uint8_t *pl = b->arena + op->off;
+    const uint8_t *pl = op_payload(b, op);
     int rc;
 
     if (op->kind == BOP_CREATE) {

@@ -20,6 +20,8 @@ int rk_fuzz_frame(const uint8_t *data, size_t size);
 int rk_fuzz_peer(const uint8_t *data, size_t size);
 /* Client messages: the input as a Request, a Response and a ShardMap. */
 int rk_fuzz_client(const uint8_t *data, size_t size);
+/* Storage: the input as a WAL record (a batch) and as a KV command. */
+int rk_fuzz_store(const uint8_t *data, size_t size);
 
 /* The same, returning how many of the decoders tried accepted the input
  * (the replay test checks its corpus holds both accepted and refused
@@ -27,6 +29,7 @@ int rk_fuzz_client(const uint8_t *data, size_t size);
 int rk_fuzz_frame_count(const uint8_t *data, size_t size);
 int rk_fuzz_peer_count(const uint8_t *data, size_t size);
 int rk_fuzz_client_count(const uint8_t *data, size_t size);
+int rk_fuzz_store_count(const uint8_t *data, size_t size);
 
 /* libFuzzer's hook, defined by each fuzz_<name>.c target. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

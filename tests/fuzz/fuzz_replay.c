@@ -9,8 +9,9 @@
 
 /*
  * Usage: fuzz_replay <corpus-dir>. Every file of <corpus-dir>/frame,
- * <corpus-dir>/peer and <corpus-dir>/client goes through the entry of its
- * directory, and through the other two as well (cheap extra coverage). A
+ * <corpus-dir>/peer, <corpus-dir>/client and <corpus-dir>/store goes
+ * through the entry of its directory, and through the others as well
+ * (cheap extra coverage). A
  * finding aborts (RK_ASSERT or a sanitizer). A missing corpus, or one whose
  * inputs are all accepted or all refused by their own decoder, fails, so the
  * test cannot pass by running nothing or by a decoder refusing everything.
@@ -27,6 +28,7 @@ static const struct {
     {"frame", rk_fuzz_frame_count},
     {"peer", rk_fuzz_peer_count},
     {"client", rk_fuzz_client_count},
+    {"store", rk_fuzz_store_count},
 };
 #define N_ENTRIES (sizeof entries / sizeof entries[0])
 

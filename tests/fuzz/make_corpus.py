@@ -5,6 +5,7 @@ corpus/frame:  byte 0 picks the frame limit (index into 1, 7, 255, 4096,
                default), byte 1 seeds the slicing, the rest is the stream.
 corpus/peer:   PeerBatch / PeerHello bytes (proto/raft.proto).
 corpus/client: Request / Response / ShardMap bytes (proto/ringkv.proto).
+corpus/store:  WAL records (a storage batch) and KV commands (src/storage).
 Files found by fuzzing are added next to these under their own names.
 """
 import os
@@ -181,3 +182,50 @@ write("client", "shard-map", smap)
 write("client", "resp-shard-map", fv(1, 2) + fb(16, smap))
 write("client", "nested-garbage", fb(10, fb(1, fb(1, fb(1, b"\xff\xff")))))
 write("client", "string-bad-utf8", fv(1, 1) + fb(3, b"\xc3\x28\xff"))
+
+
+# corpus/store: WAL records (stor_thread.c "the batch as a record") and KV
+# commands (stor.h "KV commands"); all integers big-endian.
+def put_cmd(key, val, client=7, seq=1):
+    return struct.pack(">BBQQI", 1, 1, client, seq, len(key)) + key + struct.pack(">I", len(val)) + val
+
+
+def sconf(voters, learners=()):
+    return struct.pack(">II", len(voters), len(learners)) + b"".join(struct.pack(">Q", i) for i in (*voters, *learners))
+
+
+def sents(ents):  # (term, index, type, data)
+    return struct.pack(">I", len(ents)) + b"".join(
+        struct.pack(">QQBI", t, i, ty, len(d)) + d for t, i, ty, d in ents)
+
+
+def rec(ops):  # (kind, shard, body)
+    return struct.pack(">BI", 1, len(ops)) + b"".join(struct.pack(">BQ", k, s) + b for k, s, b in ops)
+
+
+CREATE, DESTROY, APPEND, HS, CONF, APPLIED_CONF, STAGE, INSTALL, APPLY, COMPACT = range(10)
+p1 = put_cmd(b"key", b"value")
+write("store", "put-cmd", p1)
+write("store", "del-cmd", struct.pack(">BBQQI", 1, 2, 0, 0, 1) + b"k")
+write("store", "split-cmd", struct.pack(">BBQQII", 1, 5, 0, 0, 9, 2) + struct.pack(">QQQQ", 0, 10, 1 << 63, (1 << 64) - 1))
+write("store", "cmd-trailing-byte", p1 + b"\x00")
+write("store", "rec-append-apply-hs", rec([
+    (APPEND, 1, sents([(1, 1, 0, p1), (1, 2, 2, b"")])),
+    (HS, 1, struct.pack(">QQQ", 1, 1, 2)),
+    (APPLY, 1, sents([(1, 1, 0, p1), (1, 2, 2, b"")])),
+    (COMPACT, 1, struct.pack(">Q", 1))]))
+write("store", "rec-create-conf-destroy", rec([
+    (CREATE, 2, sconf([1, 2, 3], [4])),
+    (CONF, 2, sconf([1, 2, 3])),
+    (APPLIED_CONF, 2, sconf([1, 2])),
+    (DESTROY, 3, b"")]))
+meta = struct.pack(">QQ", 10, 2) + sconf([1, 2, 3])
+write("store", "rec-stage-install", rec([
+    (STAGE, 1, meta + struct.pack(">IBI", 0, 1, 5) + b"chunk"),
+    (INSTALL, 1, meta)]))
+write("store", "rec-empty", rec([]))
+write("store", "rec-unknown-kind", rec([(42, 1, b"")]))
+write("store", "rec-bad-version", b"\x02" + rec([])[1:])
+write("store", "rec-truncated", rec([(APPEND, 1, sents([(1, 1, 0, p1)]))])[:-3])
+write("store", "rec-huge-count", struct.pack(">BI", 1, 0xFFFFFFFF))
+write("store", "rec-conf-too-many", rec([(CONF, 1, struct.pack(">II", 1000, 0))]))
