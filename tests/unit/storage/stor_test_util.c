@@ -307,3 +307,12 @@ int tu_submit_wait(struct stor *s, struct stor_batch *b)
     pthread_mutex_unlock(&w.mu);
     return w.status;
 }
+
+int tu_close_rm(struct stor *s, char *dir)
+{
+    int rc = tu_check(s);
+    stor_close(s);
+    tu_rmrf(dir);
+    free(dir);
+    return rc;
+}

@@ -27,6 +27,9 @@ size_t tu_put_cmd(void *buf, size_t cap, uint64_t client, uint64_t seq,
 
 /* stor_check(s): its status, its message printed to stderr if not 0. */
 int tu_check(struct stor *s);
+/* Fixture end: checks the store (tu_check), closes it, removes and frees
+ * the dir; returns tu_check's result. */
+int tu_close_rm(struct stor *s, char *dir);
 /* Hands b to the storage thread (stor_batch_submit) and waits for its done
  * callback; returns its status. */
 int tu_submit_wait(struct stor *s, struct stor_batch *b);

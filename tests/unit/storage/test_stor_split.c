@@ -72,11 +72,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    assert_int_equal(tu_check(f->s), 0);
-    stor_close(f->s);
-    tu_rmrf(f->dir);
-    free(f->dir);
+    int rc = tu_close_rm(f->s, f->dir);
     free(f);
+    assert_int_equal(rc, 0);
     return 0;
 }
 
