@@ -132,10 +132,9 @@ struct srv_flush {
     bool released;
     /* Never released: it applies to the meta shard, installs a snapshot or
      * applies a split, whose effects (the node's map, a new group opened
-     * from storage) must be committed before anyone is answered or the
-     * group advances. Its lazy commit is asked to go at once instead. */
+     * from storage) must be visible in storage (its done cb) before anyone
+     * is answered or the group advances. */
     bool no_release;
-    bool commit_asked; /* stor_commit_now called for it */
     struct srv_visible {
         raft_index applied;
         bool meta; /* the meta shard applied something */

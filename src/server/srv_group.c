@@ -584,7 +584,6 @@ void srv_groups_flush(struct srv *s)
     if (f != NULL && f->submitted)
         f = NULL;
     bool listed = f != NULL;
-    bool reads_wait = false;
     int rv = 0;
 
     for (uint64_t id = 0; id < s->groups_cap; id++) {
@@ -593,7 +592,6 @@ void srv_groups_flush(struct srv *s)
             continue;
         if (!g->busy)
             start_read_round(g);
-        reads_wait = reads_wait || g->reads.n > 0;
         if (g->busy || !raft_has_ready(g->raft))
             continue;
         if (f == NULL) {
@@ -662,12 +660,6 @@ void srv_groups_flush(struct srv *s)
         s->flushes_in_flight++;
     }
     srv_groups_submit(s);
-    /* Reads wait for what a released flush applied, and nothing was handed
-     * over to share its commit: let it commit now rather than after the
-     * storage thread's wait. */
-    if (reads_wait && s->flush_head != NULL && s->flush_head->released &&
-        s->flush_head == s->flush_tail)
-        stor_commit_now(s->stor);
 }
 
 /* Matches apply results to waiting proposals, in one pass over the waiters
@@ -918,11 +910,6 @@ void srv_groups_on_done(struct srv *s)
             answer_early(s, f);
         if (lazy && !f->released && !f->no_release)
             complete_flush(s, f, true);
-        else if (lazy && f->no_release && !f->commit_asked) {
-            /* Its commit would wait for the next batch: let it go now. */
-            f->commit_asked = true;
-            stor_commit_now(s->stor);
-        }
         if (!f->released)
             break;
     }

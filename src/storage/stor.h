@@ -598,10 +598,6 @@ int stor_batch_submit(struct stor *s, struct stor_batch *b, stor_done_cb cb,
  * membership or snapshot change): its done cb follows without a WAL sync.
  * status 0: its done cb comes after the WAL sync. */
 void stor_batch_on_applied(struct stor_batch *b, stor_done_cb cb, void *arg);
-/* Wakes the storage thread. Nothing waits for a commit any more (a batch
- * is done when its WAL record is): kept for callers that used it to end a
- * lazy batch's wait. */
-void stor_commit_now(struct stor *s);
 
 /* ============================================================= snapshots */
 

@@ -191,7 +191,6 @@ struct stor {
     pthread_cond_t q_cv;
     struct stor_batch *q_head, *q_tail;
     bool q_stop;
-    bool q_nudge; /* wake the storage thread */
     bool thread_started;
     pthread_t thread;
 

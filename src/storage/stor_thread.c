@@ -1318,7 +1318,6 @@ static void *thread_main(void *arg)
     for (;;) {
         while (!s->q_head && !s->q_stop && !s->ckpt_req) {
             if (!s->dirty) {
-                s->q_nudge = false;
                 pthread_cond_wait(&s->q_cv, &s->q_mu);
                 continue;
             }
@@ -1332,7 +1331,6 @@ static void *thread_main(void *arg)
             if (pthread_cond_timedwait(&s->q_cv, &s->q_mu, &ts) != 0)
                 break;
         }
-        s->q_nudge = false;
         g.n = 0;
         while (s->q_head && g.n < STOR__GROUP_MAX) {
             struct stor_batch *b = s->q_head;
@@ -1386,16 +1384,6 @@ void stor__checkpoint_wait(struct stor *s)
                atomic_load(&s->failed) == 0)
             pthread_cond_wait(&s->ckpt_cv, &s->q_mu);
     }
-    pthread_mutex_unlock(&s->q_mu);
-}
-
-void stor_commit_now(struct stor *s)
-{
-    /* Nothing waits for a commit any more (a batch is done once its WAL
-     * record is, see the top): this only wakes the storage thread. */
-    pthread_mutex_lock(&s->q_mu);
-    s->q_nudge = true;
-    pthread_cond_signal(&s->q_cv);
     pthread_mutex_unlock(&s->q_mu);
 }
 
