@@ -639,7 +639,7 @@ static uint64_t get_format(struct stor *s)
     return ver;
 }
 
-/* A version 1 dir (short keys only) is read and marked current; a newer
+/* A version 1 or 2 dir is read and marked current; a newer
  * one is refused with a message. */
 static void test_format_upgrade(void **state)
 {
@@ -647,6 +647,12 @@ static void test_format_upgrade(void **state)
     assert_int_equal(put(f, "short", 5, "kept", 4).status, 0);
     stor_close(f->s);
     set_format(f->dir, 1);
+    f->s = tu_open(f->dir, 0, 0);
+    assert_int_equal(get_format(f->s), STOR_FORMAT_VERSION);
+    assert_value(f->s, 1, "short", 5, "kept", 4, 0);
+    /* A version 2 dir (no WAL) too. */
+    stor_close(f->s);
+    set_format(f->dir, 2);
     f->s = tu_open(f->dir, 0, 0);
     assert_int_equal(get_format(f->s), STOR_FORMAT_VERSION);
     assert_value(f->s, 1, "short", 5, "kept", 4, 0);
