@@ -11,9 +11,10 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: ringkv-stor info DATA_DIR      identity, map, shards\n"
             "       ringkv-stor check DATA_DIR     verify every record\n"
-            "       ringkv-stor backup DATA_DIR DEST  compacted online copy\n"
-            "Opening takes the data dir's lock, so ringkvd must be stopped; a "
-            "running node\nis backed up in-process with stor_backup().\n");
+            "       ringkv-stor backup DATA_DIR DEST  compacted copy\n"
+            "Opening takes the data dir's lock, so ringkvd must be stopped. "
+            "Put a copy back\nonly if the node has not run since it was "
+            "taken (see README).\n");
 }
 
 static int info(struct stor *s)
