@@ -37,6 +37,10 @@ def check_outputs(out):
               "ringkv bench figures: %r" % r)
         check(len(r["node_cpu_percent"]) == 3, "node CPU of 3 nodes")
     check(len(res["shards"]) >= 2, "shard scaling points")
+    for r in res["shards"]:
+        check(r.get("command_secs", 0) > 0 and len(r["node_storage"]) == 3 and
+              all(n.get("peer_msgs_per_sec", -1) >= 0 for n in r["node_storage"]),
+              "shard run has what its CPU and messages per put come from: %r" % r)
     check(len(res["idle"]["cpu_percent"]) == 3, "idle CPU of 3 nodes")
     check(sorted({r["test"] for r in res["redis"]["rows"]}) == ["get", "set"], "redis set and get")
     for r in res["redis"]["rows"]:
@@ -46,6 +50,13 @@ def check_outputs(out):
     for section in ("## Floor", "## Components", "## 3-node cluster", "## Shards",
                     "## Issue 8 targets", "| put | "):
         check(section in md, "latest.md has %r" % section)
+    shards_md = md.split("## Shards", 1)[1].split("\n## ", 1)[0]
+    check("node CPU us/put" in shards_md, "the shards table shows CPU per put")
+    for r in res["shards"]:
+        row = [l for l in shards_md.splitlines() if l.startswith("| %d | " % r["shards"])]
+        cells = [c.strip() for c in row[0].strip("|").split("|")] if row else []
+        check(len(cells) == 10 and float(cells[8]) > 0 and float(cells[9]) >= 0,
+              "shards row for %d shards with CPU and messages per put: %r" % (r["shards"], row))
     for png in ("throughput.png", "latency.png"):
         with open(os.path.join(out, png), "rb") as f:
             check(f.read(8) == b"\x89PNG\r\n\x1a\n", "%s is a PNG" % png)
