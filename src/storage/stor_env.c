@@ -556,8 +556,10 @@ err_abort:
 static void free_stor(struct stor *s)
 {
     stor__overlay_free(s);
-    for (uint32_t i = 0; i < s->n_shards; i++)
+    for (uint32_t i = 0; i < s->n_shards; i++) {
+        free(s->shards[i]->sp_rec);
         free(s->shards[i]);
+    }
     free(s->shards);
     if (s->lock_fd >= 0)
         close(s->lock_fd);

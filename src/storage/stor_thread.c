@@ -701,6 +701,8 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
     switch (op->kind) {
     case BOP_DESTROY:
         s->w_force_ckpt = true; /* the overlay cannot say "all gone" */
+        stor__log_forget(s, sh->id);
+        s->sp_epoch++; /* the split record goes with the kv */
         if ((rc = stor__del_range(txn, s->dbi_log, sh->id, NULL, 0, 0, NULL)) ||
             (rc = stor__del_range(txn, s->dbi_kv, sh->id, NULL, 0, 0, NULL)) ||
             (rc =
@@ -1072,6 +1074,12 @@ static int exec_one(struct stor *s, struct stor_batch *b, bool lazy,
     if (nested && (mrc = mdb_txn_begin(s->env, s->open_txn, 0, &txn)) != 0) {
         *fatal = true;
         return stor__from_mdb(mrc);
+    }
+    if (nested) {
+        /* The writer's caches describe the open transaction as its own
+         * batches left it: a nested one changes it behind them. */
+        s->llast_gen = 0;
+        s->sp_epoch++;
     }
     stor__pend_mark(s, &mark);
     if ((rc = txn_ops(s, txn, b)) != 0 || (rc = txn_writes(s, txn, b)) != 0) {
