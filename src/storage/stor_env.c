@@ -175,6 +175,12 @@ struct stor_shard *stor__shard_find(struct stor *s, uint64_t id)
     return sh;
 }
 
+struct stor_shard *stor__shard_find_w(struct stor *s, uint64_t id)
+{
+    uint32_t p = shard_pos(s, id);
+    return p < s->n_shards && s->shards[p]->id == id ? s->shards[p] : NULL;
+}
+
 int stor__shard_add(struct stor *s, uint64_t id, struct stor_shard **out)
 {
     struct stor_shard *sh = stor__shard_find(s, id);

@@ -325,6 +325,9 @@ void stor__read_end(struct stor *s, MDB_txn *txn);
 /* Shard registry (stor_env.c). find: NULL if absent. add: the writer
  * creates a handle (not yet existing) for a shard created in a batch. */
 struct stor_shard *stor__shard_find(struct stor *s, uint64_t id);
+/* The same for the writer, without s->mu: only the writer changes
+ * shards[] (stor__shard_add), so its own reads need no lock. */
+struct stor_shard *stor__shard_find_w(struct stor *s, uint64_t id);
 int stor__shard_add(struct stor *s, uint64_t id, struct stor_shard **out);
 
 /* Keys. */

@@ -692,7 +692,7 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
         sh->compact_pending = false;
         return 0;
     }
-    sh = stor__shard_find(s, op->shard);
+    sh = stor__shard_find_w(s, op->shard);
     if (!sh)
         return RK_EUNKNOWNSHARD;
     rc = stor__touch(s, txn, b, sh);
@@ -796,7 +796,7 @@ static bool batch_needs_sync(struct stor *s, const struct stor_batch *b)
             continue;
         if (op->kind != BOP_HS)
             return true;
-        const struct stor_shard *sh = stor__shard_find(s, op->shard);
+        const struct stor_shard *sh = stor__shard_find_w(s, op->shard);
         struct raft_hard_state hs;
         memcpy(&hs, b->arena + op->off, sizeof(hs));
         if (!sh || !sh->c_hs_known || hs.term != sh->c_term ||
