@@ -1,4 +1,5 @@
 /* What readers see of the open transaction: KV overlay and log tails. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -59,6 +60,55 @@ struct ov_ent {
     uint32_t rlen; /* record: create(8) mod(8) value */
     uint8_t data[]; /* key, then record */
 };
+
+/* The overlay's entries are carved from chunks (the overlay lives from one
+ * checkpoint to the next and is dropped whole: no malloc and free per
+ * entry). An entry replaced by a bigger or smaller one stays in its chunk
+ * until then; a chunk is OV_CHUNK bytes, or one entry that does not fit. */
+#define OV_CHUNK ((size_t)1 << 20)
+
+struct ov_chunk {
+    struct ov_chunk *next;
+    size_t used, size;
+    _Alignas(max_align_t) uint8_t mem[];
+};
+
+static struct ov_ent *ov_alloc(struct stor *s, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    struct ov_chunk *c = s->ov_chunks;
+    if (!c || c->size - c->used < n) {
+        size_t sz = n > OV_CHUNK ? n : OV_CHUNK;
+        c = malloc(sizeof(*c) + sz);
+        if (!c)
+            return NULL;
+        c->used = 0;
+        c->size = sz;
+        c->next = s->ov_chunks;
+        s->ov_chunks = c;
+    }
+    struct ov_ent *e = (struct ov_ent *)(c->mem + c->used);
+    c->used += n;
+    return e;
+}
+
+/* Drops the chunks, but one when keep_one (the next entries reuse it). */
+static void ov_chunks_reset(struct stor *s, bool keep_one)
+{
+    struct ov_chunk *c = s->ov_chunks, *next;
+    if (keep_one && c && c->size == OV_CHUNK) {
+        next = c->next;
+        c->next = NULL;
+        c->used = 0;
+        c = next;
+    } else {
+        s->ov_chunks = NULL;
+    }
+    for (; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+}
 
 struct stor__pend_log {
     struct stor_shard *sh;
@@ -165,7 +215,21 @@ static int ov_put(struct stor *s, uint64_t shard, const uint8_t *key,
     if (s->ov_n + 1 > s->ov_cap && ov_grow(s))
         return RK_ENOMEM;
     uint64_t h = ov_hash(shard, key, klen);
-    struct ov_ent *e = malloc(sizeof(*e) + klen + (tomb ? 0 : rlen));
+    if (!tomb) {
+        /* A key written again with a record of the same size (a put of a
+         * fixed-size value): its entry takes the new record in place. */
+        for (struct ov_ent *o = s->ov_tab[h & (s->ov_cap - 1)]; o;
+             o = o->next) {
+            if (o->hash == h && o->shard == shard && o->klen == klen &&
+                memcmp(o->data, key, klen) == 0) {
+                if (o->tomb || o->rlen != rlen)
+                    break;
+                memcpy(o->data + klen, rec, rlen);
+                return 0;
+            }
+        }
+    }
+    struct ov_ent *e = ov_alloc(s, sizeof(*e) + klen + (tomb ? 0 : rlen));
     if (!e)
         return RK_ENOMEM;
     e->hash = h;
@@ -182,8 +246,7 @@ static int ov_put(struct stor *s, uint64_t shard, const uint8_t *key,
         if (o->hash == h && o->shard == shard && o->klen == klen &&
             memcmp(o->data, key, klen) == 0) {
             e->next = o->next;
-            *pp = e;
-            free(o);
+            *pp = e; /* o stays in its chunk until the clear */
             return 0;
         }
     }
@@ -401,16 +464,10 @@ static void ov_clear(struct stor *s, bool rebase)
     pthread_rwlock_wrlock(&s->ov_lock);
     if (rebase)
         ov_rebase(s);
-    for (size_t i = 0; i < s->ov_cap && s->ov_n > 0; i++) {
-        struct ov_ent *e = s->ov_tab[i], *next;
-        for (; e; e = next) {
-            next = e->next;
-            free(e);
-            s->ov_n--;
-        }
-        s->ov_tab[i] = NULL;
-    }
+    if (s->ov_n > 0)
+        memset(s->ov_tab, 0, s->ov_cap * sizeof(*s->ov_tab));
     s->ov_n = 0;
+    ov_chunks_reset(s, true);
     pthread_rwlock_unlock(&s->ov_lock);
     pthread_mutex_lock(&s->mu);
     tails_clear(s);
@@ -425,6 +482,7 @@ void stor__overlay_clear(struct stor *s)
 void stor__overlay_free(struct stor *s)
 {
     ov_clear(s, false); /* the environment is closed by now */
+    ov_chunks_reset(s, false);
     free(s->ov_tab);
     s->ov_tab = NULL;
     s->ov_cap = 0;
