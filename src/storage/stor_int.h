@@ -232,9 +232,10 @@ struct stor {
     pthread_rwlock_t ov_lock;
     struct ov_ent **ov_tab;
     size_t ov_cap, ov_n;
-    /* Where the overlay's entries live (ov_lock): chunks filled in order
-     * and all dropped at once when the overlay is cleared. */
-    struct ov_chunk *ov_chunks;
+    /* Where the overlay's entries (ov_lock) and the tails' entry data
+     * (mu) live: chunks filled in order, all dropped at once when the
+     * overlay and tails are cleared (stor_overlay.c). */
+    struct stor__chunk *ov_chunks, *tl_chunks;
     /* The LMDB transaction id of the checkpoint the overlay was last
      * cleared after: the overlay holds the batches done since (scans check
      * their read transaction sees this one; stor_overlay.c). */
