@@ -175,6 +175,12 @@ struct stor_shard *stor__shard_find(struct stor *s, uint64_t id)
     return sh;
 }
 
+struct stor_shard *stor__shard_find_w(struct stor *s, uint64_t id)
+{
+    uint32_t p = shard_pos(s, id);
+    return p < s->n_shards && s->shards[p]->id == id ? s->shards[p] : NULL;
+}
+
 int stor__shard_add(struct stor *s, uint64_t id, struct stor_shard **out)
 {
     struct stor_shard *sh = stor__shard_find(s, id);
@@ -556,8 +562,10 @@ err_abort:
 static void free_stor(struct stor *s)
 {
     stor__overlay_free(s);
-    for (uint32_t i = 0; i < s->n_shards; i++)
+    for (uint32_t i = 0; i < s->n_shards; i++) {
+        free(s->shards[i]->sp_rec);
         free(s->shards[i]);
+    }
     free(s->shards);
     if (s->lock_fd >= 0)
         close(s->lock_fd);

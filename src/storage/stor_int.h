@@ -131,6 +131,12 @@ struct stor_shard {
     /* Writer-only: the applied index as of the last checkpoint (the
      * compaction limit). */
     raft_index ck_applied;
+    /* Writer-only: a copy of this shard's STOR_SPLIT_KEY value as the open
+     * transaction has it (sp_len 0: none), valid while sp_gen == s->gen
+     * and sp_epoch == s->sp_epoch (stor__split_moved, per applied entry). */
+    uint64_t sp_gen, sp_epoch;
+    uint8_t *sp_rec;
+    size_t sp_len;
 
     /* Log tail (guarded by s->mu, stor_overlay.c): entries tail_from ..
      * tail_from + tail_n - 1 as the open transaction has them; 0 = none. */
@@ -226,10 +232,28 @@ struct stor {
     pthread_rwlock_t ov_lock;
     struct ov_ent **ov_tab;
     size_t ov_cap, ov_n;
+    /* Where the overlay's entries (ov_lock) and the tails' entry data
+     * (mu) live: chunks filled in order, all dropped at once when the
+     * overlay and tails are cleared (stor_overlay.c). */
+    struct stor__chunk *ov_chunks, *tl_chunks;
     /* The LMDB transaction id of the checkpoint the overlay was last
      * cleared after: the overlay holds the batches done since (scans check
      * their read transaction sees this one; stor_overlay.c). */
     uint64_t ov_base;
+
+    /* Writer-only: the last key of dbi_log in the open transaction
+     * (shard | index; llast_empty: none), which decides MDB_APPEND for an
+     * append without a descent to the last page per call (stor_log.c).
+     * Valid while llast_gen == s->gen, and used only when the transaction
+     * given is the open one (a nested one of the replay never). An append
+     * raises it; a deletion in its shard drops it (stor__log_forget). */
+    uint64_t llast_gen;
+    uint64_t llast_shard;
+    raft_index llast_idx;
+    bool llast_empty;
+    /* Bumped whenever a STOR_SPLIT_KEY record may change other than
+     * through a new open transaction (see sp_gen). */
+    uint64_t sp_epoch;
 };
 
 /* ------------------------------------------------ overlay and log tails
@@ -305,6 +329,9 @@ void stor__read_end(struct stor *s, MDB_txn *txn);
 /* Shard registry (stor_env.c). find: NULL if absent. add: the writer
  * creates a handle (not yet existing) for a shard created in a batch. */
 struct stor_shard *stor__shard_find(struct stor *s, uint64_t id);
+/* The same for the writer, without s->mu: only the writer changes
+ * shards[] (stor__shard_add), so its own reads need no lock. */
+struct stor_shard *stor__shard_find_w(struct stor *s, uint64_t id);
 int stor__shard_add(struct stor *s, uint64_t id, struct stor_shard **out);
 
 /* Keys. */
@@ -364,6 +391,9 @@ static inline size_t stor__bent_size(uint32_t len)
 int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
                      const uint8_t *recs, uint32_t n);
 int stor__log_compact_step(struct stor *s, MDB_txn *txn, struct stor_shard *sh);
+/* Before log entries of `shard` are deleted in the open transaction: the
+ * cached last key of dbi_log (s->llast_*) is dropped if it is shard's. */
+void stor__log_forget(struct stor *s, uint64_t shard);
 
 /* Applying (stor_kv.c): one entry; fills *res. Returns an error only for
  * transaction failures (the result carries command-level statuses). */

@@ -109,15 +109,45 @@ static int sess_load(struct stor *s, MDB_txn *txn, uint64_t shard,
     return sess_decode(v.mv_data, v.mv_size, ss);
 }
 
-static int sess_store(struct stor *s, MDB_txn *txn, uint64_t shard,
-                      uint64_t client, const struct sess *ss)
-{
+/* The writer's access to one session record: sess_seek leaves a cursor on
+ * it (or where it goes), so that its store after the command finds it on
+ * the cursor's page instead of descending the tree again. */
+struct sess_at {
+    MDB_cursor *cur; /* closed by the caller */
     uint8_t kb[16];
-    stor__put64(kb, shard);
-    stor__put64(kb + 8, client);
-    MDB_val k = {.mv_size = 16, .mv_data = kb};
+    MDB_val k;
+};
+
+/* sess_load through a new cursor left in sa->cur. */
+static int sess_seek(struct stor *s, MDB_txn *txn, uint64_t shard,
+                     uint64_t client, struct sess_at *sa, struct sess *ss,
+                     bool *found)
+{
+    stor__put64(sa->kb, shard);
+    stor__put64(sa->kb + 8, client);
+    sa->k.mv_size = 16;
+    sa->k.mv_data = sa->kb;
+    memset(ss, 0, sizeof(*ss));
+    *found = false;
+    int mrc = mdb_cursor_open(txn, s->dbi_sess, &sa->cur);
+    if (mrc) {
+        sa->cur = NULL;
+        return stor__from_mdb(mrc);
+    }
+    MDB_val v;
+    mrc = mdb_cursor_get(sa->cur, &sa->k, &v, MDB_SET);
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    if (mrc)
+        return stor__from_mdb(mrc);
+    *found = true;
+    return sess_decode(v.mv_data, v.mv_size, ss);
+}
+
+static int sess_store_at(struct sess_at *sa, const struct sess *ss)
+{
     MDB_val v = {.mv_size = STOR__SESS_SIZE, .mv_data = NULL};
-    int rc = mdb_put(txn, s->dbi_sess, &k, &v, MDB_RESERVE);
+    int rc = mdb_cursor_put(sa->cur, &sa->k, &v, MDB_RESERVE);
     if (rc)
         return stor__from_mdb(rc);
     sess_encode(ss, v.mv_data);
@@ -331,6 +361,14 @@ static int slot_rewrite(struct stor *s, MDB_txn *txn, MDB_val *k,
     return 0;
 }
 
+/* A write or delete of `key` in the open transaction: if it is a shard's
+ * split record, stor__split_moved's copies of them are stale. */
+static void split_key_written(struct stor *s, const void *key, size_t klen)
+{
+    if (klen == STOR_SPLIT_KEY_LEN && memcmp(key, STOR_SPLIT_KEY, klen) == 0)
+        s->sp_epoch++;
+}
+
 int stor__kv_write_rec(struct stor *s, MDB_txn *txn, uint64_t shard,
                        const void *key, size_t klen, const void *rec,
                        size_t rlen)
@@ -339,6 +377,7 @@ int stor__kv_write_rec(struct stor *s, MDB_txn *txn, uint64_t shard,
     MDB_val k = {.mv_data = kb};
     if (rlen < STOR__VAL_HDR)
         return RK_EINVAL;
+    split_key_written(s, key, klen);
     k.mv_size = stor__kv_key_encode(kb, shard, key, klen);
     int rc;
     if (stor__kv_key_is_long(k.mv_size)) {
@@ -357,6 +396,7 @@ int stor__kv_write(struct stor *s, MDB_txn *txn, uint64_t shard,
 {
     uint8_t kb[STOR__KV_KEY_MAX];
     MDB_val k = {.mv_data = kb};
+    split_key_written(s, key, klen);
     k.mv_size = stor__kv_key_encode(kb, shard, key, klen);
     if (stor__kv_key_is_long(k.mv_size)) {
         /* Build the record once; slot_rewrite copies it into the slot. */
@@ -394,6 +434,7 @@ int stor__kv_delete(struct stor *s, MDB_txn *txn, uint64_t shard,
 {
     uint8_t kb[STOR__KV_KEY_MAX];
     MDB_val k = {.mv_data = kb};
+    split_key_written(s, key, klen);
     k.mv_size = stor__kv_key_encode(kb, shard, key, klen);
     int rc;
     if (stor__kv_key_is_long(k.mv_size)) {
@@ -409,16 +450,109 @@ int stor__kv_delete(struct stor *s, MDB_txn *txn, uint64_t shard,
 
 /* ------------------------------------------------------------ commands */
 
-static int exec_kv(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
-                   const struct stor_cmd *c, struct stor_result *res)
+/* One command's access to its key: a short key is found with a cursor
+ * that stays on it, so that its write or delete costs no second descent
+ * of the tree (the write finds the key on the cursor's page); a long key
+ * goes through the slot functions above. */
+struct kv_at {
+    MDB_cursor *cur; /* NULL for a long key */
+    bool found;
+    uint8_t kb[STOR__KV_KEY_MAX];
+    MDB_val k;
+};
+
+/* Like stor__kv_find; kv_at_end releases *at whatever it returns. */
+static int kv_at_find(struct stor *s, MDB_txn *txn, uint64_t shard,
+                      const void *key, size_t klen, struct kv_at *at,
+                      struct stor__kvrec *out)
+{
+    at->cur = NULL;
+    at->found = false;
+    at->k.mv_data = at->kb;
+    at->k.mv_size = stor__kv_key_encode(at->kb, shard, key, klen);
+    int rc;
+    if (stor__kv_key_is_long(at->k.mv_size)) {
+        rc = stor__kv_find(s, txn, shard, key, klen, out);
+    } else {
+        memset(out, 0, sizeof(*out));
+        int mrc = mdb_cursor_open(txn, s->dbi_kv, &at->cur);
+        if (mrc) {
+            at->cur = NULL;
+            return stor__from_mdb(mrc);
+        }
+        MDB_val v;
+        mrc = mdb_cursor_get(at->cur, &at->k, &v, MDB_SET);
+        if (mrc) {
+            rc = stor__from_mdb(mrc);
+        } else {
+            /* What stor__kvslot_next reads of a short key's entry. */
+            struct stor__kvslot it;
+            stor__kvslot_begin(&it, &at->k, &v);
+            rc = stor__kvslot_next(&it, out);
+            rc = rc == 1 ? 0 : rc == 0 ? RK_ENOTFOUND : rc;
+            if (rc)
+                memset(out, 0, sizeof(*out));
+        }
+    }
+    at->found = rc == 0;
+    return rc;
+}
+
+static void kv_at_end(struct kv_at *at)
+{
+    if (at->cur)
+        mdb_cursor_close(at->cur);
+    at->cur = NULL;
+}
+
+/* stor__kv_write of the key kv_at_find looked up. */
+static int kv_at_write(struct stor *s, MDB_txn *txn, struct kv_at *at,
+                       uint64_t shard, const void *key, size_t klen,
+                       uint64_t create, uint64_t mod, const void *val,
+                       size_t vlen)
+{
+    if (!at->cur)
+        return stor__kv_write(s, txn, shard, key, klen, create, mod, val,
+                              vlen);
+    split_key_written(s, key, klen);
+    MDB_val v = {.mv_size = STOR__VAL_HDR + vlen, .mv_data = NULL};
+    int mrc = mdb_cursor_put(at->cur, &at->k, &v, MDB_RESERVE);
+    if (mrc)
+        return stor__from_mdb(mrc);
+    uint8_t *p = v.mv_data;
+    stor__put64(p, create);
+    stor__put64(p + 8, mod);
+    if (vlen)
+        memcpy(p + STOR__VAL_HDR, val, vlen);
+    return stor__pend_kv(s, shard, key, klen, p, STOR__VAL_HDR + vlen);
+}
+
+/* stor__kv_delete of the key kv_at_find found (the cursor is on it). */
+static int kv_at_delete(struct stor *s, MDB_txn *txn, struct kv_at *at,
+                        uint64_t shard, const void *key, size_t klen)
+{
+    if (!at->cur)
+        return stor__kv_delete(s, txn, shard, key, klen);
+    RK_ASSERT(at->found);
+    split_key_written(s, key, klen);
+    int mrc = mdb_cursor_del(at->cur, 0);
+    if (mrc)
+        return stor__from_mdb(mrc);
+    return stor__pend_kv(s, shard, key, klen, NULL, 0);
+}
+
+static int kv_at_run(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                     const struct stor_cmd *c, struct stor_result *res,
+                     struct kv_at *at)
 {
     struct stor__kvrec old;
+    at->cur = NULL;
     if (c->klen == 0) {
         /* The encoders refuse it; a log from elsewhere gets a status. */
         res->status = RK_EPROTO;
         return 0;
     }
-    int rc = stor__kv_find(s, txn, sh->id, c->key, c->klen, &old);
+    int rc = kv_at_find(s, txn, sh->id, c->key, c->klen, at, &old);
     if (rc && rc != RK_ENOTFOUND)
         return rc;
     bool exists = rc == 0;
@@ -429,16 +563,16 @@ static int exec_kv(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
     case STOR_CMD_PUT:
         res->prev_revision = omod;
         res->revision = res->index;
-        return stor__kv_write(s, txn, sh->id, c->key, c->klen,
-                              exists ? ocreate : res->index, res->index,
-                              c->value, c->vlen);
+        return kv_at_write(s, txn, at, sh->id, c->key, c->klen,
+                           exists ? ocreate : res->index, res->index,
+                           c->value, c->vlen);
     case STOR_CMD_DEL:
         if (!exists) {
             res->status = RK_ENOTFOUND;
             return 0;
         }
         res->revision = omod;
-        return stor__kv_delete(s, txn, sh->id, c->key, c->klen);
+        return kv_at_delete(s, txn, at, sh->id, c->key, c->klen);
     case STOR_CMD_CAS: {
         bool match;
         if (c->cas_flags & STOR_CAS_REVISION) {
@@ -460,18 +594,27 @@ static int exec_kv(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
             res->revision = omod;
             if (!exists)
                 return 0; /* "must be absent" matched: nothing to delete */
-            return stor__kv_delete(s, txn, sh->id, c->key, c->klen);
+            return kv_at_delete(s, txn, at, sh->id, c->key, c->klen);
         }
         res->prev_revision = omod;
         res->revision = res->index;
-        return stor__kv_write(s, txn, sh->id, c->key, c->klen,
-                              exists ? ocreate : res->index, res->index,
-                              c->value, c->vlen);
+        return kv_at_write(s, txn, at, sh->id, c->key, c->klen,
+                           exists ? ocreate : res->index, res->index,
+                           c->value, c->vlen);
     }
     default:
         res->status = RK_EPROTO;
         return 0;
     }
+}
+
+static int exec_kv(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                   const struct stor_cmd *c, struct stor_result *res)
+{
+    struct kv_at at;
+    int rc = kv_at_run(s, txn, sh, c, res, &at);
+    kv_at_end(&at);
+    return rc;
 }
 
 static int expire_sessions(struct stor *s, MDB_txn *txn, uint64_t shard,
@@ -501,20 +644,18 @@ static int expire_sessions(struct stor *s, MDB_txn *txn, uint64_t shard,
     return rc == MDB_NOTFOUND ? 0 : stor__from_mdb(rc);
 }
 
-static int exec_cmd(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
-                    const struct stor_cmd *c, struct stor_result *res)
+/* The checks and the command itself (exec_cmd); sa->cur, when set, is on
+ * the client's session record (or where it goes). */
+static int exec_cmd_at(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                       const struct stor_cmd *c, struct stor_result *res,
+                       struct sess_at *sa)
 {
     struct sess ss;
     bool found = false;
     int rc;
 
-    res->client_id = c->client_id;
-    res->seq = c->seq;
-    if (c->op == STOR_CMD_EXPIRE_SESSIONS)
-        return expire_sessions(s, txn, sh->id, c->before_index);
-
     if (c->client_id) {
-        rc = sess_load(s, txn, sh->id, c->client_id, &ss, &found);
+        rc = sess_seek(s, txn, sh->id, c->client_id, sa, &ss, &found);
         if (rc)
             return rc;
         if (found && c->seq <= ss.max_seq) {
@@ -554,8 +695,22 @@ static int exec_cmd(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
         return rc;
     if (c->client_id) {
         sess_record(&ss, res);
-        rc = sess_store(s, txn, sh->id, c->client_id, &ss);
+        rc = sess_store_at(sa, &ss);
     }
+    return rc;
+}
+
+static int exec_cmd(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                    const struct stor_cmd *c, struct stor_result *res)
+{
+    res->client_id = c->client_id;
+    res->seq = c->seq;
+    if (c->op == STOR_CMD_EXPIRE_SESSIONS)
+        return expire_sessions(s, txn, sh->id, c->before_index);
+    struct sess_at sa = {.cur = NULL};
+    int rc = exec_cmd_at(s, txn, sh, c, res, &sa);
+    if (sa.cur)
+        mdb_cursor_close(sa.cur);
     return rc;
 }
 

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rk_assert.h"
 #include "stor_int.h"
 
 #define LOG_HDR 9 /* term(8) type(1) */
@@ -286,6 +287,96 @@ const struct raft_log_ops stor_log_ops = {
 
 /* ------------------------------------------------------------ writing */
 
+void stor__log_forget(struct stor *s, uint64_t shard)
+{
+    if (s->llast_gen == s->gen && !s->llast_empty && s->llast_shard == shard)
+        s->llast_gen = 0;
+}
+
+/* The last key of dbi_log in txn: *empty, or (*shard, *idx); *odd for a
+ * key that is not shard | index (a damaged log: *append then says what
+ * LMDB's order says for the key (id, first), nothing is cached). */
+static int log_last_key(MDB_cursor *cur, uint64_t id, raft_index first,
+                        bool *empty, uint64_t *shard, raft_index *idx,
+                        bool *odd, bool *append)
+{
+    MDB_val k, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    *empty = mrc == MDB_NOTFOUND;
+    *odd = false;
+    *shard = 0;
+    *idx = 0;
+    *append = true;
+    if (mrc == MDB_NOTFOUND)
+        return 0;
+    if (mrc)
+        return stor__from_mdb(mrc);
+    if (k.mv_size != 16) {
+        uint8_t kb[16];
+        stor__key_log(kb, id, first);
+        size_t m = k.mv_size < 16 ? k.mv_size : 16;
+        int c = memcmp(k.mv_data, kb, m);
+        *odd = true;
+        *append = !(c > 0 || (c == 0 && k.mv_size >= 16));
+        return 0;
+    }
+    *shard = stor__get64(k.mv_data);
+    *idx = stor__get64((const uint8_t *)k.mv_data + 8);
+    *append = id > *shard || (id == *shard && first > *idx);
+    return 0;
+}
+
+/* Whether an append to shard `id` from `first` may use MDB_APPEND: its
+ * first key lies past the last key of the whole database (it is the
+ * highest shard with entries). With the open transaction the last key is
+ * known (s->llast_*) without a descent; else (a nested transaction of the
+ * replay, or not known yet) it is read. */
+static int log_can_append(struct stor *s, MDB_txn *txn, MDB_cursor *cur,
+                          uint64_t id, raft_index first, bool *append)
+{
+    bool open = txn == s->open_txn;
+    bool empty, odd;
+    uint64_t lshard;
+    raft_index lidx;
+    int rc;
+    if (open && s->llast_gen == s->gen) {
+#ifndef NDEBUG
+        /* Debug builds check the cache against LMDB at every use. */
+        rc = log_last_key(cur, id, first, &empty, &lshard, &lidx, &odd,
+                          append);
+        RK_ASSERT(rc != 0 || (!odd && empty == s->llast_empty &&
+                              (empty || (lshard == s->llast_shard &&
+                                         lidx == s->llast_idx))));
+#endif
+        *append = s->llast_empty || id > s->llast_shard ||
+                  (id == s->llast_shard && first > s->llast_idx);
+        return 0;
+    }
+    rc = log_last_key(cur, id, first, &empty, &lshard, &lidx, &odd, append);
+    if (rc == 0 && open && !odd) {
+        s->llast_gen = s->gen;
+        s->llast_empty = empty;
+        s->llast_shard = lshard;
+        s->llast_idx = lidx;
+    }
+    return rc;
+}
+
+/* After entries up to (id, last) were written in txn: the open
+ * transaction's last key follows. */
+static void log_wrote(struct stor *s, MDB_txn *txn, uint64_t id,
+                      raft_index last)
+{
+    if (txn != s->open_txn || s->llast_gen != s->gen)
+        return;
+    if (s->llast_empty || id > s->llast_shard ||
+        (id == s->llast_shard && last > s->llast_idx)) {
+        s->llast_empty = false;
+        s->llast_shard = id;
+        s->llast_idx = last;
+    }
+}
+
 int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
                      const uint8_t *recs, uint32_t n)
 {
@@ -311,6 +402,7 @@ int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
         /* Conflicting suffix (thesis §3.5): drop it before appending. */
         uint8_t from[8];
         stor__put64(from, first);
+        stor__log_forget(s, sh->id);
         rc = stor__del_range(txn, s->dbi_log, sh->id, from, 8, 0, NULL);
         if (rc)
             return rc;
@@ -322,24 +414,19 @@ int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
         return stor__from_mdb(mrc);
     /* MDB_APPEND (sequential fill of pages) is allowed only past the last
      * key of the whole database, i.e. for the highest shard with entries. */
-    unsigned flags = MDB_APPEND;
-    stor__key_log(kb, sh->id, first);
-    mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-    if (mrc == 0) {
-        size_t m = k.mv_size < 16 ? k.mv_size : 16;
-        int c = memcmp(k.mv_data, kb, m);
-        if (c > 0 || (c == 0 && k.mv_size >= 16))
-            flags = 0;
-    } else if (mrc != MDB_NOTFOUND) {
+    bool append;
+    if ((rc = log_can_append(s, txn, cur, sh->id, first, &append)) != 0) {
         mdb_cursor_close(cur);
-        return stor__from_mdb(mrc);
+        return rc;
     }
+    unsigned flags = append ? MDB_APPEND : 0;
     const uint8_t *p = recs;
     raft_term last_term = 0;
     for (uint32_t j = 0; j < n; j++) {
         const struct stor__bent *e = (const struct stor__bent *)p;
         if (e->index != first + j) {
             mdb_cursor_close(cur);
+            s->llast_gen = 0; /* some may be written: unknown now */
             return RK_EINVAL;
         }
         stor__key_log(kb, sh->id, e->index);
@@ -350,6 +437,7 @@ int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
         mrc = mdb_cursor_put(cur, &k, &v, flags | MDB_RESERVE);
         if (mrc) {
             mdb_cursor_close(cur);
+            s->llast_gen = 0;
             return stor__from_mdb(mrc);
         }
         uint8_t *d = v.mv_data;
@@ -361,6 +449,7 @@ int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
         p += stor__bent_size(e->len);
     }
     mdb_cursor_close(cur);
+    log_wrote(s, txn, sh->id, first + n - 1);
     sh->w_last = first + n - 1;
     sh->w_last_term = last_term;
     return stor__pend_log(s, sh, first, recs, n);
@@ -403,6 +492,7 @@ int stor__log_compact_step(struct stor *s, MDB_txn *txn, struct stor_shard *sh)
     uint8_t from[8];
     uint64_t deleted;
     stor__put64(from, sh->w.base_index + 1);
+    stor__log_forget(s, sh->id);
     int rc = stor__del_range(txn, s->dbi_log, sh->id, from, 8,
                              nb - sh->w.base_index, &deleted);
     if (rc)

@@ -1,4 +1,5 @@
 /* What readers see of the open transaction: KV overlay and log tails. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -59,6 +60,57 @@ struct ov_ent {
     uint32_t rlen; /* record: create(8) mod(8) value */
     uint8_t data[]; /* key, then record */
 };
+
+/* The overlay's entries and the tails' entry data are carved from chunks
+ * (both live from one checkpoint to the next and are dropped whole: no
+ * malloc and free per entry). What is replaced (an overlay entry by one of
+ * another size, a tail's entries cut by a conflicting append) stays in its
+ * chunk until then; a chunk is CHUNK bytes, or one entry that does not
+ * fit. s->ov_chunks is guarded by ov_lock, s->tl_chunks by s->mu. */
+#define CHUNK ((size_t)1 << 20)
+
+struct stor__chunk {
+    struct stor__chunk *next;
+    size_t used, size;
+    _Alignas(max_align_t) uint8_t mem[];
+};
+
+static void *chunk_alloc(struct stor__chunk **list, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    struct stor__chunk *c = *list;
+    if (!c || c->size - c->used < n) {
+        size_t sz = n > CHUNK ? n : CHUNK;
+        c = malloc(sizeof(*c) + sz);
+        if (!c)
+            return NULL;
+        c->used = 0;
+        c->size = sz;
+        c->next = *list;
+        *list = c;
+    }
+    void *p = c->mem + c->used;
+    c->used += n;
+    return p;
+}
+
+/* Drops the chunks, but one when keep_one (the next entries reuse it). */
+static void chunks_reset(struct stor__chunk **list, bool keep_one)
+{
+    struct stor__chunk *c = *list, *next;
+    if (keep_one && c && c->size == CHUNK) {
+        next = c->next;
+        c->next = NULL;
+        c->used = 0;
+        c = next;
+    } else {
+        *list = NULL;
+    }
+    for (; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+}
 
 struct stor__pend_log {
     struct stor_shard *sh;
@@ -165,7 +217,22 @@ static int ov_put(struct stor *s, uint64_t shard, const uint8_t *key,
     if (s->ov_n + 1 > s->ov_cap && ov_grow(s))
         return RK_ENOMEM;
     uint64_t h = ov_hash(shard, key, klen);
-    struct ov_ent *e = malloc(sizeof(*e) + klen + (tomb ? 0 : rlen));
+    if (!tomb) {
+        /* A key written again with a record of the same size (a put of a
+         * fixed-size value): its entry takes the new record in place. */
+        for (struct ov_ent *o = s->ov_tab[h & (s->ov_cap - 1)]; o;
+             o = o->next) {
+            if (o->hash == h && o->shard == shard && o->klen == klen &&
+                memcmp(o->data, key, klen) == 0) {
+                if (o->tomb || o->rlen != rlen)
+                    break;
+                memcpy(o->data + klen, rec, rlen);
+                return 0;
+            }
+        }
+    }
+    struct ov_ent *e =
+        chunk_alloc(&s->ov_chunks, sizeof(*e) + klen + (tomb ? 0 : rlen));
     if (!e)
         return RK_ENOMEM;
     e->hash = h;
@@ -182,8 +249,7 @@ static int ov_put(struct stor *s, uint64_t shard, const uint8_t *key,
         if (o->hash == h && o->shard == shard && o->klen == klen &&
             memcmp(o->data, key, klen) == 0) {
             e->next = o->next;
-            *pp = e;
-            free(o);
+            *pp = e; /* o stays in its chunk until the clear */
             return 0;
         }
     }
@@ -297,15 +363,15 @@ done:
 
 /* ----------------------------------------------------------------- tails */
 
+/* Cuts sh's tail to its first `from` entries (their data stays in
+ * s->tl_chunks until the tails are cleared). */
 static void tail_free(struct stor_shard *sh, uint32_t from)
 {
-    for (uint32_t i = from; i < sh->tail_n; i++)
-        free(sh->tail[i].data);
     sh->tail_n = from;
 }
 
 /* Caller holds s->mu. */
-static int tail_apply(struct stor_shard *sh, raft_index first,
+static int tail_apply(struct stor *s, struct stor_shard *sh, raft_index first,
                       const uint8_t *recs, uint32_t n)
 {
     if (sh->tail_from == 0 || first < sh->tail_from ||
@@ -328,7 +394,7 @@ static int tail_apply(struct stor_shard *sh, raft_index first,
     for (uint32_t j = 0; j < n; j++) {
         const struct stor__bent *e = (const struct stor__bent *)recs;
         struct stor__tent *t = &sh->tail[sh->tail_n];
-        t->data = malloc(e->len ? e->len : 1);
+        t->data = chunk_alloc(&s->tl_chunks, e->len ? e->len : 1);
         if (!t->data)
             return RK_ENOMEM;
         memcpy(t->data, recs + sizeof(*e), e->len);
@@ -366,7 +432,7 @@ int stor__pend_merge_log_locked(struct stor *s)
     int rc = 0;
     for (uint32_t i = 0; i < s->n_pend_log && rc == 0; i++) {
         struct stor__pend_log *pl = &s->pend_log[i];
-        rc = tail_apply(pl->sh, pl->first, pl->recs, pl->n);
+        rc = tail_apply(s, pl->sh, pl->first, pl->recs, pl->n);
     }
     s->n_pend_log = 0;
     return rc;
@@ -379,6 +445,7 @@ static void tails_clear(struct stor *s)
         tail_free(s->shards[i], 0);
         s->shards[i]->tail_from = 0;
     }
+    chunks_reset(&s->tl_chunks, true);
 }
 
 /* Caller holds ov_lock exclusively. */
@@ -401,16 +468,10 @@ static void ov_clear(struct stor *s, bool rebase)
     pthread_rwlock_wrlock(&s->ov_lock);
     if (rebase)
         ov_rebase(s);
-    for (size_t i = 0; i < s->ov_cap && s->ov_n > 0; i++) {
-        struct ov_ent *e = s->ov_tab[i], *next;
-        for (; e; e = next) {
-            next = e->next;
-            free(e);
-            s->ov_n--;
-        }
-        s->ov_tab[i] = NULL;
-    }
+    if (s->ov_n > 0)
+        memset(s->ov_tab, 0, s->ov_cap * sizeof(*s->ov_tab));
     s->ov_n = 0;
+    chunks_reset(&s->ov_chunks, true);
     pthread_rwlock_unlock(&s->ov_lock);
     pthread_mutex_lock(&s->mu);
     tails_clear(s);
@@ -425,6 +486,8 @@ void stor__overlay_clear(struct stor *s)
 void stor__overlay_free(struct stor *s)
 {
     ov_clear(s, false); /* the environment is closed by now */
+    chunks_reset(&s->ov_chunks, false);
+    chunks_reset(&s->tl_chunks, false);
     free(s->ov_tab);
     s->ov_tab = NULL;
     s->ov_cap = 0;

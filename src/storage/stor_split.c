@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rk_assert.h"
 #include "rk_buf.h"
 #include "stor_int.h"
 
@@ -121,9 +122,39 @@ int stor__split_moved(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
     const uint8_t *rec;
     size_t len;
     *moved = false;
-    int rc = rec_get(s, txn, sh->id, &rec, &len, NULL);
-    if (rc || len == 0 || s->key_hash == NULL)
-        return rc;
+    /* Per applied entry: the open transaction's record is kept (a copy)
+     * until a write of a split record, or a new transaction. */
+    bool open = txn == s->open_txn;
+    if (open && sh->sp_gen == s->gen && sh->sp_epoch == s->sp_epoch) {
+        rec = sh->sp_rec;
+        len = sh->sp_len;
+#ifndef NDEBUG
+        /* Debug builds check the copy against LMDB at every use. */
+        const uint8_t *r2;
+        size_t l2;
+        int rc2 = rec_get(s, txn, sh->id, &r2, &l2, NULL);
+        RK_ASSERT(rc2 != 0 ||
+                  (l2 == len && (len == 0 || memcmp(r2, rec, len) == 0)));
+#endif
+    } else {
+        int rc = rec_get(s, txn, sh->id, &rec, &len, NULL);
+        if (rc)
+            return rc;
+        if (open) {
+            uint8_t *cp = NULL;
+            if (len > 0 && (cp = malloc(len)) != NULL)
+                memcpy(cp, rec, len);
+            if (len == 0 || cp != NULL) {
+                free(sh->sp_rec);
+                sh->sp_rec = cp;
+                sh->sp_len = len;
+                sh->sp_gen = s->gen;
+                sh->sp_epoch = s->sp_epoch;
+            }
+        }
+    }
+    if (len == 0 || s->key_hash == NULL)
+        return 0;
     *moved = rec_has(rec, len, s->key_hash(key, klen), 0);
     return 0;
 }

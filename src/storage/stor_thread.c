@@ -692,7 +692,7 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
         sh->compact_pending = false;
         return 0;
     }
-    sh = stor__shard_find(s, op->shard);
+    sh = stor__shard_find_w(s, op->shard);
     if (!sh)
         return RK_EUNKNOWNSHARD;
     rc = stor__touch(s, txn, b, sh);
@@ -701,6 +701,8 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
     switch (op->kind) {
     case BOP_DESTROY:
         s->w_force_ckpt = true; /* the overlay cannot say "all gone" */
+        stor__log_forget(s, sh->id);
+        s->sp_epoch++; /* the split record goes with the kv */
         if ((rc = stor__del_range(txn, s->dbi_log, sh->id, NULL, 0, 0, NULL)) ||
             (rc = stor__del_range(txn, s->dbi_kv, sh->id, NULL, 0, 0, NULL)) ||
             (rc =
@@ -794,7 +796,7 @@ static bool batch_needs_sync(struct stor *s, const struct stor_batch *b)
             continue;
         if (op->kind != BOP_HS)
             return true;
-        const struct stor_shard *sh = stor__shard_find(s, op->shard);
+        const struct stor_shard *sh = stor__shard_find_w(s, op->shard);
         struct raft_hard_state hs;
         memcpy(&hs, b->arena + op->off, sizeof(hs));
         if (!sh || !sh->c_hs_known || hs.term != sh->c_term ||
@@ -1072,6 +1074,12 @@ static int exec_one(struct stor *s, struct stor_batch *b, bool lazy,
     if (nested && (mrc = mdb_txn_begin(s->env, s->open_txn, 0, &txn)) != 0) {
         *fatal = true;
         return stor__from_mdb(mrc);
+    }
+    if (nested) {
+        /* The writer's caches describe the open transaction as its own
+         * batches left it: a nested one changes it behind them. */
+        s->llast_gen = 0;
+        s->sp_epoch++;
     }
     stor__pend_mark(s, &mark);
     if ((rc = txn_ops(s, txn, b)) != 0 || (rc = txn_writes(s, txn, b)) != 0) {
