@@ -197,6 +197,19 @@ static void round_trip(const struct msgset *s, uint64_t from, uint64_t to)
     size_t len;
     assert_int_equal(
         raft_codec_batch_encode(from, to, s->ptrs, s->n, NULL, &buf, &len), 0);
+    /* The encoder writes the wire bytes itself: they must be the ones
+     * protobuf-c packs for the same PeerBatch. */
+    Ringkv__PeerBatch *pb = ringkv__peer_batch__unpack(NULL, len, buf);
+    assert_non_null(pb);
+    size_t plen = ringkv__peer_batch__get_packed_size(pb);
+    assert_int_equal(plen, len);
+    uint8_t *pbuf = malloc(plen + 1);
+    assert_non_null(pbuf);
+    assert_int_equal(ringkv__peer_batch__pack(pb, pbuf), len);
+    assert_memory_equal(pbuf, buf, len);
+    free(pbuf);
+    ringkv__peer_batch__free_unpacked(pb, NULL);
+
     const struct raft_msg **want = calloc(s->n + 1, sizeof(*want));
     expected_order(s, from, to, want);
 
