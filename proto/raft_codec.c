@@ -41,6 +41,7 @@ void raft_codec_limits_default(struct raft_codec_limits *l)
     l->max_chunk_bytes = RAFT_CODEC_MAX_CHUNK_BYTES;
     l->max_batch_bytes = RAFT_CODEC_MAX_BATCH_BYTES;
     l->max_decode_mem = 0;
+    l->protobuf_c_only = false;
 }
 
 static const struct raft_codec_limits *
@@ -704,6 +705,367 @@ static void dec_msg(const struct dec *d, uint32_t i, struct raft_msg *m,
     }
 }
 
+/* ------------------------------------------ fast path: our own batches */
+
+/*
+ * Nearly every batch a node receives is one raft_codec_batch_append wrote:
+ * fields in number order, each at most once (messages and entries repeated
+ * in a row), scalars as varints, repeated numbers packed and non-empty, no
+ * unknown fields. The fast path reads exactly that form in one pass straight
+ * into raft_msg and raft_entry arrays, entry and chunk bytes pointing into
+ * buf (no protobuf-c tree, no copies, one malloc), with dec_open's checks.
+ * On anything else (another encoder's field order, unknown or repeated
+ * fields, a value out of range, a failed check) it gives up and the
+ * protobuf-c path above decides, so what is accepted, what it decodes to
+ * and which error is returned stay those of protobuf-c.
+ */
+struct fast {
+    const struct raft_codec_limits *lim;
+    struct raft_msg *msgs;   /* NULL: counting pass */
+    struct raft_entry *ents; /* NULL: counting pass */
+    uint64_t from, to;
+    uint32_t n_full, n_hb[2];
+    size_t n_ents;
+};
+
+/* A varint of at most 64 bits (protobuf-c agrees on those). */
+static bool fv(struct wire *w, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned i = 0; i < 10; i++) {
+        if (w->pos == w->len)
+            return false;
+        uint8_t b = w->p[w->pos++];
+        if (i == 9 && b > 1)
+            return false;
+        x |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *v = x;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The next field, which must come after field `last` (or repeat it when
+ * `rep`), with the wire type its number has in the schema (varint below
+ * `first_len`, length-delimited from there up to `max`): its varint value,
+ * or its payload. */
+static bool ff(struct wire *w, uint64_t *num, unsigned last, unsigned rep,
+               const uint32_t len_mask, unsigned max, uint64_t *v,
+               struct wire *sub)
+{
+    uint64_t tag;
+    if (!fv(w, &tag))
+        return false;
+    *num = tag >> 3;
+    if (*num == 0 || *num > max || *num < last ||
+        (*num == last && *num != rep))
+        return false;
+    bool is_len = (len_mask >> *num) & 1;
+    if ((tag & 7) != (is_len ? 2u : 0u))
+        return false;
+    if (!fv(w, v))
+        return false;
+    if (!is_len)
+        return true;
+    if (*v > w->len - w->pos)
+        return false;
+    sub->p = w->p + w->pos;
+    sub->len = (size_t)*v;
+    sub->pos = 0;
+    w->pos += (size_t)*v;
+    return true;
+}
+
+/* A packed uint64 column: its values go to out (when not NULL, at most
+ * max); *n counts them. Empty columns are not ours. */
+static bool fast_packed(struct wire *w, uint64_t *out, uint32_t max,
+                        uint32_t *n)
+{
+    *n = 0;
+    if (w->len == 0)
+        return false;
+    while (w->pos < w->len) {
+        uint64_t v;
+        if (*n == max || !fv(w, &v))
+            return false;
+        if (out)
+            out[*n] = v;
+        (*n)++;
+    }
+    return true;
+}
+
+static bool fast_conf(struct wire *w, struct raft_conf_state *c)
+{
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    while (w->pos < w->len) {
+        if (!ff(w, &num, last, 0, 0x6, 2, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        bool ok = num == 1 ? fast_packed(&sub, c->voters, RAFT_MAX_MEMBERS,
+                                         &c->n_voters)
+                           : fast_packed(&sub, c->learners, RAFT_MAX_MEMBERS,
+                                         &c->n_learners);
+        if (!ok)
+            return false;
+    }
+    return c->n_voters + c->n_learners <= RAFT_MAX_MEMBERS;
+}
+
+static bool fast_snap(struct wire *w, struct raft_snapshot_meta *s)
+{
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    while (w->pos < w->len) {
+        if (!ff(w, &num, last, 0, 0x8, 3, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        if (num == 1)
+            s->index = v;
+        else if (num == 2)
+            s->term = v;
+        else if (!fast_conf(&sub, &s->conf))
+            return false;
+    }
+    return true;
+}
+
+static bool fast_entry(struct wire *w, const struct raft_codec_limits *lim,
+                       struct raft_entry *e)
+{
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    memset(e, 0, sizeof(*e));
+    while (w->pos < w->len) {
+        if (!ff(w, &num, last, 0, 0x10, 4, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        switch (num) {
+        case 1: e->term = v; break;
+        case 2: e->index = v; break;
+        case 3:
+            if (v > RAFT_ENTRY_NOOP)
+                return false;
+            e->type = (uint8_t)v;
+            break;
+        default:
+            if (sub.len > lim->max_entry_bytes)
+                return false;
+            e->len = (uint32_t)sub.len;
+            e->data = sub.len ? (void *)sub.p : NULL;
+            break;
+        }
+    }
+    return true;
+}
+
+/* RaftMessage fields 9 (entries), 14 (snap) and 17 (chunk) are
+ * length-delimited, 1 to 16 otherwise varints. */
+#define MSG_LEN_FIELDS ((1u << 9) | (1u << 14) | (1u << 17))
+
+static bool fast_msg(struct fast *f, struct wire *w, struct raft_msg *m,
+                     struct raft_entry *ents)
+{
+    const struct raft_codec_limits *lim = f->lim;
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    struct raft_entry scratch;
+    memset(m, 0, sizeof(*m));
+    while (w->pos < w->len) {
+        if (!ff(w, &num, last, 9, MSG_LEN_FIELDS, 17, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        switch (num) {
+        case 1:
+            if (v >= RAFT_MSG__COUNT)
+                return false;
+            m->type = (uint8_t)v;
+            break;
+        case 2: m->shard = v; break;
+        case 3: m->from = v; break;
+        case 4: m->to = v; break;
+        case 5: m->term = v; break;
+        case 6: m->index = v; break;
+        case 7: m->log_term = v; break;
+        case 8: m->commit = v; break;
+        case 9: {
+            /* (dec_open: index + n_entries must not wrap.) */
+            if (m->type != RAFT_MSG_APPEND ||
+                m->n_entries == lim->max_entries ||
+                m->index > UINT64_MAX - 1 - m->n_entries)
+                return false;
+            struct raft_entry *e = ents ? &ents[m->n_entries] : &scratch;
+            if (!fast_entry(&sub, lim, e) ||
+                e->index != m->index + 1 + m->n_entries)
+                return false;
+            m->n_entries++;
+            break;
+        }
+        case 10:
+            if (v > 1)
+                return false;
+            m->reject = v != 0;
+            break;
+        case 11: m->hint_index = v; break;
+        case 12: m->hint_term = v; break;
+        case 13: m->context = v; break;
+        case 14:
+            if (!fast_snap(&sub, &m->snap))
+                return false;
+            break;
+        case 15:
+            if (v > UINT32_MAX)
+                return false;
+            m->chunk_seq = (uint32_t)v;
+            break;
+        case 16:
+            if (v > 1)
+                return false;
+            m->chunk_last = v != 0;
+            break;
+        default:
+            if (sub.len > 0 && (m->type != RAFT_MSG_SNAPSHOT ||
+                                sub.len > lim->max_chunk_bytes))
+                return false;
+            m->chunk_len = (uint32_t)sub.len;
+            m->chunk_data = sub.len ? (void *)sub.p : NULL;
+            break;
+        }
+    }
+    m->entries = m->n_entries && ents ? ents : NULL;
+    return true;
+}
+
+/* CoalescedHeartbeats k: in the filling pass its columns go to the
+ * messages from msgs[base] on. */
+static bool fast_hb(struct fast *f, struct wire *w, int k)
+{
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    uint32_t n[5] = {0, 0, 0, 0, 0};
+    struct raft_msg *hb = NULL;
+    if (f->msgs)
+        hb = f->msgs + f->n_full + (k ? f->n_hb[0] : 0);
+    uint32_t cap = f->msgs ? f->n_hb[k] : UINT32_MAX;
+    while (w->pos < w->len) {
+        if (!ff(w, &num, last, 0, 0x1e, 4, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        /* Columns after the first must have its length (checked below);
+         * a longer one ends the filling pass here. */
+        uint32_t max = num == 1 ? cap : n[1];
+        if (max > f->lim->max_msgs)
+            max = f->lim->max_msgs;
+        uint32_t j = 0;
+        while (sub.pos < sub.len) {
+            if (j == max || !fv(&sub, &v))
+                return false;
+            if (hb) {
+                struct raft_msg *m = &hb[j];
+                if (num == 1)
+                    m->shard = v;
+                else if (num == 2)
+                    m->term = v;
+                else if (num == 3)
+                    m->commit = v;
+                else
+                    m->context = v;
+            }
+            j++;
+        }
+        if (j == 0)
+            return false;
+        n[num] = j;
+    }
+    if (n[2] != n[1] || (n[3] && n[3] != n[1]) || (n[4] && n[4] != n[1]))
+        return false;
+    if (!f->msgs)
+        f->n_hb[k] = n[1];
+    for (uint32_t j = 0; hb && j < n[1]; j++) {
+        hb[j].type = k ? RAFT_MSG_HEARTBEAT_RESP : RAFT_MSG_HEARTBEAT;
+        hb[j].from = f->from;
+        hb[j].to = f->to;
+    }
+    return true;
+}
+
+/* One pass over the batch: counting (f->msgs NULL) or filling. */
+static bool fast_pass(struct fast *f, const uint8_t *buf, size_t len)
+{
+    struct wire w = {.p = buf, .len = len, .pos = 0};
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    uint32_t i = 0;
+    size_t e = 0;
+    while (w.pos < w.len) {
+        if (!ff(&w, &num, last, 3, 0x38, 5, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        if (num == 1) {
+            f->from = v;
+        } else if (num == 2) {
+            f->to = v;
+        } else if (num == 3) {
+            struct raft_msg scratch;
+            struct raft_msg *m = f->msgs ? &f->msgs[i] : &scratch;
+            if (i == f->lim->max_msgs ||
+                !fast_msg(f, &sub, m, f->ents ? f->ents + e : NULL))
+                return false;
+            if (m->from == 0)
+                m->from = f->from;
+            if (m->to == 0)
+                m->to = f->to;
+            e += m->n_entries;
+            i++;
+        } else if (!fast_hb(f, &sub, (int)num - 4)) {
+            return false;
+        }
+    }
+    if (!f->msgs) {
+        f->n_full = i;
+        f->n_ents = e;
+    }
+    return f->from != 0 && f->to != 0 &&
+           (uint64_t)f->n_full + f->n_hb[0] + f->n_hb[1] <= f->lim->max_msgs;
+}
+
+/* The decoded batch in one block (messages, then entries), or NULL when
+ * the protobuf-c path must decide. */
+static struct raft_msg *fast_decode(const uint8_t *buf, size_t len,
+                                    const struct raft_codec_limits *lim,
+                                    struct fast *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->lim = lim;
+    /* A memory budget is protobuf-c's (the fast path needs far less). */
+    if (len > lim->max_batch_bytes || lim->max_decode_mem != 0 ||
+        lim->protobuf_c_only || !fast_pass(f, buf, len))
+        return NULL;
+    uint32_t total = f->n_full + f->n_hb[0] + f->n_hb[1];
+    size_t bytes = (size_t)total * sizeof(struct raft_msg) +
+                   f->n_ents * sizeof(struct raft_entry);
+    uint8_t *blk = calloc(1, bytes ? bytes : 1);
+    if (blk == NULL)
+        return NULL;
+    struct fast fill = *f;
+    fill.msgs = (struct raft_msg *)blk;
+    fill.ents = (struct raft_entry *)(blk + (size_t)total *
+                                                sizeof(struct raft_msg));
+    /* The same walk over the same bytes: it cannot fail now. */
+    bool ok = fast_pass(&fill, buf, len);
+    RK_ASSERT(ok);
+    return fill.msgs;
+}
+
 int raft_codec_batch_decode(const uint8_t *buf, size_t len,
                             const struct raft_codec_limits *lim_in,
                             uint64_t *from, uint64_t *to, raft_codec_msg_cb cb,
@@ -711,6 +1073,20 @@ int raft_codec_batch_decode(const uint8_t *buf, size_t len,
 {
     struct raft_codec_limits tmp;
     const struct raft_codec_limits *lim = limits_or_default(lim_in, &tmp);
+    struct fast f;
+    struct raft_msg *msgs = fast_decode(buf, len, lim, &f);
+    if (msgs != NULL) {
+        if (from)
+            *from = f.from;
+        if (to)
+            *to = f.to;
+        int rc = 0;
+        uint32_t total = f.n_full + f.n_hb[0] + f.n_hb[1];
+        for (uint32_t i = 0; i < total && rc == 0; i++)
+            rc = cb(arg, &msgs[i]);
+        free(msgs);
+        return rc;
+    }
     struct dec d;
     int rc = dec_open(buf, len, lim, &d);
     if (rc)
@@ -738,6 +1114,15 @@ int raft_codec_batch_decode_all(const uint8_t *buf, size_t len,
     struct raft_codec_limits tmp;
     const struct raft_codec_limits *lim = limits_or_default(lim_in, &tmp);
     memset(out, 0, sizeof(*out));
+    struct fast f;
+    struct raft_msg *msgs = fast_decode(buf, len, lim, &f);
+    if (msgs != NULL) {
+        out->from = f.from;
+        out->to = f.to;
+        out->msgs = msgs;
+        out->n_msgs = f.n_full + f.n_hb[0] + f.n_hb[1];
+        return 0;
+    }
     struct dec *d = malloc(sizeof(*d));
     if (d == NULL)
         return RK_ENOMEM;
