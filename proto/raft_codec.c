@@ -41,6 +41,7 @@ void raft_codec_limits_default(struct raft_codec_limits *l)
     l->max_chunk_bytes = RAFT_CODEC_MAX_CHUNK_BYTES;
     l->max_batch_bytes = RAFT_CODEC_MAX_BATCH_BYTES;
     l->max_decode_mem = 0;
+    l->protobuf_c_only = false;
 }
 
 static const struct raft_codec_limits *
@@ -107,94 +108,219 @@ static int check_out_msg(const struct raft_msg *m,
     return 0;
 }
 
-/* Everything the protobuf form of one batch points at. */
-struct enc {
-    Ringkv__PeerBatch pb;
-    Ringkv__RaftMessage *pms;
-    Ringkv__RaftMessage **pm_ptrs;
-    Ringkv__RaftEntry *pes;
-    Ringkv__RaftEntry **pe_ptrs;
-    Ringkv__RaftSnapshotMeta *snaps;
-    Ringkv__RaftConfState *confs;
-    uint64_t *conf_ids; /* voters then learners, RAFT_MAX_MEMBERS per msg */
-    Ringkv__CoalescedHeartbeats hb[2];
-    uint64_t *cols; /* 4 columns of n_hb[k] values for each hb[k] */
-};
+/* The encoder writes the PeerBatch's wire bytes itself, in one sizing pass
+ * and one writing pass, instead of building protobuf-c structs (a calloc per
+ * array) and packing them: the peer batch is encoded once per destination
+ * in every loop iteration, which at many shards is once per Raft round. The
+ * bytes are the ones protobuf-c packs for the same message (fields in
+ * number order, proto3 zero scalars left out, repeated uint64 packed, a
+ * present submessage written even when empty); the tests unpack, re-pack
+ * with protobuf-c and compare. */
 
-static void enc_free(struct enc *e)
+#define WT_VARINT 0u
+#define WT_LEN 2u
+
+static size_t vsize(uint64_t v)
 {
-    free(e->pms);
-    free(e->pm_ptrs);
-    free(e->pes);
-    free(e->pe_ptrs);
-    free(e->snaps);
-    free(e->confs);
-    free(e->conf_ids);
-    free(e->cols);
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
 }
 
-static void *alloc_n(size_t n, size_t size, bool *oom)
+static uint8_t *put_v(uint8_t *p, uint64_t v)
 {
-    if (n == 0)
-        return NULL;
-    void *p = calloc(n, size);
-    if (p == NULL)
-        *oom = true;
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
     return p;
 }
 
-/* Fills pm from m; pe/pe_ptrs have room for m's entries; snap/conf/ids are
- * this message's slots. */
-static void fill_pm(Ringkv__RaftMessage *pm, const struct raft_msg *m,
-                    uint64_t from, uint64_t to, Ringkv__RaftEntry *pe,
-                    Ringkv__RaftEntry **pe_ptrs, Ringkv__RaftSnapshotMeta *snap,
-                    Ringkv__RaftConfState *conf, uint64_t *ids)
+/* Field numbers below 16 take a one-byte tag, 16 and 17 two bytes. */
+static size_t tsize(unsigned f)
 {
-    ringkv__raft_message__init(pm);
-    pm->type = (Ringkv__RaftMessage__Type)m->type;
-    pm->shard = m->shard;
-    pm->from = m->from == from ? 0 : m->from;
-    pm->to = m->to == to ? 0 : m->to;
-    pm->term = m->term;
-    pm->index = m->index;
-    pm->log_term = m->log_term;
-    pm->commit = m->commit;
-    pm->reject = m->reject;
-    pm->hint_index = m->hint_index;
-    pm->hint_term = m->hint_term;
-    pm->context = m->context;
-    pm->chunk_seq = m->chunk_seq;
-    pm->chunk_last = m->chunk_last;
-    pm->chunk_data.len = m->chunk_len;
-    pm->chunk_data.data = m->chunk_len ? m->chunk_data : NULL;
+    return f < 16 ? 1 : 2;
+}
+
+/* A proto3 varint scalar (uint64, uint32, bool, enum): absent when zero. */
+static size_t sz_u64(unsigned f, uint64_t v)
+{
+    return v ? tsize(f) + vsize(v) : 0;
+}
+
+static uint8_t *put_u64(uint8_t *p, unsigned f, uint64_t v)
+{
+    if (!v)
+        return p;
+    p = put_v(p, (uint64_t)f << 3 | WT_VARINT);
+    return put_v(p, v);
+}
+
+/* A length-delimited field (submessage, bytes, packed array) of len bytes. */
+static size_t sz_len(unsigned f, size_t len)
+{
+    return tsize(f) + vsize(len) + len;
+}
+
+static uint8_t *put_len(uint8_t *p, unsigned f, size_t len)
+{
+    p = put_v(p, (uint64_t)f << 3 | WT_LEN);
+    return put_v(p, len);
+}
+
+static size_t ids_size(const uint64_t *v, uint32_t n)
+{
+    size_t s = 0;
+    for (uint32_t i = 0; i < n; i++)
+        s += vsize(v[i]);
+    return s;
+}
+
+/* A packed repeated uint64: absent when empty. */
+static uint8_t *put_ids(uint8_t *p, unsigned f, const uint64_t *v, uint32_t n)
+{
+    if (n == 0)
+        return p;
+    p = put_len(p, f, ids_size(v, n));
+    for (uint32_t i = 0; i < n; i++)
+        p = put_v(p, v[i]);
+    return p;
+}
+
+static size_t entry_size(const struct raft_entry *e)
+{
+    return sz_u64(1, e->term) + sz_u64(2, e->index) + sz_u64(3, e->type) +
+           (e->len ? sz_len(4, e->len) : 0);
+}
+
+static size_t conf_size(const struct raft_conf_state *c)
+{
+    return (c->n_voters ? sz_len(1, ids_size(c->voters, c->n_voters)) : 0) +
+           (c->n_learners ? sz_len(2, ids_size(c->learners, c->n_learners))
+                          : 0);
+}
+
+static size_t snap_size(const struct raft_snapshot_meta *s)
+{
+    return sz_u64(1, s->index) + sz_u64(2, s->term) +
+           sz_len(3, conf_size(&s->conf));
+}
+
+/* RaftMessage of m (from/to left out when they are the batch's). */
+static size_t msg_size(const struct raft_msg *m, uint64_t from, uint64_t to)
+{
+    size_t s = sz_u64(1, m->type) + sz_u64(2, m->shard) +
+               sz_u64(3, m->from == from ? 0 : m->from) +
+               sz_u64(4, m->to == to ? 0 : m->to) + sz_u64(5, m->term) +
+               sz_u64(6, m->index) + sz_u64(7, m->log_term) +
+               sz_u64(8, m->commit);
+    for (uint32_t k = 0; k < m->n_entries; k++)
+        s += sz_len(9, entry_size(&m->entries[k]));
+    s += sz_u64(10, m->reject) + sz_u64(11, m->hint_index) +
+         sz_u64(12, m->hint_term) + sz_u64(13, m->context);
+    if (!snap_is_zero(&m->snap))
+        s += sz_len(14, snap_size(&m->snap));
+    s += sz_u64(15, m->chunk_seq) + sz_u64(16, m->chunk_last);
+    if (m->chunk_len)
+        s += sz_len(17, m->chunk_len);
+    return s;
+}
+
+static uint8_t *put_msg(uint8_t *p, const struct raft_msg *m, uint64_t from,
+                        uint64_t to)
+{
+    p = put_u64(p, 1, m->type);
+    p = put_u64(p, 2, m->shard);
+    p = put_u64(p, 3, m->from == from ? 0 : m->from);
+    p = put_u64(p, 4, m->to == to ? 0 : m->to);
+    p = put_u64(p, 5, m->term);
+    p = put_u64(p, 6, m->index);
+    p = put_u64(p, 7, m->log_term);
+    p = put_u64(p, 8, m->commit);
     for (uint32_t k = 0; k < m->n_entries; k++) {
         const struct raft_entry *e = &m->entries[k];
-        ringkv__raft_entry__init(&pe[k]);
-        pe[k].term = e->term;
-        pe[k].index = e->index;
-        pe[k].type = (Ringkv__RaftEntry__Type)e->type;
-        pe[k].data.len = e->len;
-        pe[k].data.data = e->len ? e->data : NULL;
-        pe_ptrs[k] = &pe[k];
+        p = put_len(p, 9, entry_size(e));
+        p = put_u64(p, 1, e->term);
+        p = put_u64(p, 2, e->index);
+        p = put_u64(p, 3, e->type);
+        if (e->len) {
+            p = put_len(p, 4, e->len);
+            memcpy(p, e->data, e->len);
+            p += e->len;
+        }
     }
-    pm->n_entries = m->n_entries;
-    pm->entries = m->n_entries ? pe_ptrs : NULL;
+    p = put_u64(p, 10, m->reject);
+    p = put_u64(p, 11, m->hint_index);
+    p = put_u64(p, 12, m->hint_term);
+    p = put_u64(p, 13, m->context);
     if (!snap_is_zero(&m->snap)) {
         const struct raft_conf_state *c = &m->snap.conf;
-        ringkv__raft_snapshot_meta__init(snap);
-        ringkv__raft_conf_state__init(conf);
-        snap->index = m->snap.index;
-        snap->term = m->snap.term;
-        memcpy(ids, c->voters, c->n_voters * sizeof(uint64_t));
-        memcpy(ids + c->n_voters, c->learners,
-               c->n_learners * sizeof(uint64_t));
-        conf->n_voters = c->n_voters;
-        conf->voters = c->n_voters ? ids : NULL;
-        conf->n_learners = c->n_learners;
-        conf->learners = c->n_learners ? ids + c->n_voters : NULL;
-        snap->conf = conf;
-        pm->snap = snap;
+        p = put_len(p, 14, snap_size(&m->snap));
+        p = put_u64(p, 1, m->snap.index);
+        p = put_u64(p, 2, m->snap.term);
+        p = put_len(p, 3, conf_size(c));
+        p = put_ids(p, 1, c->voters, c->n_voters);
+        p = put_ids(p, 2, c->learners, c->n_learners);
     }
+    p = put_u64(p, 15, m->chunk_seq);
+    p = put_u64(p, 16, m->chunk_last);
+    if (m->chunk_len) {
+        p = put_len(p, 17, m->chunk_len);
+        memcpy(p, m->chunk_data, m->chunk_len);
+        p += m->chunk_len;
+    }
+    return p;
+}
+
+/* One CoalescedHeartbeats record: the coalescible messages of one type, as
+ * columns (an all-zero commits or contexts column is left out). */
+struct hb_cols {
+    uint8_t type;
+    uint32_t n;
+    size_t col[4]; /* packed payload bytes: shards, terms, commits, ctxs */
+    bool any_commit, any_ctx;
+};
+
+static uint64_t hb_value(const struct raft_msg *m, int c)
+{
+    return c == 0 ? m->shard : c == 1 ? m->term : c == 2 ? m->commit
+                                                         : m->context;
+}
+
+static bool hb_col_present(const struct hb_cols *h, int c)
+{
+    return c < 2 || (c == 2 ? h->any_commit : h->any_ctx);
+}
+
+static size_t hb_size(const struct hb_cols *h)
+{
+    size_t s = 0;
+    for (int c = 0; c < 4; c++)
+        if (hb_col_present(h, c))
+            s += sz_len((unsigned)c + 1, h->col[c]);
+    return s;
+}
+
+static uint8_t *put_hb(uint8_t *p, unsigned f, const struct hb_cols *h,
+                       const struct raft_msg *const *msgs, uint32_t n,
+                       uint64_t from, uint64_t to)
+{
+    if (h->n == 0)
+        return p;
+    p = put_len(p, f, hb_size(h));
+    for (int c = 0; c < 4; c++) {
+        if (!hb_col_present(h, c))
+            continue;
+        p = put_len(p, (unsigned)c + 1, h->col[c]);
+        for (uint32_t i = 0; i < n; i++)
+            if (msgs[i]->type == h->type && coalescible(msgs[i], from, to))
+                p = put_v(p, hb_value(msgs[i], c));
+    }
+    return p;
 }
 
 int raft_codec_batch_append(uint64_t from, uint64_t to,
@@ -209,113 +335,53 @@ int raft_codec_batch_append(uint64_t from, uint64_t to,
     if (n > lim->max_msgs)
         return RK_ETOOLARGE;
 
-    /* Pass 1: check, and count what to allocate. */
-    uint32_t n_full = 0, n_hb[2] = {0, 0};
-    size_t n_ents = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        int rc = check_out_msg(msgs[i], lim);
-        if (rc)
-            return rc;
-        if (coalescible(msgs[i], from, to))
-            n_hb[msgs[i]->type == RAFT_MSG_HEARTBEAT_RESP]++;
-        else {
-            n_full++;
-            n_ents += msgs[i]->n_entries;
-        }
-    }
-
-    /* Pass 2: build the protobuf form (pointing at the messages' data). */
-    struct enc e;
-    memset(&e, 0, sizeof(e));
-    bool oom = false;
-    e.pms = alloc_n(n_full, sizeof(*e.pms), &oom);
-    e.pm_ptrs = alloc_n(n_full, sizeof(*e.pm_ptrs), &oom);
-    e.pes = alloc_n(n_ents, sizeof(*e.pes), &oom);
-    e.pe_ptrs = alloc_n(n_ents, sizeof(*e.pe_ptrs), &oom);
-    e.snaps = alloc_n(n_full, sizeof(*e.snaps), &oom);
-    e.confs = alloc_n(n_full, sizeof(*e.confs), &oom);
-    e.conf_ids =
-        alloc_n((size_t)n_full * RAFT_MAX_MEMBERS, sizeof(uint64_t), &oom);
-    e.cols = alloc_n(4 * ((size_t)n_hb[0] + n_hb[1]), sizeof(uint64_t), &oom);
-    int rc = RK_ENOMEM;
-    if (oom)
-        goto out;
-
-    ringkv__peer_batch__init(&e.pb);
-    e.pb.from = from;
-    e.pb.to = to;
-    e.pb.n_msgs = n_full;
-    e.pb.msgs = e.pm_ptrs;
-    uint64_t *col = e.cols;
-    uint64_t *shards[2], *terms[2], *commits[2], *ctxs[2];
-    bool any_commit[2] = {false, false}, any_ctx[2] = {false, false};
-    for (int k = 0; k < 2; k++) {
-        ringkv__coalesced_heartbeats__init(&e.hb[k]);
-        shards[k] = terms[k] = commits[k] = ctxs[k] = NULL;
-        if (n_hb[k] == 0)
-            continue; /* (col may be NULL: no arithmetic on it) */
-        shards[k] = col;
-        terms[k] = col + n_hb[k];
-        commits[k] = col + 2 * (size_t)n_hb[k];
-        ctxs[k] = col + 3 * (size_t)n_hb[k];
-        col += 4 * (size_t)n_hb[k];
-    }
-    uint32_t fi = 0, hi[2] = {0, 0};
-    size_t ei = 0;
+    /* Pass 1: check, and size everything. */
+    struct hb_cols hb[2];
+    memset(hb, 0, sizeof(hb));
+    hb[0].type = RAFT_MSG_HEARTBEAT;
+    hb[1].type = RAFT_MSG_HEARTBEAT_RESP;
+    size_t size = sz_u64(1, from) + sz_u64(2, to);
     for (uint32_t i = 0; i < n; i++) {
         const struct raft_msg *m = msgs[i];
-        if (coalescible(m, from, to)) {
-            int k = m->type == RAFT_MSG_HEARTBEAT_RESP;
-            uint32_t j = hi[k]++;
-            shards[k][j] = m->shard;
-            terms[k][j] = m->term;
-            commits[k][j] = m->commit;
-            ctxs[k][j] = m->context;
-            any_commit[k] |= m->commit != 0;
-            any_ctx[k] |= m->context != 0;
+        int rc = check_out_msg(m, lim);
+        if (rc)
+            return rc;
+        if (!coalescible(m, from, to)) {
+            size += sz_len(3, msg_size(m, from, to));
             continue;
         }
-        /* (No arithmetic on the NULL arrays of an entry-less batch.) */
-        fill_pm(&e.pms[fi], m, from, to, m->n_entries ? e.pes + ei : NULL,
-                m->n_entries ? e.pe_ptrs + ei : NULL, &e.snaps[fi],
-                &e.confs[fi], e.conf_ids + (size_t)fi * RAFT_MAX_MEMBERS);
-        e.pm_ptrs[fi] = &e.pms[fi];
-        ei += m->n_entries;
-        fi++;
+        struct hb_cols *h = &hb[m->type == RAFT_MSG_HEARTBEAT_RESP];
+        h->n++;
+        for (int c = 0; c < 4; c++)
+            h->col[c] += vsize(hb_value(m, c));
+        h->any_commit |= m->commit != 0;
+        h->any_ctx |= m->context != 0;
     }
-    for (int k = 0; k < 2; k++) {
-        if (n_hb[k] == 0)
-            continue;
-        Ringkv__CoalescedHeartbeats *h = &e.hb[k];
-        h->n_shards = h->n_terms = n_hb[k];
-        h->shards = shards[k];
-        h->terms = terms[k];
-        /* All-zero columns are left out (the decoder reads them as zero). */
-        h->n_commits = any_commit[k] ? n_hb[k] : 0;
-        h->commits = any_commit[k] ? commits[k] : NULL;
-        h->n_contexts = any_ctx[k] ? n_hb[k] : 0;
-        h->contexts = any_ctx[k] ? ctxs[k] : NULL;
-        if (k == 0)
-            e.pb.heartbeats = h;
-        else
-            e.pb.heartbeat_resps = h;
-    }
-
-    size_t size = ringkv__peer_batch__get_packed_size(&e.pb);
-    rc = RK_ETOOLARGE;
+    for (int k = 0; k < 2; k++)
+        if (hb[k].n)
+            size += sz_len(4 + (unsigned)k, hb_size(&hb[k]));
     if (size > lim->max_batch_bytes)
-        goto out;
-    uint8_t *p;
-    rc = rk_buf_tail(out, size, &p, NULL);
+        return RK_ETOOLARGE;
+
+    /* Pass 2: write. */
+    uint8_t *p0;
+    int rc = rk_buf_tail(out, size, &p0, NULL);
     if (rc)
-        goto out;
-    size_t w = ringkv__peer_batch__pack(&e.pb, p);
-    RK_ASSERT(w == size);
-    rk_buf_commit(out, w);
-    rc = 0;
-out:
-    enc_free(&e);
-    return rc;
+        return rc;
+    uint8_t *p = put_u64(p0, 1, from);
+    p = put_u64(p, 2, to);
+    for (uint32_t i = 0; i < n; i++) {
+        const struct raft_msg *m = msgs[i];
+        if (coalescible(m, from, to))
+            continue;
+        p = put_len(p, 3, msg_size(m, from, to));
+        p = put_msg(p, m, from, to);
+    }
+    p = put_hb(p, 4, &hb[0], msgs, n, from, to);
+    p = put_hb(p, 5, &hb[1], msgs, n, from, to);
+    RK_ASSERT((size_t)(p - p0) == size);
+    rk_buf_commit(out, size);
+    return 0;
 }
 
 int raft_codec_batch_encode(uint64_t from, uint64_t to,
@@ -639,6 +705,367 @@ static void dec_msg(const struct dec *d, uint32_t i, struct raft_msg *m,
     }
 }
 
+/* ------------------------------------------ fast path: our own batches */
+
+/*
+ * Nearly every batch a node receives is one raft_codec_batch_append wrote:
+ * fields in number order, each at most once (messages and entries repeated
+ * in a row), scalars as varints, repeated numbers packed and non-empty, no
+ * unknown fields. The fast path reads exactly that form in one pass straight
+ * into raft_msg and raft_entry arrays, entry and chunk bytes pointing into
+ * buf (no protobuf-c tree, no copies, one malloc), with dec_open's checks.
+ * On anything else (another encoder's field order, unknown or repeated
+ * fields, a value out of range, a failed check) it gives up and the
+ * protobuf-c path above decides, so what is accepted, what it decodes to
+ * and which error is returned stay those of protobuf-c.
+ */
+struct fast {
+    const struct raft_codec_limits *lim;
+    struct raft_msg *msgs;   /* NULL: counting pass */
+    struct raft_entry *ents; /* NULL: counting pass */
+    uint64_t from, to;
+    uint32_t n_full, n_hb[2];
+    size_t n_ents;
+};
+
+/* A varint of at most 64 bits (protobuf-c agrees on those). */
+static bool fv(struct wire *w, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned i = 0; i < 10; i++) {
+        if (w->pos == w->len)
+            return false;
+        uint8_t b = w->p[w->pos++];
+        if (i == 9 && b > 1)
+            return false;
+        x |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *v = x;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The next field, which must come after field `last` (or repeat it when
+ * `rep`), with the wire type its number has in the schema (varint below
+ * `first_len`, length-delimited from there up to `max`): its varint value,
+ * or its payload. */
+static bool ff(struct wire *w, uint64_t *num, unsigned last, unsigned rep,
+               const uint32_t len_mask, unsigned max, uint64_t *v,
+               struct wire *sub)
+{
+    uint64_t tag;
+    if (!fv(w, &tag))
+        return false;
+    *num = tag >> 3;
+    if (*num == 0 || *num > max || *num < last ||
+        (*num == last && *num != rep))
+        return false;
+    bool is_len = (len_mask >> *num) & 1;
+    if ((tag & 7) != (is_len ? 2u : 0u))
+        return false;
+    if (!fv(w, v))
+        return false;
+    if (!is_len)
+        return true;
+    if (*v > w->len - w->pos)
+        return false;
+    sub->p = w->p + w->pos;
+    sub->len = (size_t)*v;
+    sub->pos = 0;
+    w->pos += (size_t)*v;
+    return true;
+}
+
+/* A packed uint64 column: its values go to out (when not NULL, at most
+ * max); *n counts them. Empty columns are not ours. */
+static bool fast_packed(struct wire *w, uint64_t *out, uint32_t max,
+                        uint32_t *n)
+{
+    *n = 0;
+    if (w->len == 0)
+        return false;
+    while (w->pos < w->len) {
+        uint64_t v;
+        if (*n == max || !fv(w, &v))
+            return false;
+        if (out)
+            out[*n] = v;
+        (*n)++;
+    }
+    return true;
+}
+
+static bool fast_conf(struct wire *w, struct raft_conf_state *c)
+{
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    while (w->pos < w->len) {
+        if (!ff(w, &num, last, 0, 0x6, 2, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        bool ok = num == 1 ? fast_packed(&sub, c->voters, RAFT_MAX_MEMBERS,
+                                         &c->n_voters)
+                           : fast_packed(&sub, c->learners, RAFT_MAX_MEMBERS,
+                                         &c->n_learners);
+        if (!ok)
+            return false;
+    }
+    return c->n_voters + c->n_learners <= RAFT_MAX_MEMBERS;
+}
+
+static bool fast_snap(struct wire *w, struct raft_snapshot_meta *s)
+{
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    while (w->pos < w->len) {
+        if (!ff(w, &num, last, 0, 0x8, 3, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        if (num == 1)
+            s->index = v;
+        else if (num == 2)
+            s->term = v;
+        else if (!fast_conf(&sub, &s->conf))
+            return false;
+    }
+    return true;
+}
+
+static bool fast_entry(struct wire *w, const struct raft_codec_limits *lim,
+                       struct raft_entry *e)
+{
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    memset(e, 0, sizeof(*e));
+    while (w->pos < w->len) {
+        if (!ff(w, &num, last, 0, 0x10, 4, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        switch (num) {
+        case 1: e->term = v; break;
+        case 2: e->index = v; break;
+        case 3:
+            if (v > RAFT_ENTRY_NOOP)
+                return false;
+            e->type = (uint8_t)v;
+            break;
+        default:
+            if (sub.len > lim->max_entry_bytes)
+                return false;
+            e->len = (uint32_t)sub.len;
+            e->data = sub.len ? (void *)sub.p : NULL;
+            break;
+        }
+    }
+    return true;
+}
+
+/* RaftMessage fields 9 (entries), 14 (snap) and 17 (chunk) are
+ * length-delimited, 1 to 16 otherwise varints. */
+#define MSG_LEN_FIELDS ((1u << 9) | (1u << 14) | (1u << 17))
+
+static bool fast_msg(struct fast *f, struct wire *w, struct raft_msg *m,
+                     struct raft_entry *ents)
+{
+    const struct raft_codec_limits *lim = f->lim;
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    struct raft_entry scratch;
+    memset(m, 0, sizeof(*m));
+    while (w->pos < w->len) {
+        if (!ff(w, &num, last, 9, MSG_LEN_FIELDS, 17, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        switch (num) {
+        case 1:
+            if (v >= RAFT_MSG__COUNT)
+                return false;
+            m->type = (uint8_t)v;
+            break;
+        case 2: m->shard = v; break;
+        case 3: m->from = v; break;
+        case 4: m->to = v; break;
+        case 5: m->term = v; break;
+        case 6: m->index = v; break;
+        case 7: m->log_term = v; break;
+        case 8: m->commit = v; break;
+        case 9: {
+            /* (dec_open: index + n_entries must not wrap.) */
+            if (m->type != RAFT_MSG_APPEND ||
+                m->n_entries == lim->max_entries ||
+                m->index > UINT64_MAX - 1 - m->n_entries)
+                return false;
+            struct raft_entry *e = ents ? &ents[m->n_entries] : &scratch;
+            if (!fast_entry(&sub, lim, e) ||
+                e->index != m->index + 1 + m->n_entries)
+                return false;
+            m->n_entries++;
+            break;
+        }
+        case 10:
+            if (v > 1)
+                return false;
+            m->reject = v != 0;
+            break;
+        case 11: m->hint_index = v; break;
+        case 12: m->hint_term = v; break;
+        case 13: m->context = v; break;
+        case 14:
+            if (!fast_snap(&sub, &m->snap))
+                return false;
+            break;
+        case 15:
+            if (v > UINT32_MAX)
+                return false;
+            m->chunk_seq = (uint32_t)v;
+            break;
+        case 16:
+            if (v > 1)
+                return false;
+            m->chunk_last = v != 0;
+            break;
+        default:
+            if (sub.len > 0 && (m->type != RAFT_MSG_SNAPSHOT ||
+                                sub.len > lim->max_chunk_bytes))
+                return false;
+            m->chunk_len = (uint32_t)sub.len;
+            m->chunk_data = sub.len ? (void *)sub.p : NULL;
+            break;
+        }
+    }
+    m->entries = m->n_entries && ents ? ents : NULL;
+    return true;
+}
+
+/* CoalescedHeartbeats k: in the filling pass its columns go to the
+ * messages from msgs[base] on. */
+static bool fast_hb(struct fast *f, struct wire *w, int k)
+{
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    uint32_t n[5] = {0, 0, 0, 0, 0};
+    struct raft_msg *hb = NULL;
+    if (f->msgs)
+        hb = f->msgs + f->n_full + (k ? f->n_hb[0] : 0);
+    uint32_t cap = f->msgs ? f->n_hb[k] : UINT32_MAX;
+    while (w->pos < w->len) {
+        if (!ff(w, &num, last, 0, 0x1e, 4, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        /* Columns after the first must have its length (checked below);
+         * a longer one ends the filling pass here. */
+        uint32_t max = num == 1 ? cap : n[1];
+        if (max > f->lim->max_msgs)
+            max = f->lim->max_msgs;
+        uint32_t j = 0;
+        while (sub.pos < sub.len) {
+            if (j == max || !fv(&sub, &v))
+                return false;
+            if (hb) {
+                struct raft_msg *m = &hb[j];
+                if (num == 1)
+                    m->shard = v;
+                else if (num == 2)
+                    m->term = v;
+                else if (num == 3)
+                    m->commit = v;
+                else
+                    m->context = v;
+            }
+            j++;
+        }
+        if (j == 0)
+            return false;
+        n[num] = j;
+    }
+    if (n[2] != n[1] || (n[3] && n[3] != n[1]) || (n[4] && n[4] != n[1]))
+        return false;
+    if (!f->msgs)
+        f->n_hb[k] = n[1];
+    for (uint32_t j = 0; hb && j < n[1]; j++) {
+        hb[j].type = k ? RAFT_MSG_HEARTBEAT_RESP : RAFT_MSG_HEARTBEAT;
+        hb[j].from = f->from;
+        hb[j].to = f->to;
+    }
+    return true;
+}
+
+/* One pass over the batch: counting (f->msgs NULL) or filling. */
+static bool fast_pass(struct fast *f, const uint8_t *buf, size_t len)
+{
+    struct wire w = {.p = buf, .len = len, .pos = 0};
+    uint64_t num, v;
+    unsigned last = 0;
+    struct wire sub;
+    uint32_t i = 0;
+    size_t e = 0;
+    while (w.pos < w.len) {
+        if (!ff(&w, &num, last, 3, 0x38, 5, &v, &sub))
+            return false;
+        last = (unsigned)num;
+        if (num == 1) {
+            f->from = v;
+        } else if (num == 2) {
+            f->to = v;
+        } else if (num == 3) {
+            struct raft_msg scratch;
+            struct raft_msg *m = f->msgs ? &f->msgs[i] : &scratch;
+            if (i == f->lim->max_msgs ||
+                !fast_msg(f, &sub, m, f->ents ? f->ents + e : NULL))
+                return false;
+            if (m->from == 0)
+                m->from = f->from;
+            if (m->to == 0)
+                m->to = f->to;
+            e += m->n_entries;
+            i++;
+        } else if (!fast_hb(f, &sub, (int)num - 4)) {
+            return false;
+        }
+    }
+    if (!f->msgs) {
+        f->n_full = i;
+        f->n_ents = e;
+    }
+    return f->from != 0 && f->to != 0 &&
+           (uint64_t)f->n_full + f->n_hb[0] + f->n_hb[1] <= f->lim->max_msgs;
+}
+
+/* The decoded batch in one block (messages, then entries), or NULL when
+ * the protobuf-c path must decide. */
+static struct raft_msg *fast_decode(const uint8_t *buf, size_t len,
+                                    const struct raft_codec_limits *lim,
+                                    struct fast *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->lim = lim;
+    /* A memory budget is protobuf-c's (the fast path needs far less). */
+    if (len > lim->max_batch_bytes || lim->max_decode_mem != 0 ||
+        lim->protobuf_c_only || !fast_pass(f, buf, len))
+        return NULL;
+    uint32_t total = f->n_full + f->n_hb[0] + f->n_hb[1];
+    size_t bytes = (size_t)total * sizeof(struct raft_msg) +
+                   f->n_ents * sizeof(struct raft_entry);
+    uint8_t *blk = calloc(1, bytes ? bytes : 1);
+    if (blk == NULL)
+        return NULL;
+    struct fast fill = *f;
+    fill.msgs = (struct raft_msg *)blk;
+    fill.ents = (struct raft_entry *)(blk + (size_t)total *
+                                                sizeof(struct raft_msg));
+    /* The same walk over the same bytes: it cannot fail now. */
+    bool ok = fast_pass(&fill, buf, len);
+    RK_ASSERT(ok);
+    return fill.msgs;
+}
+
 int raft_codec_batch_decode(const uint8_t *buf, size_t len,
                             const struct raft_codec_limits *lim_in,
                             uint64_t *from, uint64_t *to, raft_codec_msg_cb cb,
@@ -646,6 +1073,20 @@ int raft_codec_batch_decode(const uint8_t *buf, size_t len,
 {
     struct raft_codec_limits tmp;
     const struct raft_codec_limits *lim = limits_or_default(lim_in, &tmp);
+    struct fast f;
+    struct raft_msg *msgs = fast_decode(buf, len, lim, &f);
+    if (msgs != NULL) {
+        if (from)
+            *from = f.from;
+        if (to)
+            *to = f.to;
+        int rc = 0;
+        uint32_t total = f.n_full + f.n_hb[0] + f.n_hb[1];
+        for (uint32_t i = 0; i < total && rc == 0; i++)
+            rc = cb(arg, &msgs[i]);
+        free(msgs);
+        return rc;
+    }
     struct dec d;
     int rc = dec_open(buf, len, lim, &d);
     if (rc)
@@ -673,6 +1114,15 @@ int raft_codec_batch_decode_all(const uint8_t *buf, size_t len,
     struct raft_codec_limits tmp;
     const struct raft_codec_limits *lim = limits_or_default(lim_in, &tmp);
     memset(out, 0, sizeof(*out));
+    struct fast f;
+    struct raft_msg *msgs = fast_decode(buf, len, lim, &f);
+    if (msgs != NULL) {
+        out->from = f.from;
+        out->to = f.to;
+        out->msgs = msgs;
+        out->n_msgs = f.n_full + f.n_hb[0] + f.n_hb[1];
+        return 0;
+    }
     struct dec *d = malloc(sizeof(*d));
     if (d == NULL)
         return RK_ENOMEM;

@@ -27,6 +27,12 @@
  * chunk sizes, counts of messages and entries, conf-state sizes
  * (RAFT_MAX_MEMBERS), chunk data only on SNAPSHOT, coalesced columns of
  * equal length. Semantic checks (terms, commit rules) stay in the core.
+ *
+ * Batches in the exact form the encoder writes (fields in order, packed,
+ * no unknown or repeated fields) take a fast path that reads the wire
+ * bytes directly, with the same checks, into one block; entry and chunk
+ * bytes then point into buf. Anything else is decoded by protobuf-c as
+ * described above, with the same results and errors.
  */
 
 #include <stdbool.h>
@@ -49,6 +55,9 @@ struct raft_codec_limits {
     uint32_t max_chunk_bytes; /* payload of one snapshot chunk */
     size_t max_batch_bytes;   /* encoded batch (the frame payload) */
     size_t max_decode_mem;    /* 0: sized from the counts (see below) */
+    /* Tests: decode with protobuf-c even what the fast path reads (see
+     * below); a memory budget (max_decode_mem) does the same. */
+    bool protobuf_c_only;
 };
 
 /* Fills in the RAFT_CODEC_MAX_* defaults. A NULL limits pointer given to
@@ -83,8 +92,9 @@ int raft_codec_batch_decode(const uint8_t *buf, size_t len,
                             const struct raft_codec_limits *lim, uint64_t *from,
                             uint64_t *to, raft_codec_msg_cb cb, void *arg);
 
-/* A decoded batch that owns its messages (entries and chunk data point into
- * memory the batch owns) until raft_codec_batch_free. */
+/* A decoded batch that owns its messages until raft_codec_batch_free.
+ * Entry and chunk data point into buf or into memory the batch owns: buf
+ * must stay unchanged until raft_codec_batch_free. */
 struct raft_codec_batch {
     uint64_t from;
     uint64_t to;

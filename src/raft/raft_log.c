@@ -8,6 +8,8 @@
 
 /* Payload bytes per arena block (larger entries get a block of their own). */
 #define RAFT_ARENA_BLOCK (256u * 1024u)
+/* Payload bytes the stable cache holds at most (per group). */
+#define RAFT_CACHE_BYTES (1u << 20)
 
 void raft__blk_unref(struct raft_blk *b)
 {
@@ -35,9 +37,96 @@ static void drop_unstable_from(struct raft_log *l, uint32_t k)
     l->un = k;
 }
 
+/* ----------------------------------------------------------- stable cache */
+
+static void cache_clear(struct raft_log *l)
+{
+    for (uint32_t j = 0; j < l->cn; j++)
+        raft__blk_unref(l->cblk[j]);
+    l->cn = 0;
+    l->cbytes = 0;
+}
+
+/* Drops the cached entries from index `first` on (a conflicting append or
+ * a truncation replaced them). */
+static void cache_trim_from(struct raft_log *l, raft_index first)
+{
+    if (l->cn == 0 || first >= l->coff + l->cn)
+        return;
+    uint32_t keep = first > l->coff ? (uint32_t)(first - l->coff) : 0;
+    for (uint32_t j = keep; j < l->cn; j++) {
+        l->cbytes -= l->c[j].len;
+        raft__blk_unref(l->cblk[j]);
+    }
+    l->cn = keep;
+}
+
+void raft__log_cache_applied(struct raft_log *l)
+{
+    if (l->cn == 0 || l->applied < l->coff)
+        return;
+    uint32_t k = l->applied - l->coff >= l->cn
+                     ? l->cn
+                     : (uint32_t)(l->applied - l->coff + 1);
+    for (uint32_t j = 0; j < k; j++) {
+        l->cbytes -= l->c[j].len;
+        raft__blk_unref(l->cblk[j]);
+    }
+    memmove(l->c, l->c + k, (l->cn - k) * sizeof(*l->c));
+    memmove(l->cblk, l->cblk + k, (l->cn - k) * sizeof(*l->cblk));
+    l->cn -= k;
+    l->coff += k;
+}
+
+/* Moves the durable unstable entries u[0, k) into the cache with their
+ * block references, or releases them when they do not fit. */
+static void cache_take(struct raft_log *l, uint32_t k)
+{
+    size_t bytes = 0;
+    for (uint32_t j = 0; j < k; j++)
+        bytes += l->u[j].len;
+    if (l->cn > 0 && l->coff + l->cn != l->uoff)
+        cache_clear(l); /* not contiguous: start again from here */
+    bool fits = l->cbytes + bytes <= RAFT_CACHE_BYTES;
+    if (fits && l->cn + k > l->ccap) {
+        uint32_t nc = l->ccap ? l->ccap : 64;
+        while (nc < l->cn + k)
+            nc *= 2;
+        struct raft_entry *c = realloc(l->c, nc * sizeof(*c));
+        if (c)
+            l->c = c;
+        struct raft_blk **b = c ? realloc(l->cblk, nc * sizeof(*b)) : NULL;
+        if (b) {
+            l->cblk = b;
+            l->ccap = nc;
+        }
+        fits = c && b;
+    }
+    if (!fits) {
+        /* Read from storage instead; a cache with a gap is useless. */
+        cache_clear(l);
+        for (uint32_t j = 0; j < k; j++)
+            raft__blk_unref(l->ublk[j]);
+        return;
+    }
+    if (l->cn == 0)
+        l->coff = l->uoff;
+    memcpy(l->c + l->cn, l->u, k * sizeof(*l->c));
+    memcpy(l->cblk + l->cn, l->ublk, k * sizeof(*l->cblk));
+    l->cn += k;
+    l->cbytes += bytes;
+    raft__log_cache_applied(l);
+}
+
 void raft__log_close(struct raft_log *l)
 {
     drop_unstable_from(l, 0);
+    cache_clear(l);
+    free(l->c);
+    free(l->cblk);
+    l->c = NULL;
+    l->cblk = NULL;
+    l->ccap = 0;
     free(l->u);
     free(l->ublk);
     raft__blk_unref(l->arena);
@@ -66,6 +155,10 @@ int raft__log_term(const struct raft_log *l, raft_index i, raft_term *out)
 {
     if (raft__log_in_unstable(l, i)) {
         *out = l->u[i - l->uoff].term;
+        return 0;
+    }
+    if (raft__log_cached(l, i, i)) {
+        *out = l->c[i - l->coff].term;
         return 0;
     }
     if (l->has_usnap) {
@@ -155,6 +248,7 @@ static int reserve_unstable(struct raft_log *l, uint32_t need)
 /* Makes room for entries from index `first` on: truncates what follows. */
 static void truncate_for(struct raft_log *l, raft_index first)
 {
+    cache_trim_from(l, first);
     if (l->un == 0) {
         l->uoff = first;
     } else if (first >= l->uoff) {
@@ -267,8 +361,7 @@ void raft__log_stable_to(struct raft_log *l, raft_index i, raft_term t)
     if (l->u[i - l->uoff].term != t)
         return;
     uint32_t k = (uint32_t)(i - l->uoff) + 1;
-    for (uint32_t j = 0; j < k; j++)
-        raft__blk_unref(l->ublk[j]);
+    cache_take(l, k);
     memmove(l->u, l->u + k, (l->un - k) * sizeof(*l->u));
     memmove(l->ublk, l->ublk + k, (l->un - k) * sizeof(*l->ublk));
     l->un -= k;
@@ -280,6 +373,7 @@ void raft__log_stable_to(struct raft_log *l, raft_index i, raft_term t)
 void raft__log_restore(struct raft_log *l, const struct raft_snapshot_meta *m)
 {
     drop_unstable_from(l, 0);
+    cache_clear(l);
     l->uoff = m->index + 1;
     l->unext = m->index + 1;
     l->has_usnap = true;
@@ -299,4 +393,5 @@ void raft__log_snap_stable(struct raft_log *l,
     l->persisted = m->index;
     if (l->applied < m->index)
         l->applied = m->index;
+    raft__log_cache_applied(l);
 }

@@ -39,6 +39,21 @@ struct raft_log {
     bool has_usnap;
     struct raft_snapshot_meta usnap;
 
+    /* Stable cache: entries the driver made durable (they left the unstable
+     * tail) but that are not applied yet, still holding their block
+     * references, so that the committed entries of the next ready come
+     * from memory instead of raft_log_ops.entries (a storage read and a
+     * payload copy per Raft round). c[k] has index coff + k; when cn > 0
+     * the cache ends where the unstable tail starts (coff + cn == uoff).
+     * It only ever holds entries equal to the stable log's, at most
+     * RAFT_CACHE_BYTES of payload; anything else is read from storage. */
+    struct raft_entry *c;
+    struct raft_blk **cblk;
+    uint32_t cn;
+    uint32_t ccap;
+    raft_index coff;
+    size_t cbytes;
+
     raft_index commit;
     raft_index applied;
     raft_index persisted; /* last index known durable (advance) */
@@ -83,6 +98,15 @@ void raft__log_stable_to(struct raft_log *l, raft_index i, raft_term t);
 void raft__log_restore(struct raft_log *l, const struct raft_snapshot_meta *m);
 void raft__log_snap_stable(struct raft_log *l,
                            const struct raft_snapshot_meta *m);
+/* Drops cached entries up to the applied index (call after it moved). */
+void raft__log_cache_applied(struct raft_log *l);
+/* Is every entry of [lo, hi] in the stable cache? */
+static inline bool raft__log_cached(const struct raft_log *l, raft_index lo,
+                                    raft_index hi)
+{
+    return l->cn > 0 && lo >= l->coff && lo <= hi && hi < l->coff + l->cn;
+}
+
 /* Is entry i held in the unstable tail? */
 static inline bool raft__log_in_unstable(const struct raft_log *l,
                                          raft_index i)

@@ -161,18 +161,18 @@ static struct raft_entry *chunk_alloc(struct raft_out *o, uint32_t cnt)
     return e;
 }
 
-/* Copies unstable entries [lo, lo+cnt) into the current output batch,
- * taking one block reference per run of entries sharing a block. */
-static struct raft_entry *copy_unstable(struct raft_node *n, raft_index lo,
-                                        uint32_t cnt)
+/* Copies the cnt entries at src (payloads in the blocks blks[k]) into the
+ * current output batch, taking one block reference per run of entries
+ * sharing a block. */
+static struct raft_entry *copy_refs(struct raft_node *n,
+                                    const struct raft_entry *src,
+                                    struct raft_blk *const *blks, uint32_t cnt)
 {
     struct raft_out *o = &n->out[n->cur];
-    struct raft_log *l = &n->log;
-    uint32_t k0 = (uint32_t)(lo - l->uoff);
     uint32_t runs = 0;
     struct raft_blk *prev = NULL;
     for (uint32_t k = 0; k < cnt; k++) {
-        struct raft_blk *b = l->ublk[k0 + k];
+        struct raft_blk *b = blks[k];
         if (b && b != prev)
             runs++;
         if (b)
@@ -184,10 +184,10 @@ static struct raft_entry *copy_unstable(struct raft_node *n, raft_index lo,
     struct raft_entry *e = chunk_alloc(o, cnt);
     if (!e)
         return NULL;
-    memcpy(e, &l->u[k0], (size_t)cnt * sizeof(*e));
+    memcpy(e, src, (size_t)cnt * sizeof(*e));
     prev = NULL;
     for (uint32_t k = 0; k < cnt; k++) {
-        struct raft_blk *b = l->ublk[k0 + k];
+        struct raft_blk *b = blks[k];
         if (b && b != prev) {
             b->refs++;
             o->refs[o->n_refs++] = b;
@@ -195,6 +195,40 @@ static struct raft_entry *copy_unstable(struct raft_node *n, raft_index lo,
         }
     }
     return e;
+}
+
+/* Unstable entries [lo, lo+cnt). */
+static struct raft_entry *copy_unstable(struct raft_node *n, raft_index lo,
+                                        uint32_t cnt)
+{
+    struct raft_log *l = &n->log;
+    uint32_t k0 = (uint32_t)(lo - l->uoff);
+    return copy_refs(n, &l->u[k0], &l->ublk[k0], cnt);
+}
+
+/* Cached (stable) entries from lo on, below hi, as many as raft_log_ops
+ * .entries would return under max_bytes (0: no limit; the first entry
+ * always). The caller checked that lo is cached. */
+static struct raft_entry *copy_cached(struct raft_node *n, raft_index lo,
+                                      raft_index hi, size_t max_bytes,
+                                      uint32_t *cnt)
+{
+    struct raft_log *l = &n->log;
+    uint32_t k0 = (uint32_t)(lo - l->coff);
+    raft_index end = l->coff + l->cn;
+    if (hi > end)
+        hi = end;
+    uint32_t c = 0;
+    size_t bytes = 0;
+    while (lo + c < hi) {
+        size_t len = l->c[k0 + c].len;
+        if (c > 0 && max_bytes && bytes + len > max_bytes)
+            break;
+        bytes += len;
+        c++;
+    }
+    *cnt = c;
+    return copy_refs(n, &l->c[k0], &l->cblk[k0], c);
 }
 
 int raft__out_entries(struct raft_node *n, raft_index lo, raft_index hi,
@@ -233,6 +267,15 @@ int raft__out_entries(struct raft_node *n, raft_index lo, raft_index hi,
         return lo <= l->usnap.index ? RK_ECOMPACTED : RK_EUNAVAIL_LOG;
     if (l->un > 0 && hi > l->uoff)
         hi = l->uoff;
+    if (raft__log_cached(l, lo, lo)) {
+        uint32_t c = 0;
+        struct raft_entry *e = copy_cached(n, lo, hi, max_bytes, &c);
+        if (!e)
+            return RK_ENOMEM;
+        *ents = e;
+        *cnt = c;
+        return 0;
+    }
     struct raft_entry *blk = NULL;
     uint32_t c = 0;
     int rc = l->ops->entries(l->ctx, lo, hi, max_bytes, &blk, &c);
@@ -863,7 +906,19 @@ void raft_ready(struct raft_node *n, struct raft_ready *rd)
     }
 
     raft_index hi = apply_limit(n);
-    if (hi > l->applied) {
+    if (hi > l->applied &&
+        raft__log_cached(l, l->applied + 1, l->applied + 1)) {
+        /* Usually the entries just committed are still in memory. */
+        uint32_t cnt = 0;
+        struct raft_entry *e = copy_cached(n, l->applied + 1, hi + 1,
+                                           n->cfg.max_committed_bytes, &cnt);
+        if (e) {
+            rd->committed = e;
+            rd->n_committed = cnt;
+        } else {
+            raft__trace(n, RK_LOG_WARN, "no memory for the ready batch");
+        }
+    } else if (hi > l->applied) {
         struct raft_entry *blk = NULL;
         uint32_t cnt = 0;
         int rc = l->ops->entries(l->ctx, l->applied + 1, hi + 1,
@@ -874,19 +929,19 @@ void raft_ready(struct raft_node *n, struct raft_ready *rd)
                 cnt = (uint32_t)(hi - l->applied);
             rd->committed = blk;
             rd->n_committed = cnt;
-            if (n->role == RAFT_LEADER) {
-                for (uint32_t k = 0; k < cnt; k++) {
-                    if (blk[k].term != n->term)
-                        continue;
-                    size_t len = blk[k].len;
-                    n->uncommitted_bytes -=
-                        len < n->uncommitted_bytes ? len : n->uncommitted_bytes;
-                }
-            }
         } else if (rc) {
             free(blk);
             raft__trace(n, RK_LOG_WARN, "cannot read committed entries: %s",
                         rk_strerror(rc));
+        }
+    }
+    if (n->role == RAFT_LEADER) {
+        for (uint32_t k = 0; k < rd->n_committed; k++) {
+            if (rd->committed[k].term != n->term)
+                continue;
+            size_t len = rd->committed[k].len;
+            n->uncommitted_bytes -=
+                len < n->uncommitted_bytes ? len : n->uncommitted_bytes;
         }
     }
 
@@ -927,6 +982,7 @@ void raft_advance(struct raft_node *n, const struct raft_ready *rd)
         if (a > l->applied)
             l->applied = a;
     }
+    raft__log_cache_applied(l);
     raft__conf_fold(n, l->applied);
     out_release(&n->out[n->cur ^ 1]);
     n->ready_out = false;

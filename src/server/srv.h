@@ -31,6 +31,7 @@
 #include <uv.h>
 
 #include "raft.h"
+#include "rk_buf.h"
 #include "srv_config.h"
 #include "srv_loop.h"
 #include "srv_meta.h"
@@ -170,6 +171,7 @@ struct srv {
     uint32_t flushes_in_flight;
     pthread_mutex_t done_mu;
     uv_async_t done_async;
+    struct rk_buf wire_out; /* the peer frame being encoded (send_run) */
     bool done_async_open;
 
     /* Peer liveness: last time (ms) anything arrived from each node. */

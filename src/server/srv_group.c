@@ -261,10 +261,10 @@ static int cmp_dest(const void *a, const void *b)
 static int send_run(struct srv *s, raft_id to, const struct raft_msg **msgs,
                     uint32_t n, unsigned depth)
 {
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    int rv = srv_wire_encode(s->cfg->id, to, msgs, n, s->cfg->max_frame_bytes,
-                             &buf, &len);
+    struct rk_buf *buf = &s->wire_out;
+    rk_buf_reset(buf);
+    int rv = srv_wire_append(s->cfg->id, to, msgs, n,
+                             s->cfg->max_frame_bytes, buf);
     if (rv == RK_ETOOLARGE && n > 1 && depth < 32) {
         uint32_t h = n / 2;
         int a = send_run(s, to, msgs, h, depth + 1);
@@ -276,14 +276,18 @@ static int send_run(struct srv *s, raft_id to, const struct raft_msg **msgs,
                ": %s", n, to, rk_strerror(rv));
         return rv;
     }
-    uv_buf_t part = uv_buf_init((char *)buf, (unsigned)len);
+    size_t len = buf->len;
+    uv_buf_t part = uv_buf_init((char *)buf->data, (unsigned)len);
     rv = srv_peers_send(&s->peers, to, &part, 1);
     if (rv == 0) {
         s->metrics.peer_msgs_out += n;
         s->metrics.peer_frames_out++;
         s->metrics.peer_bytes_out += len + SRV_FRAME_HEADER;
     }
-    free(buf);
+    /* Keep a small buffer for the next frame; give back one that grew for
+     * a snapshot chunk or a burst. */
+    if (buf->cap > ((size_t)1 << 20))
+        rk_buf_free(buf);
     return rv;
 }
 

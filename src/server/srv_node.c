@@ -736,4 +736,5 @@ void srv_fini(struct srv *s)
     if (s->stor != NULL)
         stor_close(s->stor);
     pthread_mutex_destroy(&s->done_mu);
+    rk_buf_free(&s->wire_out);
 }

@@ -25,6 +25,15 @@ int srv_wire_encode(uint64_t from, uint64_t to,
     return raft_codec_batch_encode(from, to, msgs, n, &l, out, len);
 }
 
+int srv_wire_append(uint64_t from, uint64_t to,
+                    const struct raft_msg *const *msgs, uint32_t n,
+                    uint64_t max_bytes, struct rk_buf *out)
+{
+    struct raft_codec_limits l;
+    limits(max_bytes, &l);
+    return raft_codec_batch_append(from, to, msgs, n, &l, out);
+}
+
 int srv_wire_decode(const uint8_t *buf, size_t len, uint64_t from,
                     uint64_t self, uint64_t max_bytes,
                     int (*fn)(void *arg, const struct raft_msg *m), void *arg)

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "raft.h"
+#include "rk_buf.h"
 
 /* Encodes n messages (n may be 0: a keepalive) from `from` to `to` as one
  * frame payload in a malloc'd buffer. RK_ETOOLARGE over max_bytes (the
@@ -22,6 +23,11 @@
 int srv_wire_encode(uint64_t from, uint64_t to,
                     const struct raft_msg *const *msgs, uint32_t n,
                     uint64_t max_bytes, uint8_t **out, size_t *len);
+/* The same appended to out (the flush reuses one buffer for every frame);
+ * out is unchanged on failure. */
+int srv_wire_append(uint64_t from, uint64_t to,
+                    const struct raft_msg *const *msgs, uint32_t n,
+                    uint64_t max_bytes, struct rk_buf *out);
 
 /* Decodes a frame received from node `from` by node `self` and calls fn for
  * each message. A batch claiming another sender or receiver is refused.

@@ -1421,8 +1421,13 @@ int stor_batch_submit(struct stor *s, struct stor_batch *b, stor_done_cb cb,
     else
         s->q_head = b;
     s->q_tail = b;
-    pthread_cond_signal(&s->q_cv);
     pthread_mutex_unlock(&s->q_mu);
+    /* Signalled after the unlock: a storage thread woken while the loop
+     * still holds q_mu would only block on it again (one more futex wake
+     * and two more context switches per batch). It cannot miss the batch:
+     * it looks at q_head under q_mu before every wait, and s (with q_cv)
+     * outlives every submit. */
+    pthread_cond_signal(&s->q_cv);
     return 0;
 }
 

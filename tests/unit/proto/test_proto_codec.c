@@ -191,12 +191,46 @@ static int check_cb(void *arg, const struct raft_msg *m)
     return 0;
 }
 
+/* The fast path and protobuf-c decode buf alike: the same code, and the
+ * same messages. Returns the code. */
+static int same_decode(const uint8_t *buf, size_t len)
+{
+    struct raft_codec_limits slow;
+    raft_codec_limits_default(&slow);
+    slow.protobuf_c_only = true;
+    struct raft_codec_batch a, b;
+    int rc = raft_codec_batch_decode_all(buf, len, NULL, &a);
+    assert_int_equal(raft_codec_batch_decode_all(buf, len, &slow, &b), rc);
+    if (rc != 0)
+        return rc;
+    assert_true(a.from == b.from && a.to == b.to);
+    assert_int_equal(a.n_msgs, b.n_msgs);
+    for (uint32_t i = 0; i < a.n_msgs; i++)
+        assert_msg_equal(&a.msgs[i], &b.msgs[i]);
+    raft_codec_batch_free(&a);
+    raft_codec_batch_free(&b);
+    return 0;
+}
+
 static void round_trip(const struct msgset *s, uint64_t from, uint64_t to)
 {
     uint8_t *buf;
     size_t len;
     assert_int_equal(
         raft_codec_batch_encode(from, to, s->ptrs, s->n, NULL, &buf, &len), 0);
+    /* The encoder writes the wire bytes itself: they must be the ones
+     * protobuf-c packs for the same PeerBatch. */
+    Ringkv__PeerBatch *pb = ringkv__peer_batch__unpack(NULL, len, buf);
+    assert_non_null(pb);
+    size_t plen = ringkv__peer_batch__get_packed_size(pb);
+    assert_int_equal(plen, len);
+    uint8_t *pbuf = malloc(plen + 1);
+    assert_non_null(pbuf);
+    assert_int_equal(ringkv__peer_batch__pack(pb, pbuf), len);
+    assert_memory_equal(pbuf, buf, len);
+    free(pbuf);
+    ringkv__peer_batch__free_unpacked(pb, NULL);
+
     const struct raft_msg **want = calloc(s->n + 1, sizeof(*want));
     expected_order(s, from, to, want);
 
@@ -211,9 +245,18 @@ static void round_trip(const struct msgset *s, uint64_t from, uint64_t to)
     assert_int_equal(raft_codec_batch_decode_all(buf, len, NULL, &b), 0);
     assert_int_equal(b.n_msgs, s->n);
     assert_true(b.from == from && b.to == to);
-    for (uint32_t i = 0; i < b.n_msgs; i++)
+    for (uint32_t i = 0; i < b.n_msgs; i++) {
         assert_msg_equal(&b.msgs[i], want[i]);
+        /* Our own batches take the fast path: payloads are not copied. */
+        for (uint32_t k = 0; k < b.msgs[i].n_entries; k++)
+            if (b.msgs[i].entries[k].len)
+                assert_true((const uint8_t *)b.msgs[i].entries[k].data >=
+                                buf &&
+                            (const uint8_t *)b.msgs[i].entries[k].data <
+                                buf + len);
+    }
     raft_codec_batch_free(&b);
+    assert_int_equal(same_decode(buf, len), 0);
     free(want);
     free(buf);
 }
@@ -700,6 +743,7 @@ static void test_garbage_truncated_and_mutated_input(void **state)
         int rc =
             raft_codec_batch_decode(junk, len, NULL, NULL, NULL, any_cb, NULL);
         assert_true(rc == 0 || rc == RK_EPROTO || rc == RK_ETOOLARGE);
+        assert_int_equal(same_decode(junk, len), rc);
         rejected += rc != 0;
     }
     assert_true(rejected > 19000);
@@ -719,6 +763,7 @@ static void test_garbage_truncated_and_mutated_input(void **state)
         int rc =
             raft_codec_batch_decode(buf, cut, NULL, NULL, NULL, any_cb, NULL);
         assert_true(rc == 0 || rc == RK_EPROTO);
+        assert_int_equal(same_decode(buf, cut), rc);
         truncated_rejected += rc != 0;
     }
     /* Most cuts land inside a field; a cut between top-level fields is a
@@ -731,9 +776,61 @@ static void test_garbage_truncated_and_mutated_input(void **state)
         int rc =
             raft_codec_batch_decode(mut, len, NULL, NULL, NULL, any_cb, NULL);
         assert_true(rc == 0 || rc == RK_EPROTO || rc == RK_ETOOLARGE);
+        assert_int_equal(same_decode(mut, len), rc);
     }
     free(mut);
     free(buf);
+    free(s);
+}
+
+/* Random batches with a few bytes changed, cut or appended: the fast path
+ * and protobuf-c agree on every one (accepted or not, and on what). */
+static void test_fast_path_agrees_with_protobuf_c(void **state)
+{
+    (void)state;
+    struct rk_rand r;
+    rk_rand_seed(&r, 6);
+    struct msgset *s = msgset_new();
+    int accepted = 0;
+    for (int round = 0; round < 3000; round++) {
+        s->n = 0;
+        uint32_t n = 1 + (uint32_t)rk_rand_below(&r, 12);
+        for (uint32_t i = 0; i < n; i++) {
+            if (rk_rand_below(&r, 3) == 0)
+                plain_hb(s, rk_rand_below(&r, 2) ? RAFT_MSG_HEARTBEAT
+                                                 : RAFT_MSG_HEARTBEAT_RESP,
+                         rk_rand_below(&r, 100), 1, 2, rk_rand_below(&r, 9),
+                         rk_rand_below(&r, 2) ? rnd_u64(&r) : 0,
+                         rk_rand_below(&r, 2) ? rnd_u64(&r) : 0);
+            else
+                random_msg(&r, s, (uint8_t)rk_rand_below(&r, RAFT_MSG__COUNT),
+                           1, 2);
+        }
+        struct rk_buf b;
+        rk_buf_init(&b);
+        assert_int_equal(raft_codec_batch_append(1, 2, s->ptrs, s->n, NULL, &b),
+                         0);
+        uint8_t *p;
+        assert_int_equal(rk_buf_tail(&b, 8, &p, NULL), 0);
+        uint32_t changes = (uint32_t)rk_rand_below(&r, 4);
+        for (uint32_t k = 0; k < changes; k++)
+            b.data[rk_rand_below(&r, b.len)] = (uint8_t)rk_rand_next(&r);
+        size_t len = b.len;
+        uint32_t how = (uint32_t)rk_rand_below(&r, 4);
+        if (how == 0)
+            len = (size_t)rk_rand_below(&r, b.len + 1);
+        else if (how == 1) {
+            /* An extra (possibly unknown or repeated) field at the end. */
+            uint32_t extra = 1 + (uint32_t)rk_rand_below(&r, 8);
+            for (uint32_t k = 0; k < extra; k++)
+                p[k] = (uint8_t)rk_rand_next(&r);
+            len += extra;
+        }
+        accepted += same_decode(b.data, len) == 0;
+        rk_buf_free(&b);
+    }
+    /* Both kinds were seen. */
+    assert_true(accepted > 300 && accepted < 2900);
     free(s);
 }
 
@@ -800,9 +897,10 @@ static void test_hello_round_trip_and_rejects(void **state)
 }
 
 /* raft_codec copies struct raft_msg field by field. If raft.h grows a
- * field, this fails: add it to raft.proto's RaftMessage, to fill_pm and
- * dec_msg in proto/raft_codec.c, to random_msg/assert_msg_equal here and to
- * msg_equal in tests/fuzz/fuzz_entry.c, then update the sizes below. */
+ * field, this fails: add it to raft.proto's RaftMessage, to msg_size,
+ * put_msg, fast_msg and dec_msg in proto/raft_codec.c, to
+ * random_msg/assert_msg_equal here and to msg_equal in
+ * tests/fuzz/fuzz_entry.c, then update the sizes below. */
 static void test_raft_msg_layout_is_the_one_encoded(void **state)
 {
     (void)state;
@@ -829,6 +927,7 @@ int test_proto_codec_run(void)
         cmocka_unit_test(test_decode_rejects_bad_fields),
         cmocka_unit_test(test_decode_memory_and_size_bounds),
         cmocka_unit_test(test_garbage_truncated_and_mutated_input),
+        cmocka_unit_test(test_fast_path_agrees_with_protobuf_c),
         cmocka_unit_test(test_hello_round_trip_and_rejects),
     };
     return cmocka_run_group_tests_name("proto_codec", tests, NULL, NULL);

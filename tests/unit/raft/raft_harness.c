@@ -62,11 +62,25 @@ void h_enqueue(struct cluster *c, const struct raft_msg *m)
         c->sent[m->type]++;
 }
 
+uint64_t h_entries_reads;
+
+static int counted_entries(void *ctx, raft_index lo, raft_index hi,
+                           size_t max_bytes, struct raft_entry **out,
+                           uint32_t *n_out)
+{
+    h_entries_reads++;
+    return raft_memlog_ops.entries(ctx, lo, hi, max_bytes, out, n_out);
+}
+
+static struct raft_log_ops counted_ops;
+
 static void start_node(struct cluster *c, raft_id i)
 {
     struct raft_config cfg = c->base;
     cfg.id = i;
-    cfg.log = &raft_memlog_ops;
+    counted_ops = raft_memlog_ops;
+    counted_ops.entries = counted_entries;
+    cfg.log = &counted_ops;
     cfg.log_ctx = c->logs[i];
     raft_memlog_hard_state(c->logs[i], &cfg.hs);
     raft_memlog_conf(c->logs[i], &cfg.conf);

@@ -52,6 +52,10 @@ struct cluster {
     bool allow_early_acks;
 };
 
+/* Calls of raft_log_ops.entries the cores made (all clusters): the harness
+ * gives every node raft_memlog_ops with that one counted. */
+extern uint64_t h_entries_reads;
+
 /* Creates n nodes with ids 1..n all voters (bootstrap conf). `voters` = 0
  * means all n; otherwise nodes voters+1..n start with an EMPTY conf (to be
  * added later). */

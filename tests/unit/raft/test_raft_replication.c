@@ -89,6 +89,42 @@ static void test_commit_propagates(void **state)
     h_free(&c);
 }
 
+/* The entries a round commits are applied from the core's memory (its
+ * stable cache), not read back from the log store; once applied they leave
+ * it, and a follower that fell behind is caught up from the store. */
+static void test_committed_entries_from_memory(void **state)
+{
+    struct cluster c;
+    h_init(&c, 3);
+    CLUSTER_ELECT(&c, 1);
+    h_stabilize(&c);
+    uint64_t reads = h_entries_reads;
+    propose_ok(&c, 1, "a");
+    propose_ok(&c, 1, "b");
+    h_stabilize(&c);
+    for (raft_id i = 1; i <= 3; i++) {
+        assert_int_equal(h_commit(&c, i), 3);
+        assert_int_equal(c.n_app[i], 3);
+        assert_string_equal(c.app[i][1].data, "a");
+        assert_string_equal(c.app[i][2].data, "b");
+    }
+    assert_true(h_entries_reads == reads);
+
+    h_isolate(&c, 3);
+    propose_ok(&c, 1, "c");
+    propose_ok(&c, 1, "d");
+    h_stabilize(&c);
+    assert_int_equal(h_commit(&c, 1), 5);
+    h_heal(&c);
+    h_tick(&c, 1, 1); /* a heartbeat finds node 3 behind */
+    h_stabilize(&c);
+    assert_true(h_entries_reads > reads);
+    assert_int_equal(h_commit(&c, 3), 5);
+    assert_string_equal(c.app[3][4].data, "d");
+    h_check_applied(&c);
+    h_free(&c);
+}
+
 /* §3.5: a follower deletes a conflicting suffix and takes the leader's. */
 static void test_follower_truncates_conflict(void **state)
 {
@@ -698,6 +734,7 @@ int main(void)
         H_TEST(test_follower_ack_after_sync),
         H_TEST(test_leader_counts_itself_after_sync),
         H_TEST(test_commit_propagates),
+        H_TEST(test_committed_entries_from_memory),
         H_TEST(test_follower_truncates_conflict),
         H_TEST(test_reject_mismatched_prev),
         H_TEST(test_fast_backtracking),
