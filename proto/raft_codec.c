@@ -728,7 +728,9 @@ struct fast {
     size_t n_ents;
 };
 
-/* A varint of at most 64 bits (protobuf-c agrees on those). */
+/* A varint of at most 64 bits in its shortest form, the only one our
+ * encoder writes (protobuf-c reads overlong ones differently: a length or
+ * tag over 5 bytes is an error there, a value is not). */
 static bool fv(struct wire *w, uint64_t *v)
 {
     uint64_t x = 0;
@@ -736,7 +738,7 @@ static bool fv(struct wire *w, uint64_t *v)
         if (w->pos == w->len)
             return false;
         uint8_t b = w->p[w->pos++];
-        if (i == 9 && b > 1)
+        if ((i == 9 && b > 1) || (i > 0 && b == 0))
             return false;
         x |= (uint64_t)(b & 0x7f) << (7 * i);
         if (!(b & 0x80)) {

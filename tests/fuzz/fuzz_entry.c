@@ -178,6 +178,17 @@ static int fuzz_batch(const uint8_t *data, size_t size)
     struct raft_codec_batch b1, b2, b3;
     RK_ASSERT(raft_codec_batch_decode_all(data, size, NULL, &b1) == 0);
     RK_ASSERT(b1.n_msgs == seen && b1.from == from && b1.to == to);
+    /* The fast path (inputs in the encoder's own form) and protobuf-c
+     * decode the same messages. */
+    struct raft_codec_limits pc;
+    raft_codec_limits_default(&pc);
+    pc.protobuf_c_only = true;
+    struct raft_codec_batch bp;
+    RK_ASSERT(raft_codec_batch_decode_all(data, size, &pc, &bp) == 0);
+    RK_ASSERT(bp.n_msgs == b1.n_msgs && bp.from == b1.from && bp.to == b1.to);
+    for (uint32_t i = 0; i < bp.n_msgs; i++)
+        RK_ASSERT(msg_equal(&bp.msgs[i], &b1.msgs[i]));
+    raft_codec_batch_free(&bp);
     /* One re-encoding normalises (heartbeats coalesced, defaults dropped);
      * from then on encode/decode is a fixed point. */
     struct rk_buf e2, e3;
