@@ -1159,6 +1159,10 @@ static void grp_finish(struct stor *s, struct grp *g, uint32_t upto,
     if (rc == 0 && g->need_sync) {
         if ((rc = stor__wal_sync(s->wal)) != 0)
             write_failed(s, rc, "syncing the WAL", stor__wal_errmsg(s->wal));
+    } else if (rc == 0) {
+        /* Done without a sync, but written: a process crash keeps it. */
+        if ((rc = stor__wal_write(s->wal)) != 0)
+            write_failed(s, rc, "writing the WAL", stor__wal_errmsg(s->wal));
     }
     g->need_sync = false;
     if (rc == 0) {
@@ -1197,6 +1201,9 @@ static void grp_finish(struct stor *s, struct grp *g, uint32_t upto,
         stor__wal_stats(s->wal, &ws);
         s->n_wal_bytes = ws.bytes;
         s->n_wal_syncs = ws.syncs;
+        s->n_wal_writes = ws.writes;
+        s->n_wal_file_bytes = ws.file_bytes;
+        s->wal_direct = ws.direct;
         pthread_mutex_unlock(&s->mu);
         if (rc == 0 && !ck && ckpt_due(s) && (rc = checkpoint(s)) != 0)
             write_failed(s, rc, "checkpoint", NULL);
@@ -1547,7 +1554,9 @@ int stor__wal_recover(struct stor *s, uint64_t seg_size, char *errmsg)
     MDB_txn *txn;
     int rc;
     snprintf(dir, sizeof dir, "%s/wal", s->path);
-    if ((rc = stor__wal_open(dir, seg_size, s->no_sync, &s->wal, errmsg)))
+    unsigned fl = (s->no_sync ? STOR__WAL_NO_SYNC : 0) |
+                  (s->wal_buffered ? STOR__WAL_BUFFERED : 0);
+    if ((rc = stor__wal_open(dir, seg_size, fl, &s->wal, errmsg)))
         return rc;
     /* The lsn the last checkpoint covers (none: a dir from before the
      * WAL, or a new one). */
