@@ -645,6 +645,7 @@ static void probe_direct(struct stor__wal *w)
         snprintf(why, sizeof why, "opening with O_DIRECT: %s",
                  strerror(errno));
     } else {
+#ifdef STATX_DIOALIGN
         struct statx sx;
         if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
             (sx.stx_mask & STATX_DIOALIGN) &&
@@ -656,6 +657,7 @@ static void probe_direct(struct stor__wal *w)
                      " (memory/offset) does not divide %u",
                      sx.stx_dio_mem_align, sx.stx_dio_offset_align, BLK);
         else
+#endif
             w->direct = 1;
         close(fd);
         unlinkat(w->dir_fd, nm, 0);
