@@ -677,6 +677,62 @@ static void test_mode_switch(void **state)
     assert_int_equal(r.n, 1);
 }
 
+/* The store's switches: stor_opts.wal_buffered and RINGKV_WAL_IO=buffered
+ * turn O_DIRECT off (stor_stats.wal_direct); the data written in one mode
+ * is there in the other. */
+static void test_store_wal_modes(void **state)
+{
+    char dir[512], wdir[600];
+    snprintf(dir, sizeof dir, "%s/store", (char *)*state);
+    snprintf(wdir, sizeof wdir, "%s/wal", dir);
+    bool odirect = dir_takes_odirect(dir);
+    tu_rmrf(dir);
+    if (!odirect)
+        fprintf(stderr, "note: %s takes no O_DIRECT: every round is buffered\n",
+                dir);
+    uint64_t next = 1;
+    for (int round = 0; round < 4; round++) {
+        /* 0: default, 1: the option, 2: the environment, 3: default. */
+        struct stor_opts o = {.path = dir, .cluster_id = 1, .node_id = 1,
+                              .create = true, .wal_buffered = round == 1};
+        if (round == 2)
+            setenv("RINGKV_WAL_IO", "buffered", 1);
+        struct stor *st;
+        char err[RK_ERRMSG_SIZE] = "";
+        int rc = stor_open(&o, &st, err);
+        unsetenv("RINGKV_WAL_IO");
+        if (rc)
+            fprintf(stderr, "stor_open: %s\n", err);
+        assert_int_equal(rc, 0);
+        if (round == 0)
+            tu_create_shard(st, 1);
+        assert_int_equal(tu_append_apply(st, 1, next, 20, 1, true), 0);
+        next += 20;
+        struct stor_stats ss;
+        stor_stats(st, &ss);
+        assert_int_equal(ss.wal_direct, odirect && (round == 0 || round == 3));
+        assert_true(ss.wal_writes > 0);
+        assert_true(ss.wal_file_bytes >= ss.wal_bytes);
+        struct stor_shard *sh = stor_shard_get(st, 1);
+        assert_non_null(sh);
+        assert_int_equal(stor_log_last_index(sh), next - 1);
+        /* Every put so far reads back: "k<i % 64>" = "v<i>". */
+        for (uint64_t i = next > 64 ? next - 64 : 1; i < next; i++) {
+            char key[16], val[24];
+            struct stor_value v;
+            snprintf(key, sizeof key, "k%llu", (unsigned long long)(i % 64));
+            snprintf(val, sizeof val, "v%llu", (unsigned long long)i);
+            assert_int_equal(stor_kv_get(st, 1, key, strlen(key), &v), 0);
+            assert_int_equal(v.len, strlen(val));
+            assert_memory_equal(v.data, val, v.len);
+            free(v.data);
+        }
+        assert_int_equal(tu_check(st), 0);
+        stor_close(st);
+    }
+    (void)wdir;
+}
+
 /* ------------------------------------------------ the batch as a record */
 
 /* A batch holding every kind of op. */
@@ -821,6 +877,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_direct_bad_pad, tu_dir_setup,
                                         tu_dir_teardown),
         cmocka_unit_test_setup_teardown(test_mode_switch, tu_dir_setup,
+                                        tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_store_wal_modes, tu_dir_setup,
                                         tu_dir_teardown),
     };
     const struct CMUnitTest other[] = {
