@@ -51,8 +51,9 @@
  *
  * DURABILITY. A batch that holds a log append, a term or vote change, a
  * membership change, a snapshot stage/install or a shard create/destroy is
- * durable when its callback runs: its WAL record is (one fdatasync of a
- * preallocated segment, shared by the batches queued together); the Raft
+ * durable when its callback runs: its WAL record is (one sync of a
+ * preallocated segment, shared by the batches queued together: an O_DIRECT
+ * write with RWF_DSYNC, or a buffered write and fdatasync); the Raft
  * core's votes and acks rely on it. A batch of applies, commit-index
  * changes and compaction only is done once its record is written, without
  * a sync: a power loss may undo it (and only batches after the last sync),

@@ -619,10 +619,11 @@ int stor__batch_decode(const void *buf, size_t len, struct stor_batch *b)
  *      shards; only the replay at open uses one per record);
  *   2. its WAL record (stor__batch_encode: the ops) is appended;
  *   3. a batch that needs durability (batch_needs_sync) is done after one
- *      fdatasync of the WAL, shared by every batch waiting in the queue
- *      (at most STOR__GROUP_MAX); one that does not is done without it (a
- *      later sync covers it, and a power loss can only lose a suffix of
- *      the WAL: re-applied from the Raft log, as before);
+ *      sync of the WAL (stor__wal_sync), shared by every batch waiting in
+ *      the queue (at most STOR__GROUP_MAX); one that does not is done
+ *      without it, once written (stor__wal_write: a process crash keeps
+ *      it; a later sync covers it, and a power loss can only lose a suffix
+ *      of the WAL: re-applied from the Raft log, as before);
  *   4. then its changes become visible to readers (stor_overlay.c) and the
  *      shards' first/last index views are updated.
  *
