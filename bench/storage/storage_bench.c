@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,7 +122,16 @@ struct run_result {
     double p50, p99; /* latency, one batch in flight */
     double eps;      /* entries/s, two in flight */
     double raw50;    /* raw write+fdatasync p50 interleaved with it */
+    double cpu_us;   /* process CPU (user+sys) per batch, two in flight */
 };
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
 
 /* One raw 256-byte append + fdatasync on fd; returns seconds or -1. */
 static double raw_once(int fd, off_t *off)
@@ -236,7 +246,8 @@ static int run_size(struct stor *s, uint32_t n, int batches, int mode,
         batches = 0;
     w.done = 0;
     w.lat = NULL;
-    double t0 = now_s();
+    out->cpu_us = 0;
+    double t0 = now_s(), c0 = cpu_s();
     for (int i = 0; i < batches; i++) {
         pthread_mutex_lock(&w.mu);
         while (i >= 2 && w.done < (uint64_t)i - 1)
@@ -250,8 +261,10 @@ static int run_size(struct stor *s, uint32_t n, int batches, int mode,
         pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
     double el = now_s() - t0;
-    if (batches)
+    if (batches) {
         out->eps = (double)n * batches / el;
+        out->cpu_us = (cpu_s() - c0) * 1e6 / batches;
+    }
     stor_batch_free(bs[0]);
     stor_batch_free(bs[1]);
     free(cmds);
@@ -340,7 +353,7 @@ int main(int argc, char **argv)
     printf("storage-bench: dir %s, %d-byte entries, %s\n", base, ENTRY_BYTES,
            no_sync ? "UNSAFE no-sync store"
                    : "full durability (a durable batch: one WAL record "
-                     "+ fdatasync; LMDB checkpoints every second)");
+                     "+ one sync; LMDB checkpoints every second)");
     printf("raw pwrite(%d)+fdatasync x%d:  p50 %.3f ms   p99 %.3f ms\n\n",
            ENTRY_BYTES, raw_n, raw50 * 1e3, raw99 * 1e3);
     char rpath[4200];
@@ -350,9 +363,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "storage-bench: %s: %s\n", rpath, strerror(errno));
         return 1;
     }
-    printf("%-13s %5s %8s %8s %10s %9s %10s %13s %10s\n", "path", "batch",
-           "p50 ms", "p99 ms", "p50/raw50", "raw50 ms", "p50/raw*",
-           "entries/s(x2)", "batches/s");
+    printf("%-13s %5s %8s %8s %10s %9s %10s %13s %10s %8s\n", "path",
+           "batch", "p50 ms", "p99 ms", "p50/raw50", "raw50 ms", "p50/raw*",
+           "entries/s(x2)", "batches/s", "cpu us");
     static const uint32_t sizes[] = {1, 16, 256};
     static const char *const mode_name[] = {"append+hs", "append+apply",
                                             "apply-only"};
@@ -373,27 +386,36 @@ int main(int argc, char **argv)
                 nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
                 return 1;
             }
-            printf("%-13s %5u %8.3f %8.3f %9.2fx %9.3f %9.2fx %13.0f %10.0f\n",
+            printf("%-13s %5u %8.3f %8.3f %9.2fx %9.3f %9.2fx %13.0f %10.0f "
+                   "%8.1f\n",
                    mode_name[mode], sizes[i], r.p50 * 1e3,
                    r.p99 * 1e3, r.p50 / raw50, r.raw50 * 1e3, r.p50 / r.raw50,
-                   r.eps, r.eps / sizes[i]);
+                   r.eps, r.eps / sizes[i], r.cpu_us);
         }
     }
     close(raw_fd);
     struct stor_stats st;
     stor_stats(s, &st);
     printf("\nstore: %llu batches (%llu without a WAL sync), %llu WAL "
-           "syncs, %llu MiB of WAL, %llu checkpoints, map %llu MiB (used "
+           "syncs, %llu WAL writes (%s), %llu MiB of WAL records in %llu "
+           "MiB of segment space, %llu checkpoints, map %llu MiB (used "
            "%llu MiB)\n",
            (unsigned long long)st.batches,
            (unsigned long long)st.lazy_batches,
            (unsigned long long)st.wal_syncs,
+           (unsigned long long)st.wal_writes,
+           st.wal_direct ? "O_DIRECT" : "buffered",
            (unsigned long long)(st.wal_bytes >> 20),
+           (unsigned long long)(st.wal_file_bytes >> 20),
            (unsigned long long)st.checkpoints,
            (unsigned long long)(st.map_size >> 20),
            (unsigned long long)(st.map_used >> 20));
     printf("raw* = raw append+fdatasync measured interleaved with the commits "
            "of that row\n");
+    printf("cpu us = CPU (user+sys) of the process per batch while two are "
+           "in flight (the\n      storage thread and the submitter; the "
+           "WAL mode is O_DIRECT where the file\n      system has it, "
+           "RINGKV_WAL_IO=buffered turns it off)\n");
     printf("note: a durable batch is one WAL record appended to a "
            "preallocated, written-out\n      segment and one fdatasync "
            "(no file-size change: cheaper than the raw append\n      above, "

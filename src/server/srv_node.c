@@ -303,7 +303,19 @@ static void render_metrics(void *data, FILE *out)
     srv_metrics_counter(out, "ringkv_storage_wal_bytes_total",
                         "Bytes appended to the WAL.", ss.wal_bytes);
     srv_metrics_counter(out, "ringkv_storage_wal_syncs_total",
-                        "fdatasyncs of the WAL.", ss.wal_syncs);
+                        "Syncs of the WAL (O_DIRECT writes with RWF_DSYNC, "
+                        "or fdatasyncs).",
+                        ss.wal_syncs);
+    srv_metrics_counter(out, "ringkv_storage_wal_writes_total",
+                        "Write calls into WAL segments.", ss.wal_writes);
+    srv_metrics_counter(out, "ringkv_storage_wal_file_bytes_total",
+                        "WAL segment bytes used (records and the padding "
+                        "of O_DIRECT writes to whole blocks).",
+                        ss.wal_file_bytes);
+    srv_metrics_gauge(out, "ringkv_storage_wal_direct",
+                      "1 when the WAL is written with O_DIRECT, 0 when "
+                      "through the page cache.",
+                      ss.wal_direct ? 1 : 0);
     srv_metrics_family(out, "ringkv_shard_term", "gauge",
                        "Current Raft term of each hosted shard.");
     for (uint64_t id = 0; id < s->groups_cap; id++) {

@@ -51,8 +51,9 @@
  *
  * DURABILITY. A batch that holds a log append, a term or vote change, a
  * membership change, a snapshot stage/install or a shard create/destroy is
- * durable when its callback runs: its WAL record is (one fdatasync of a
- * preallocated segment, shared by the batches queued together); the Raft
+ * durable when its callback runs: its WAL record is (one sync of a
+ * preallocated segment, shared by the batches queued together: an O_DIRECT
+ * write with RWF_DSYNC, or a buffered write and fdatasync); the Raft
  * core's votes and acks rely on it. A batch of applies, commit-index
  * changes and compaction only is done once its record is written, without
  * a sync: a power loss may undo it (and only batches after the last sync),
@@ -159,6 +160,10 @@ struct stor_opts {
     /* WAL segment size (a multiple of 4096); 0 = 64 MiB. Tests use small
      * ones. */
     uint64_t wal_segment_bytes;
+    /* Write the WAL through the page cache + fdatasync even where O_DIRECT
+     * works (tests of that path, A/B measurements). The environment
+     * variable RINGKV_WAL_IO=buffered does the same for any program. */
+    bool wal_buffered;
 };
 
 /* Opens (or with opts->create, creates) the store at opts->path. On failure
@@ -207,7 +212,10 @@ struct stor_stats {
     uint64_t checkpoint_us; /* time spent in them (the storage thread
                                writes no batch meanwhile) */
     uint64_t wal_bytes;   /* WAL bytes appended since open */
-    uint64_t wal_syncs;   /* fdatasyncs of the WAL */
+    uint64_t wal_syncs;   /* syncs of the WAL (fdatasync or RWF_DSYNC) */
+    uint64_t wal_writes;  /* write calls into WAL segments */
+    uint64_t wal_file_bytes; /* segment bytes used: records + padding */
+    bool wal_direct;      /* the WAL is written with O_DIRECT */
     uint64_t wal_replayed; /* WAL records replayed by stor_open */
     uint32_t n_shards;
     uint32_t n_exports; /* open snapshot exports */

@@ -633,6 +633,9 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     pthread_cond_init(&s->ckpt_cv, NULL);
     pthread_rwlock_init(&s->ov_lock, NULL);
     s->no_sync = o->unsafe_no_sync;
+    const char *wal_io = getenv("RINGKV_WAL_IO");
+    s->wal_buffered = o->wal_buffered ||
+                      (wal_io != NULL && strcmp(wal_io, "buffered") == 0);
     s->max_map_size = o->max_map_size ? o->max_map_size : DEFAULT_MAX_MAP_SIZE;
     s->chunk_bytes =
         o->snap_chunk_bytes ? o->snap_chunk_bytes : STOR_SNAP_CHUNK_DEFAULT;
@@ -833,6 +836,9 @@ void stor_stats(struct stor *s, struct stor_stats *out)
     out->checkpoint_us = s->ckpt_us;
     out->wal_bytes = s->n_wal_bytes;
     out->wal_syncs = s->n_wal_syncs;
+    out->wal_writes = s->n_wal_writes;
+    out->wal_file_bytes = s->n_wal_file_bytes;
+    out->wal_direct = s->wal_direct;
     out->wal_replayed = s->n_wal_replayed;
     out->grows = s->n_grows;
     for (uint32_t i = 0; i < s->n_shards; i++)

@@ -155,6 +155,7 @@ struct stor {
     uint64_t cluster_id;
     uint64_t node_id;
     bool no_sync;
+    bool wal_buffered; /* stor_opts.wal_buffered or RINGKV_WAL_IO=buffered */
     size_t map_size;
     size_t max_map_size;
     size_t page_size;
@@ -222,6 +223,8 @@ struct stor {
     pthread_cond_t ckpt_cv;
     /* Stats of the WAL path (guarded by mu). */
     uint64_t n_checkpoints, n_wal_bytes, n_wal_syncs, n_wal_replayed;
+    uint64_t n_wal_writes, n_wal_file_bytes;
+    bool wal_direct;
     uint64_t ckpt_us; /* time spent in checkpoint commits */
 
     /* The running batch's pending changes (writer-only). */
@@ -544,7 +547,9 @@ int stor__maybe_grow(struct stor *s, size_t need, bool force);
 /* ------------------------------------------------- redo journal (WAL)
  *
  * stor_wal.c: records appended to preallocated segment files in a
- * directory, one fdatasync per durable batch; read back from an LSN up to
+ * directory, one sync per group of durable batches (an O_DIRECT write
+ * with RWF_DSYNC where the file system allows, else a buffered write and
+ * fdatasync); read back from an LSN up to
  * the first torn or stale record; segments wholly below a checkpoint are
  * recycled. Format and flush order: the top of stor_wal.c. Single-threaded
  * (the writer). Errors set a message (stor__wal_errmsg). */
@@ -553,20 +558,27 @@ struct stor__wal;
 /* Default segment size. */
 #define STOR__WAL_SEG_SIZE ((uint64_t)64 << 20)
 
+/* stor__wal_open flags. */
+#define STOR__WAL_NO_SYNC  1u /* no fdatasync/fsync/O_DSYNC (benchmarks) */
+#define STOR__WAL_BUFFERED 2u /* never O_DIRECT (tests; A/B measurements) */
+
 struct stor__wal_stats {
     uint64_t bytes;         /* record bytes appended since open */
-    uint64_t syncs;         /* fdatasyncs of appends */
+    uint64_t syncs;         /* syncs of appends (fdatasync or RWF_DSYNC) */
+    uint64_t writes;        /* write calls into segments */
+    uint64_t file_bytes;    /* segment bytes used: records and padding */
+    bool direct;            /* the active segment is written O_DIRECT */
     uint64_t segments_made; /* segments preallocated (not recycled) */
     uint32_t segments;      /* live segments */
     uint32_t spares;        /* recycled segments waiting for reuse */
 };
 
 /* Opens (creating) the WAL directory and lists its segments (headers
- * checked: RK_ECORRUPT for a damaged one). seg_size 0 = the default, else
- * a multiple of 4096. no_sync: no fdatasync/fsync at all (benchmarks).
- * errmsg (RK_ERRMSG_SIZE, may be NULL) says what failed. RK_EINVAL,
- * RK_ENOMEM, RK_EIO, RK_ECORRUPT. */
-int stor__wal_open(const char *dir, uint64_t seg_size, bool no_sync,
+ * checked: RK_ECORRUPT for a damaged one, RK_EVERSION for one of a newer
+ * format). seg_size 0 = the default, else a multiple of 4096. flags:
+ * STOR__WAL_*. errmsg (RK_ERRMSG_SIZE, may be NULL) says what failed.
+ * RK_EINVAL, RK_ENOMEM, RK_EIO, RK_ECORRUPT, RK_EVERSION. */
+int stor__wal_open(const char *dir, uint64_t seg_size, unsigned flags,
                    struct stor__wal **out, char *errmsg);
 /* Calls cb(arg, lsn, payload, len) for every record with lsn > from, in
  * order, up to the end of the chain (the first torn or stale record); a
@@ -580,15 +592,23 @@ int stor__wal_replay(struct stor__wal *w, uint64_t from,
                      void *arg, uint64_t *last);
 /* Releases every segment (all must be covered by a checkpoint at
  * next_lsn - 1, else RK_EINVAL) and opens a fresh segment for records from
- * next_lsn on. RK_ENOSPC (preallocation), RK_EIO, RK_ENOMEM. */
+ * next_lsn on; the first start probes for O_DIRECT (logged at INFO).
+ * RK_ENOSPC (preallocation), RK_EIO, RK_ENOMEM. */
 int stor__wal_start(struct stor__wal *w, uint64_t next_lsn);
-/* Appends one record (written, not yet synced); *lsn is its number.
+/* Appends one record; *lsn is its number. Buffered segments: written
+ * (into the page cache), not synced. O_DIRECT segments: staged in memory
+ * until stor__wal_write or stor__wal_sync (or a large stage) writes it.
  * Switches to a new segment when it does not fit (syncing the old one).
  * RK_ENOSPC, RK_EIO, RK_ETOOLARGE, RK_ENOMEM. */
 int stor__wal_append(struct stor__wal *w, const void *p, size_t len,
                      uint64_t *lsn);
-/* Makes every appended record durable (one fdatasync; none if nothing
- * new). RK_EIO, RK_ENOSPC. */
+/* Writes every appended record to the file without a sync (a process
+ * crash keeps it, a power loss may not): one write for the staged records
+ * of an O_DIRECT segment, nothing for a buffered one. RK_EIO. */
+int stor__wal_write(struct stor__wal *w);
+/* Makes every appended record durable: one O_DIRECT write with RWF_DSYNC
+ * of the staged records, or one fdatasync; nothing if nothing is new.
+ * RK_EIO, RK_ENOSPC. */
 int stor__wal_sync(struct stor__wal *w);
 /* Drops (recycles as spares, at most 2, or deletes) the segments, except
  * the active one, whose records are all <= ckpt. RK_EIO. */

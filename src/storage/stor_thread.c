@@ -619,10 +619,11 @@ int stor__batch_decode(const void *buf, size_t len, struct stor_batch *b)
  *      shards; only the replay at open uses one per record);
  *   2. its WAL record (stor__batch_encode: the ops) is appended;
  *   3. a batch that needs durability (batch_needs_sync) is done after one
- *      fdatasync of the WAL, shared by every batch waiting in the queue
- *      (at most STOR__GROUP_MAX); one that does not is done without it (a
- *      later sync covers it, and a power loss can only lose a suffix of
- *      the WAL: re-applied from the Raft log, as before);
+ *      sync of the WAL (stor__wal_sync), shared by every batch waiting in
+ *      the queue (at most STOR__GROUP_MAX); one that does not is done
+ *      without it, once written (stor__wal_write: a process crash keeps
+ *      it; a later sync covers it, and a power loss can only lose a suffix
+ *      of the WAL: re-applied from the Raft log, as before);
  *   4. then its changes become visible to readers (stor_overlay.c) and the
  *      shards' first/last index views are updated.
  *
@@ -1167,6 +1168,10 @@ static void grp_finish(struct stor *s, struct grp *g, uint32_t upto,
     if (rc == 0 && g->need_sync) {
         if ((rc = stor__wal_sync(s->wal)) != 0)
             write_failed(s, rc, "syncing the WAL", stor__wal_errmsg(s->wal));
+    } else if (rc == 0) {
+        /* Done without a sync, but written: a process crash keeps it. */
+        if ((rc = stor__wal_write(s->wal)) != 0)
+            write_failed(s, rc, "writing the WAL", stor__wal_errmsg(s->wal));
     }
     g->need_sync = false;
     if (rc == 0) {
@@ -1205,6 +1210,9 @@ static void grp_finish(struct stor *s, struct grp *g, uint32_t upto,
         stor__wal_stats(s->wal, &ws);
         s->n_wal_bytes = ws.bytes;
         s->n_wal_syncs = ws.syncs;
+        s->n_wal_writes = ws.writes;
+        s->n_wal_file_bytes = ws.file_bytes;
+        s->wal_direct = ws.direct;
         pthread_mutex_unlock(&s->mu);
         if (rc == 0 && !ck && ckpt_due(s) && (rc = checkpoint(s)) != 0)
             write_failed(s, rc, "checkpoint", NULL);
@@ -1560,7 +1568,9 @@ int stor__wal_recover(struct stor *s, uint64_t seg_size, char *errmsg)
     MDB_txn *txn;
     int rc;
     snprintf(dir, sizeof dir, "%s/wal", s->path);
-    if ((rc = stor__wal_open(dir, seg_size, s->no_sync, &s->wal, errmsg)))
+    unsigned fl = (s->no_sync ? STOR__WAL_NO_SYNC : 0) |
+                  (s->wal_buffered ? STOR__WAL_BUFFERED : 0);
+    if ((rc = stor__wal_open(dir, seg_size, fl, &s->wal, errmsg)))
         return rc;
     /* The lsn the last checkpoint covers (none: a dir from before the
      * WAL, or a new one). */
