@@ -109,6 +109,21 @@ static int sess_load(struct stor *s, MDB_txn *txn, uint64_t shard,
     return sess_decode(v.mv_data, v.mv_size, ss);
 }
 
+/* Opens a cursor of txn on dbi and puts it on key k (or where k goes, so
+ * that a put of k through it finds the page without a new descent):
+ * LMDB's code of the seek, MDB_NOTFOUND when k is absent. *cur is NULL
+ * only when the open failed; else the caller closes it. */
+static int cursor_seek(MDB_txn *txn, MDB_dbi dbi, MDB_val *k,
+                       MDB_cursor **cur, MDB_val *v)
+{
+    int mrc = mdb_cursor_open(txn, dbi, cur);
+    if (mrc) {
+        *cur = NULL;
+        return mrc;
+    }
+    return mdb_cursor_get(*cur, k, v, MDB_SET);
+}
+
 /* The writer's access to one session record: sess_seek leaves a cursor on
  * it (or where it goes), so that its store after the command finds it on
  * the cursor's page instead of descending the tree again. */
@@ -129,13 +144,8 @@ static int sess_seek(struct stor *s, MDB_txn *txn, uint64_t shard,
     sa->k.mv_data = sa->kb;
     memset(ss, 0, sizeof(*ss));
     *found = false;
-    int mrc = mdb_cursor_open(txn, s->dbi_sess, &sa->cur);
-    if (mrc) {
-        sa->cur = NULL;
-        return stor__from_mdb(mrc);
-    }
     MDB_val v;
-    mrc = mdb_cursor_get(sa->cur, &sa->k, &v, MDB_SET);
+    int mrc = cursor_seek(txn, s->dbi_sess, &sa->k, &sa->cur, &v);
     if (mrc == MDB_NOTFOUND)
         return 0;
     if (mrc)
@@ -475,13 +485,10 @@ static int kv_at_find(struct stor *s, MDB_txn *txn, uint64_t shard,
         rc = stor__kv_find(s, txn, shard, key, klen, out);
     } else {
         memset(out, 0, sizeof(*out));
-        int mrc = mdb_cursor_open(txn, s->dbi_kv, &at->cur);
-        if (mrc) {
-            at->cur = NULL;
-            return stor__from_mdb(mrc);
-        }
         MDB_val v;
-        mrc = mdb_cursor_get(at->cur, &at->k, &v, MDB_SET);
+        int mrc = cursor_seek(txn, s->dbi_kv, &at->k, &at->cur, &v);
+        if (!at->cur)
+            return stor__from_mdb(mrc);
         if (mrc) {
             rc = stor__from_mdb(mrc);
         } else {
