@@ -11,9 +11,16 @@
 /* Payload bytes the stable cache holds at most (per group). */
 #define RAFT_CACHE_BYTES (1u << 20)
 
-void raft__blk_unref(struct raft_blk *b)
+void raft__log_blk_drop(struct raft_log *l, struct raft_blk *b)
 {
-    if (b && --b->refs == 0)
+    if (!b || --b->refs > 0)
+        return;
+    /* One retired standard block is kept for the next arena_alloc: a
+     * block freed and a new one allocated per 256 KiB of payload made the
+     * heap grow and shrink, faulting fresh pages in every time. */
+    if (!l->spare && b->cap == RAFT_ARENA_BLOCK)
+        l->spare = b;
+    else
         free(b);
 }
 
@@ -33,7 +40,7 @@ int raft__log_init(struct raft_log *l, const struct raft_log_ops *ops,
 static void drop_unstable_from(struct raft_log *l, uint32_t k)
 {
     for (uint32_t j = k; j < l->un; j++)
-        raft__blk_unref(l->ublk[j]);
+        raft__log_blk_drop(l, l->ublk[j]);
     l->un = k;
 }
 
@@ -42,7 +49,7 @@ static void drop_unstable_from(struct raft_log *l, uint32_t k)
 static void cache_clear(struct raft_log *l)
 {
     for (uint32_t j = 0; j < l->cn; j++)
-        raft__blk_unref(l->cblk[j]);
+        raft__log_blk_drop(l, l->cblk[j]);
     l->cn = 0;
     l->cbytes = 0;
 }
@@ -56,7 +63,7 @@ static void cache_trim_from(struct raft_log *l, raft_index first)
     uint32_t keep = first > l->coff ? (uint32_t)(first - l->coff) : 0;
     for (uint32_t j = keep; j < l->cn; j++) {
         l->cbytes -= l->c[j].len;
-        raft__blk_unref(l->cblk[j]);
+        raft__log_blk_drop(l, l->cblk[j]);
     }
     l->cn = keep;
 }
@@ -70,7 +77,7 @@ void raft__log_cache_applied(struct raft_log *l)
                      : (uint32_t)(l->applied - l->coff + 1);
     for (uint32_t j = 0; j < k; j++) {
         l->cbytes -= l->c[j].len;
-        raft__blk_unref(l->cblk[j]);
+        raft__log_blk_drop(l, l->cblk[j]);
     }
     memmove(l->c, l->c + k, (l->cn - k) * sizeof(*l->c));
     memmove(l->cblk, l->cblk + k, (l->cn - k) * sizeof(*l->cblk));
@@ -106,7 +113,7 @@ static void cache_take(struct raft_log *l, uint32_t k)
         /* Read from storage instead; a cache with a gap is useless. */
         cache_clear(l);
         for (uint32_t j = 0; j < k; j++)
-            raft__blk_unref(l->ublk[j]);
+            raft__log_blk_drop(l, l->ublk[j]);
         return;
     }
     if (l->cn == 0)
@@ -129,7 +136,9 @@ void raft__log_close(struct raft_log *l)
     l->ccap = 0;
     free(l->u);
     free(l->ublk);
-    raft__blk_unref(l->arena);
+    raft__log_blk_drop(l, l->arena);
+    free(l->spare);
+    l->spare = NULL;
     l->u = NULL;
     l->ublk = NULL;
     l->arena = NULL;
@@ -210,13 +219,16 @@ static void *arena_alloc(struct raft_log *l, size_t len, struct raft_blk **blk)
     struct raft_blk *b = l->arena;
     if (!b || b->cap - b->used < len) {
         size_t cap = len > RAFT_ARENA_BLOCK ? len : RAFT_ARENA_BLOCK;
-        b = malloc(sizeof(*b) + cap);
-        if (!b)
+        if (cap == RAFT_ARENA_BLOCK && l->spare) {
+            b = l->spare;
+            l->spare = NULL;
+        } else if (!(b = malloc(sizeof(*b) + cap))) {
             return NULL;
+        }
         b->refs = 1; /* the log's own reference while it is current */
         b->cap = cap;
         b->used = 0;
-        raft__blk_unref(l->arena);
+        raft__log_blk_drop(l, l->arena);
         l->arena = b;
     }
     void *p = b->data + b->used;

@@ -21,7 +21,10 @@ struct raft_blk {
     unsigned char data[];
 };
 
-void raft__blk_unref(struct raft_blk *b);
+struct raft_log;
+/* Drops a reference to a block of log l's arena: the last reference frees
+ * it, or keeps a standard block as l's spare when l has none. */
+void raft__log_blk_drop(struct raft_log *l, struct raft_blk *b);
 
 struct raft_log {
     const struct raft_log_ops *ops;
@@ -59,6 +62,7 @@ struct raft_log {
     raft_index persisted; /* last index known durable (advance) */
 
     struct raft_blk *arena; /* current bump block (the log holds a ref) */
+    struct raft_blk *spare; /* a retired standard block, reused next */
 };
 
 int raft__log_init(struct raft_log *l, const struct raft_log_ops *ops,

@@ -300,10 +300,10 @@ int raft__out_entries(struct raft_node *n, raft_index lo, raft_index hi,
     return 0;
 }
 
-static void out_release(struct raft_out *o)
+static void out_release(struct raft_node *n, struct raft_out *o)
 {
     for (uint32_t i = 0; i < o->n_refs; i++)
-        raft__blk_unref(o->refs[i]);
+        raft__log_blk_drop(&n->log, o->refs[i]);
     for (uint32_t i = 0; i < o->n_frees; i++)
         free(o->frees[i]);
     o->n_refs = o->n_frees = 0;
@@ -326,9 +326,9 @@ static void out_release(struct raft_out *o)
     o->install = false;
 }
 
-static void out_close(struct raft_out *o)
+static void out_close(struct raft_node *n, struct raft_out *o)
 {
-    out_release(o);
+    out_release(n, o);
     free(o->chunks);
     free(o->msgs);
     free(o->after);
@@ -566,8 +566,8 @@ void raft_node_free(struct raft_node *n)
 {
     if (!n)
         return;
-    out_close(&n->out[0]);
-    out_close(&n->out[1]);
+    out_close(n, &n->out[0]);
+    out_close(n, &n->out[1]);
     raft__log_close(&n->log);
     raft__conf_close(n);
     for (int i = 0; i < RAFT_MAX_MEMBERS; i++)
@@ -984,7 +984,7 @@ void raft_advance(struct raft_node *n, const struct raft_ready *rd)
     }
     raft__log_cache_applied(l);
     raft__conf_fold(n, l->applied);
-    out_release(&n->out[n->cur ^ 1]);
+    out_release(n, &n->out[n->cur ^ 1]);
     n->ready_out = false;
     /* Thesis §3.4 + etcd async writes: the candidate's own vote counts only
      * once the term and vote that grant it are durable. */
