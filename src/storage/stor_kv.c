@@ -400,6 +400,19 @@ int stor__kv_write_rec(struct stor *s, MDB_txn *txn, uint64_t shard,
     return rc ? rc : stor__pend_kv(s, shard, key, klen, rec, rlen);
 }
 
+/* Fills a KV record reserved in the open transaction at p and tells the
+ * overlay (p is the txn's own copy, valid until its next write). */
+static int fill_rec(struct stor *s, uint64_t shard, const void *key,
+                    size_t klen, uint8_t *p, uint64_t create, uint64_t mod,
+                    const void *val, size_t vlen)
+{
+    stor__put64(p, create);
+    stor__put64(p + 8, mod);
+    if (vlen)
+        memcpy(p + STOR__VAL_HDR, val, vlen);
+    return stor__pend_kv(s, shard, key, klen, p, STOR__VAL_HDR + vlen);
+}
+
 int stor__kv_write(struct stor *s, MDB_txn *txn, uint64_t shard,
                    const void *key, size_t klen, uint64_t create,
                    uint64_t mod, const void *val, size_t vlen)
@@ -429,14 +442,7 @@ int stor__kv_write(struct stor *s, MDB_txn *txn, uint64_t shard,
     int mrc = mdb_put(txn, s->dbi_kv, &k, &v, MDB_RESERVE);
     if (mrc)
         return stor__from_mdb(mrc);
-    uint8_t *p = v.mv_data;
-    stor__put64(p, create);
-    stor__put64(p + 8, mod);
-    if (vlen)
-        memcpy(p + STOR__VAL_HDR, val, vlen);
-    /* The record as written (p is the txn's own copy, valid until its
-     * next write). */
-    return stor__pend_kv(s, shard, key, klen, p, STOR__VAL_HDR + vlen);
+    return fill_rec(s, shard, key, klen, v.mv_data, create, mod, val, vlen);
 }
 
 int stor__kv_delete(struct stor *s, MDB_txn *txn, uint64_t shard,
@@ -526,12 +532,7 @@ static int kv_at_write(struct stor *s, MDB_txn *txn, struct kv_at *at,
     int mrc = mdb_cursor_put(at->cur, &at->k, &v, MDB_RESERVE);
     if (mrc)
         return stor__from_mdb(mrc);
-    uint8_t *p = v.mv_data;
-    stor__put64(p, create);
-    stor__put64(p + 8, mod);
-    if (vlen)
-        memcpy(p + STOR__VAL_HDR, val, vlen);
-    return stor__pend_kv(s, shard, key, klen, p, STOR__VAL_HDR + vlen);
+    return fill_rec(s, shard, key, klen, v.mv_data, create, mod, val, vlen);
 }
 
 /* stor__kv_delete of the key kv_at_find found (the cursor is on it). */
