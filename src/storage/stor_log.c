@@ -293,6 +293,13 @@ void stor__log_forget(struct stor *s, uint64_t shard)
         s->llast_gen = 0;
 }
 
+/* Does the log key (id, idx) come after (shard, last)? */
+static bool log_key_after(uint64_t id, raft_index idx, uint64_t shard,
+                          raft_index last)
+{
+    return id > shard || (id == shard && idx > last);
+}
+
 /* The last key of dbi_log in txn: *empty, or (*shard, *idx); *odd for a
  * key that is not shard | index (a damaged log: *append then says what
  * LMDB's order says for the key (id, first), nothing is cached). */
@@ -322,7 +329,7 @@ static int log_last_key(MDB_cursor *cur, uint64_t id, raft_index first,
     }
     *shard = stor__get64(k.mv_data);
     *idx = stor__get64((const uint8_t *)k.mv_data + 8);
-    *append = id > *shard || (id == *shard && first > *idx);
+    *append = log_key_after(id, first, *shard, *idx);
     return 0;
 }
 
@@ -348,8 +355,8 @@ static int log_can_append(struct stor *s, MDB_txn *txn, MDB_cursor *cur,
                               (empty || (lshard == s->llast_shard &&
                                          lidx == s->llast_idx))));
 #endif
-        *append = s->llast_empty || id > s->llast_shard ||
-                  (id == s->llast_shard && first > s->llast_idx);
+        *append = s->llast_empty ||
+                  log_key_after(id, first, s->llast_shard, s->llast_idx);
         return 0;
     }
     rc = log_last_key(cur, id, first, &empty, &lshard, &lidx, &odd, append);
@@ -369,8 +376,8 @@ static void log_wrote(struct stor *s, MDB_txn *txn, uint64_t id,
 {
     if (txn != s->open_txn || s->llast_gen != s->gen)
         return;
-    if (s->llast_empty || id > s->llast_shard ||
-        (id == s->llast_shard && last > s->llast_idx)) {
+    if (s->llast_empty ||
+        log_key_after(id, last, s->llast_shard, s->llast_idx)) {
         s->llast_empty = false;
         s->llast_shard = id;
         s->llast_idx = last;

@@ -217,19 +217,20 @@ static int ov_put(struct stor *s, uint64_t shard, const uint8_t *key,
     if (s->ov_n + 1 > s->ov_cap && ov_grow(s))
         return RK_ENOMEM;
     uint64_t h = ov_hash(shard, key, klen);
-    if (!tomb) {
-        /* A key written again with a record of the same size (a put of a
-         * fixed-size value): its entry takes the new record in place. */
-        for (struct ov_ent *o = s->ov_tab[h & (s->ov_cap - 1)]; o;
-             o = o->next) {
-            if (o->hash == h && o->shard == shard && o->klen == klen &&
-                memcmp(o->data, key, klen) == 0) {
-                if (o->tomb || o->rlen != rlen)
-                    break;
-                memcpy(o->data + klen, rec, rlen);
-                return 0;
-            }
-        }
+    /* The key's entry (its link in the bucket), if it has one. */
+    struct ov_ent **pp = &s->ov_tab[h & (s->ov_cap - 1)];
+    for (; *pp; pp = &(*pp)->next) {
+        const struct ov_ent *o = *pp;
+        if (o->hash == h && o->shard == shard && o->klen == klen &&
+            memcmp(o->data, key, klen) == 0)
+            break;
+    }
+    struct ov_ent *o = *pp;
+    if (o && !tomb && !o->tomb && o->rlen == rlen) {
+        /* Written again with a record of the same size (a put of a
+         * fixed-size value): the entry takes the new record in place. */
+        memcpy(o->data + klen, rec, rlen);
+        return 0;
     }
     struct ov_ent *e =
         chunk_alloc(&s->ov_chunks, sizeof(*e) + klen + (tomb ? 0 : rlen));
@@ -243,15 +244,10 @@ static int ov_put(struct stor *s, uint64_t shard, const uint8_t *key,
     memcpy(e->data, key, klen);
     if (!tomb)
         memcpy(e->data + klen, rec, rlen);
-    struct ov_ent **pp = &s->ov_tab[h & (s->ov_cap - 1)];
-    for (; *pp; pp = &(*pp)->next) {
-        struct ov_ent *o = *pp;
-        if (o->hash == h && o->shard == shard && o->klen == klen &&
-            memcmp(o->data, key, klen) == 0) {
-            e->next = o->next;
-            *pp = e; /* o stays in its chunk until the clear */
-            return 0;
-        }
+    if (o) {
+        e->next = o->next;
+        *pp = e; /* o stays in its chunk until the clear */
+        return 0;
     }
     e->next = s->ov_tab[h & (s->ov_cap - 1)];
     s->ov_tab[h & (s->ov_cap - 1)] = e;
