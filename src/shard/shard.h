@@ -274,11 +274,13 @@ int shard_map_split_begin(struct shard_map *m, shard_id donor,
                           shard_id *recipient, struct shard_move **moves,
                           uint32_t *n_moves);
 /* The handoff is done: both shards become ACTIVE, the moves are dropped.
- * RK_EUNKNOWNSHARD, RK_EINVAL (donor is not splitting as a donor). */
+ * RK_EUNKNOWNSHARD, RK_EINVAL (donor is not splitting as a donor).
+ * There is no abort: once the intent is in the map, any donor replica may
+ * already have applied its SPLIT entry (keys moved into the recipient), and
+ * the meta leader cannot know that none has; handing the arcs back would
+ * route them to a donor that no longer holds their keys. A split that
+ * cannot go on waits for its donor's quorum, like every write to it. */
 int shard_map_split_finish(struct shard_map *m, shard_id donor);
-/* The handoff failed: the arcs go back to the donor and the recipient shard
- * is deleted. RK_EUNKNOWNSHARD, RK_EINVAL as above. */
-int shard_map_split_abort(struct shard_map *m, shard_id donor);
 
 /* ====================================================================== */
 /* Placement planner                                                      */

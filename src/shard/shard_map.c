@@ -618,29 +618,6 @@ int shard_map_split_finish(struct shard_map *m, shard_id donor)
     return 0;
 }
 
-int shard_map_split_abort(struct shard_map *m, shard_id donor)
-{
-    struct shard_info *ds, *rs;
-    int rc = split_donor(m, donor, &ds, &rs);
-    if (rc != 0)
-        return rc;
-    shard_id rid = rs->id;
-    /* Every point of the recipient came from the donor. A point added in
-     * the middle of a lone arc stays, now owned by the donor again, which
-     * leaves every key where it was. */
-    for (uint32_t i = 0; i < m->ring.n_points; i++)
-        if (m->ring.points[i].shard == rid)
-            m->ring.points[i].shard = donor;
-    drop_moves(m, donor);
-    ds->state = SHARD_STATE_ACTIVE;
-    ds->split_peer = SHARD_ID_NONE;
-    uint32_t at = (uint32_t)(rs - m->shards);
-    memmove(rs, rs + 1, (m->n_shards - at - 1) * sizeof(*rs));
-    m->n_shards--;
-    m->epoch++;
-    return 0;
-}
-
 /* ---------------------------------------------------------------------- */
 /* Placement steps                                                        */
 /* ---------------------------------------------------------------------- */

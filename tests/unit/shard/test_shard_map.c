@@ -287,7 +287,7 @@ static void test_split(void **state)
     shard_map_free(&m);
 }
 
-static void test_split_errors_and_abort(void **state)
+static void test_split_errors_and_two_in_flight(void **state)
 {
     (void)state;
     struct shard_map m, orig;
@@ -297,10 +297,10 @@ static void test_split_errors_and_abort(void **state)
     assert_int_equal(shard_map_split_begin(&m, 42, &rid, NULL, NULL),
                      RK_EUNKNOWNSHARD);
     assert_int_equal(shard_map_split_finish(&m, 2), RK_EINVAL);
-    assert_int_equal(shard_map_split_abort(&m, 42), RK_EUNKNOWNSHARD);
+    assert_int_equal(shard_map_split_finish(&m, 42), RK_EUNKNOWNSHARD);
     assert_int_equal(shard_map_copy(&orig, &m), 0);
 
-    /* Two splits in flight; abort one, finish the other. */
+    /* Two splits in flight, finished one after the other. */
     shard_id r2, r3;
     assert_int_equal(shard_map_split_begin(&m, 2, &r2, NULL, NULL), 0);
     assert_int_equal(shard_map_split_begin(&m, 3, &r3, NULL, NULL), 0);
@@ -329,15 +329,40 @@ static void test_split_errors_and_abort(void **state)
                      shard_map_route(&m, "{user1}.b", 9));
     assert_int_equal(shard_map_split_begin(&m, r2, &rid, NULL, NULL), RK_EBUSY);
     assert_int_equal(shard_map_split_finish(&m, r2), RK_EINVAL);
-    assert_int_equal(shard_map_split_abort(&m, 2), 0);
-    assert_int_equal(shard_map_validate(&m), 0);
-    assert_null(shard_map_shard(&m, r2));
+    /* Finishing one hands its arcs to its recipient and leaves the other
+     * split's moves (and routing) alone. */
+    struct shard_move *mv2 = NULL;
+    uint32_t n2 = 0;
     for (uint32_t i = 0; i < m.n_moves; i++)
+        if (m.moves[i].from == 2) {
+            mv2 = realloc(mv2, (n2 + 1) * sizeof(*mv2));
+            assert_non_null(mv2);
+            mv2[n2++] = m.moves[i];
+        }
+    assert_int_equal(shard_map_split_finish(&m, 2), 0);
+    assert_int_equal(shard_map_validate(&m), 0);
+    assert_int_equal(shard_map_shard(&m, 2)->state, SHARD_STATE_ACTIVE);
+    assert_int_equal(shard_map_shard(&m, r2)->state, SHARD_STATE_ACTIVE);
+    for (uint32_t i = 0; i < n2; i++) {
+        assert_int_equal(shard_map_route_hash(&m, mv2[i].first), r2);
+        assert_int_equal(shard_map_route_hash(&m, mv2[i].last), r2);
+    }
+    free(mv2);
+    for (uint32_t i = 0; i < m.n_moves; i++) {
         assert_int_equal(m.moves[i].from, 3);
-    assert_int_equal(shard_map_split_abort(&m, 3), 0);
-    /* Back to the original routing and ring, with later epoch and ids. */
-    assert_true(shard_ring_equal(&m.ring, &orig.ring));
-    assert_int_equal(m.n_shards, orig.n_shards);
+        assert_int_equal(shard_map_route_hash(&m, m.moves[i].first), 3);
+    }
+    assert_int_equal(shard_map_split_finish(&m, 2), RK_EINVAL);
+    assert_int_equal(shard_map_split_finish(&m, 3), 0);
+    assert_int_equal(m.n_moves, 0);
+    /* The map now routes by its ring alone, with two more shards. */
+    rk_rand_seed(&rnd, 4);
+    for (int i = 0; i < 20000; i++) {
+        uint64_t h = rk_rand_next(&rnd);
+        assert_int_equal(shard_map_route_hash(&m, h),
+                         shard_ring_owner(&m.ring, h));
+    }
+    assert_int_equal(m.n_shards, orig.n_shards + 2);
     assert_int_equal(m.epoch, orig.epoch + 4);
     assert_int_equal(m.next_shard_id, orig.next_shard_id + 2);
     shard_map_free(&orig);
@@ -598,7 +623,7 @@ int main(void)
         cmocka_unit_test(test_copy_equal),
         cmocka_unit_test(test_node_registry),
         cmocka_unit_test(test_split),
-        cmocka_unit_test(test_split_errors_and_abort),
+        cmocka_unit_test(test_split_errors_and_two_in_flight),
         cmocka_unit_test(test_step_rules),
         cmocka_unit_test(test_codec_roundtrip),
         cmocka_unit_test(test_codec_garbage),
