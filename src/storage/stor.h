@@ -101,11 +101,14 @@
 /* Format version written to `meta`. Version 2 added long keys (over 480
  * bytes, see stor_int.h) to the kv database; version 3 added the WAL
  * (`wal/`, whose batches since the last checkpoint live nowhere else) and
- * client session records holding only the newest reply. A version 1 or 2
- * dir is read as it is and marked 3 when opened, so an older build refuses
- * it afterwards instead of misreading it or ignoring the WAL. Any other
- * version fails with RK_EVERSION. */
-#define STOR_FORMAT_VERSION 3u
+ * client session records holding only the newest reply; version 4 keeps
+ * the Raft logs in chunks of entries (database `logc`, stor_int.h)
+ * instead of one record per entry (`log`). A version 1 to 3 dir is read
+ * as it is, its log converted, and marked 4 when opened, so an older
+ * build refuses it afterwards ("format version 4") instead of misreading
+ * it, ignoring the WAL or finding no log. Any other version fails with
+ * RK_EVERSION. */
+#define STOR_FORMAT_VERSION 4u
 
 /* Longest key (64 KiB). Keys over 480 bytes are stored under a prefix and
  * a hash of the full key (stor_int.h); lookups compare the full key.
