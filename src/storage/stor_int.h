@@ -152,6 +152,7 @@ struct stor_shard {
     raft_index wt_from;
     struct stor__tent *wt;
     uint32_t wt_n, wt_cap;
+    size_t wt_bytes; /* their chunk bytes: data + descriptors */
     /* Writer-only: wt saved for the running nested batch (replay). */
     uint64_t wt_undo_seq;
 };
@@ -369,10 +370,10 @@ int stor__del_range(MDB_txn *txn, MDB_dbi dbi, uint64_t shard, const void *from,
  *   | the entries' data, one after the other
  *
  * (big-endian; entry j's data is [end[j-1], end[j]) of the data, end[-1]
- * = 0). A chunk is written whole at a checkpoint from a shard's writer
- * tail (at most STOR__LOGC_BYTES of data, or one larger entry); the
- * chunks of a shard are contiguous, and the first may hold compacted
- * entries (<= base_index) before the live ones. */
+ * = 0). A chunk is written whole from a shard's writer tail, once it holds
+ * STOR__LOGC_BYTES (data and descriptors; one larger entry alone) or at
+ * the checkpoint; the chunks of a shard are contiguous, and the first may
+ * hold compacted entries (<= base_index) before the live ones. */
 #define STOR__LOGC_FORMAT 1u
 #define STOR__LOGC_HDR    5u
 #define STOR__LOGC_DESC   13u

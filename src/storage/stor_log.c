@@ -221,7 +221,9 @@ int stor__log_convert(MDB_txn *txn, MDB_dbi old, MDB_dbi logc, uint64_t *n)
         raft_index i = stor__get64((const uint8_t *)k.mv_data + 8);
         uint32_t len = (uint32_t)(v.mv_size - 9);
         if (b.count > 0 &&
-            (id != shard || i != next || b.data.len + len > STOR__LOGC_BYTES)) {
+            (id != shard || i != next ||
+             b.data.len + b.desc.len + len + STOR__LOGC_DESC >
+                 STOR__LOGC_BYTES)) {
             /* The chunk is complete: write it (b holds copies), then find
              * this entry again (the cursor is not trusted across a write). */
             uint8_t kb[16];
@@ -568,6 +570,15 @@ struct wt_undo {
     uint32_t n, cut;
 };
 
+/* Recounts sh->wt_bytes (after a cut or an undo: rare). */
+static void wt_count(struct stor_shard *sh)
+{
+    size_t b = 0;
+    for (uint32_t j = 0; j < sh->wt_n; j++)
+        b += sh->wt[j].len + STOR__LOGC_DESC;
+    sh->wt_bytes = b;
+}
+
 void stor__log_undo_begin(struct stor *s)
 {
     rk_buf_reset(&s->wt_undo);
@@ -607,6 +618,7 @@ void stor__log_undo(struct stor *s)
         end -= nb;
         u.sh->wt_from = u.from;
         u.sh->wt_n = u.n;
+        wt_count(u.sh);
     }
     rk_buf_reset(&s->wt_undo);
 }
@@ -616,6 +628,7 @@ void stor__log_wt_reset(struct stor *s)
     for (uint32_t i = 0; i < s->n_shards; i++) {
         s->shards[i]->wt_n = 0;
         s->shards[i]->wt_from = 0;
+        s->shards[i]->wt_bytes = 0;
     }
     stor__chunks_reset(&s->wt_chunks, true);
     rk_buf_reset(&s->wt_undo);
@@ -691,6 +704,11 @@ int stor__log_drop(struct stor *s, MDB_txn *txn, struct stor_shard *sh)
     return stor__del_range(txn, s->dbi_logc, sh->id, NULL, 0, 0, NULL);
 }
 
+static uint32_t chunk_end(const struct stor_shard *sh, uint32_t j,
+                          size_t *bytes);
+static int chunk_write(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                       uint32_t j, uint32_t k, size_t bytes);
+
 int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
                      const uint8_t *recs, uint32_t n)
 {
@@ -722,10 +740,12 @@ int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
             if ((rc = wt_save(s, sh, (uint32_t)(first - sh->wt_from))) != 0)
                 return rc;
             sh->wt_n = (uint32_t)(first - sh->wt_from);
+            wt_count(sh);
         } else {
             if ((rc = wt_save(s, sh, 0)) != 0)
                 return rc;
             sh->wt_n = 0;
+            sh->wt_bytes = 0;
             if ((rc = chunks_cut(s, txn, sh->id, first)) != 0)
                 return rc;
         }
@@ -760,12 +780,75 @@ int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
         t->type = e->type;
         t->len = e->len;
         sh->wt_n++;
+        sh->wt_bytes += e->len + STOR__LOGC_DESC;
         p += stor__bent_size(e->len);
     }
     sh->w_last = first + n - 1;
     sh->w_last_term = sh->wt[sh->wt_n - 1].term;
-    (void)txn;
+    /* A full chunk goes into the transaction now, while its entries are
+     * in the cache, rather than all of them in the checkpoint's stall. */
+    while (sh->wt_bytes >= STOR__LOGC_BYTES && sh->wt_from > sh->w.base_index) {
+        size_t bytes;
+        uint32_t k = chunk_end(sh, 0, &bytes);
+        if ((rc = wt_save(s, sh, 0)) != 0)
+            return rc;
+        int mrc = chunk_write(s, txn, sh, 0, k, bytes);
+        if (mrc)
+            return stor__from_mdb(mrc);
+        memmove(sh->wt, sh->wt + k, (size_t)(sh->wt_n - k) * sizeof(*sh->wt));
+        sh->wt_n -= k;
+        sh->wt_from += k;
+        sh->wt_bytes -= bytes;
+    }
     return stor__pend_log(s, sh, first, recs, n);
+}
+
+/* The entries from wt[j] on that make one chunk: up to k (returned),
+ * *bytes of data and descriptors, at most STOR__LOGC_BYTES (one entry at
+ * least). */
+static uint32_t chunk_end(const struct stor_shard *sh, uint32_t j,
+                          size_t *bytes)
+{
+    uint32_t k = j;
+    size_t b = 0;
+    while (k < sh->wt_n &&
+           (k == j ||
+            b + sh->wt[k].len + STOR__LOGC_DESC <= STOR__LOGC_BYTES)) {
+        b += sh->wt[k].len + STOR__LOGC_DESC;
+        k++;
+    }
+    *bytes = b;
+    return k;
+}
+
+/* Writes wt[j, k) (bytes: chunk_end's) as one chunk; LMDB's code. */
+static int chunk_write(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
+                       uint32_t j, uint32_t k, size_t bytes)
+{
+    uint8_t kb[16];
+    stor__key_log(kb, sh->id, sh->wt_from + j);
+    MDB_val key = {.mv_size = 16, .mv_data = kb};
+    MDB_val v = {.mv_size = STOR__LOGC_HDR + bytes};
+    int mrc = mdb_put(txn, s->dbi_logc, &key, &v, MDB_RESERVE);
+    if (mrc)
+        return mrc;
+    uint8_t *d = v.mv_data;
+    uint8_t *dd = d + STOR__LOGC_HDR + (size_t)(k - j) * STOR__LOGC_DESC;
+    uint32_t end = 0;
+    d[0] = STOR__LOGC_FORMAT;
+    stor__put32(d + 1, k - j);
+    d += STOR__LOGC_HDR;
+    for (uint32_t x = j; x < k; x++) {
+        const struct stor__tent *t = &sh->wt[x];
+        if (t->len)
+            memcpy(dd + end, t->data, t->len);
+        end += t->len;
+        stor__put64(d, t->term);
+        stor__put32(d + 8, end);
+        d[12] = t->type;
+        d += STOR__LOGC_DESC;
+    }
+    return 0;
 }
 
 /* Writes sh's writer tail as chunks (entries compaction passed left out). */
@@ -777,38 +860,11 @@ static int wt_flush(struct stor *s, MDB_txn *txn, struct stor_shard *sh)
                 ? (uint32_t)(sh->w.base_index - sh->wt_from + 1)
                 : sh->wt_n;
     while (j < sh->wt_n) {
-        /* As many entries as fit in STOR__LOGC_BYTES (one at least). */
-        uint32_t k = j;
-        size_t data = 0;
-        while (k < sh->wt_n &&
-               (k == j || data + sh->wt[k].len <= STOR__LOGC_BYTES)) {
-            data += sh->wt[k].len;
-            k++;
-        }
-        uint8_t kb[16];
-        stor__key_log(kb, sh->id, sh->wt_from + j);
-        MDB_val key = {.mv_size = 16, .mv_data = kb};
-        MDB_val v = {.mv_size = STOR__LOGC_HDR +
-                                (size_t)(k - j) * STOR__LOGC_DESC + data};
-        int mrc = mdb_put(txn, s->dbi_logc, &key, &v, MDB_RESERVE);
+        size_t bytes;
+        uint32_t k = chunk_end(sh, j, &bytes);
+        int mrc = chunk_write(s, txn, sh, j, k, bytes);
         if (mrc)
             return mrc;
-        uint8_t *d = v.mv_data;
-        uint8_t *dd = d + STOR__LOGC_HDR + (size_t)(k - j) * STOR__LOGC_DESC;
-        uint32_t end = 0;
-        d[0] = STOR__LOGC_FORMAT;
-        stor__put32(d + 1, k - j);
-        d += STOR__LOGC_HDR;
-        for (uint32_t x = j; x < k; x++) {
-            const struct stor__tent *t = &sh->wt[x];
-            if (t->len)
-                memcpy(dd + end, t->data, t->len);
-            end += t->len;
-            stor__put64(d, t->term);
-            stor__put32(d + 8, end);
-            d[12] = t->type;
-            d += STOR__LOGC_DESC;
-        }
         j = k;
     }
     return 0;
@@ -826,6 +882,7 @@ int stor__log_spill(struct stor *s, MDB_txn *txn, struct stor_shard *sh)
         return stor__from_mdb(mrc);
     sh->wt_n = 0;
     sh->wt_from = 0;
+    sh->wt_bytes = 0;
     return 0;
 }
 
