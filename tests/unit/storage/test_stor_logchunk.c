@@ -326,6 +326,55 @@ static void test_compact_straddling_chunk(void **state)
     stor_close(s);
 }
 
+/* Full chunks are written into the open transaction as the tail fills
+ * (before any checkpoint): a cut inside one of them (the chunks from it
+ * on deleted, the one straddling it rewritten, all in the open
+ * transaction), and a refused batch after them (the open transaction
+ * rebuilt from the WAL, those chunks with it) read right before and after
+ * the checkpoint and a reopen. */
+static void test_chunks_written_early(void **state)
+{
+    const char *dir = *state;
+    struct stor *s = tu_open(dir, 0, 0);
+    tu_create_shard(s, 1);
+    /* ~3 MiB: two or three chunks written before the checkpoint. */
+    for (raft_index i = 1; i <= 3000; i += 100)
+        assert_int_equal(append(s, 1, i, 100, 1, false), 0);
+    /* (The writer is idle: its tail starts past the chunks written.) */
+    assert_true(stor_shard_get(s, 1)->wt_from > 1000);
+    expect_log(s, 1, 1, 3000, term1, 0);
+    /* Cut at 1500 (inside the second chunk) in the same transaction. */
+    cut_at = 1500;
+    assert_int_equal(append(s, 1, 1500, 50, 2, false), 0);
+    expect_log(s, 1, 1, 1549, term_cut, 0);
+    /* A refused batch: an append to a shard that does not exist. */
+    struct stor_batch *b;
+    struct raft_entry e = {.index = 1, .term = 1, .len = 0};
+    assert_int_equal(stor_batch_new(&b), 0);
+    assert_int_equal(stor_batch_append(b, 1, &(struct raft_entry){
+                                                  .index = 1550,
+                                                  .term = 2,
+                                                  .len = 0},
+                                       1),
+                     0);
+    assert_int_equal(stor_batch_append(b, 99, &e, 1), 0);
+    assert_int_equal(tu_submit_wait(s, b), RK_EUNKNOWNSHARD);
+    stor_batch_free(b);
+    expect_log(s, 1, 1, 1549, term_cut, 0);
+    assert_int_equal(append(s, 1, 1550, 1000, 2, false), 0);
+    expect_log(s, 1, 1, 2549, term_cut, 0);
+    raft_index f[16];
+    uint32_t n = chunks_of(s, 1, f, 16); /* the checkpoint */
+    assert_true(n >= 3);
+    expect_log(s, 1, 1, 2549, term_cut, 0);
+    assert_int_equal(tu_check(s), 0);
+    stor_close(s);
+    s = tu_open(dir, 0, 0);
+    expect_log(s, 1, 1, 2549, term_cut, 0);
+    assert_int_equal(tu_check(s), 0);
+    stor_close(s);
+}
+
 /* The writes a child makes before it dies without closing (its open
  * transaction lost, its batches in the WAL only): shard 1 ~2.5 MiB in
  * 1..2500 (chunks: checkpointed), then 2501..2600 and a cut at 2550 of
@@ -521,6 +570,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncate_across_boundary,
                                         tu_dir_setup, tu_dir_teardown),
         cmocka_unit_test_setup_teardown(test_compact_straddling_chunk,
+                                        tu_dir_setup, tu_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_chunks_written_early,
                                         tu_dir_setup, tu_dir_teardown),
         cmocka_unit_test_setup_teardown(test_crash_replay, tu_dir_setup,
                                         tu_dir_teardown),
