@@ -6,7 +6,10 @@
  * One struct stor per data dir holds ONE LMDB environment with these named
  * databases, opened once at start-up in one write transaction:
  *
- *   log       shard(8 BE) | index(8 BE) -> term(8) type(1) data
+ *   logc      shard(8 BE) | index(8 BE) -> a chunk of log entries from
+ *                                          that index on (format 4; up to
+ *                                          3 one record per entry in `log`;
+ *                                          see "log chunks" in stor_int.h)
  *   state     shard(8 BE)               -> hard state, conf state (as of the
  *                                          last log entry), log base
  *                                          (compacted index/term), applied
@@ -19,8 +22,7 @@
  *   stage     shard(8 BE) | seq(4 BE)   -> received snapshot chunks
  *   meta      name                      -> cluster id, node id, format
  *
- * Keys are big-endian so one shard's log/data is one contiguous range and
- * MDB_APPEND applies to log appends at the end of the database.
+ * Keys are big-endian so one shard's log/data is one contiguous range.
  *
  * WAL. In front of LMDB sits a redo journal, <data dir>/wal/ (stor_wal.c):
  * every batch is one record there (its ops), and the batches run in ONE
