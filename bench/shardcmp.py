@@ -16,7 +16,7 @@ stops the cluster and prints:
     microseconds of CPU per put (/proc/PID/task/TID/stat);
   - per put, summed over the 3 nodes: Raft messages, peer frames, storage
     batches and entries, WAL bytes and checkpoint time (from /metrics), read
-    and write syscalls (/proc/PID/io);
+    and write syscalls and the bytes written (/proc/PID/io wchar, write_bytes);
   - node CPU microseconds per put, and the load generator's.
 Per put figures divide by ops/s x (warmup + duration): an estimate. CPU per
 put moves far less than ops/s when other work shares the machine, so A/B
@@ -72,13 +72,16 @@ def threads(pids):
 
 
 def syscalls(pids):
-    r = w = 0
+    """Read and write syscalls, bytes written by them and bytes sent to disk."""
+    r = w = wc = wb = 0
     for p in pids:
         with open("/proc/%d/io" % p) as f:
             d = dict(line.split(": ") for line in f.read().splitlines())
         r += int(d["syscr"])
         w += int(d["syscw"])
-    return r, w
+        wc += int(d["wchar"])
+        wb += int(d["write_bytes"])
+    return r, w, wc, wb
 
 
 def main():
@@ -145,6 +148,8 @@ def main():
         for k in sorted(d) if d[k] and any(x in k for x in PER_PUT)))
     print("  per put: read syscalls %.3f, write syscalls %.3f" % (
         (y1[0] - y0[0]) / puts, (y1[1] - y0[1]) / puts))
+    print("  per put: bytes written %.0f (by write calls), %.0f (to disk)" % (
+        (y1[2] - y0[2]) / puts, (y1[3] - y0[3]) / puts))
     bench = (c1.children_user + c1.children_system - c0.children_user - c0.children_system)
     print("  node CPU us/put %.1f, load generator %.1f" % (
         node_ticks / hz / puts * 1e6, bench / puts * 1e6))

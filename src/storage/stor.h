@@ -6,7 +6,10 @@
  * One struct stor per data dir holds ONE LMDB environment with these named
  * databases, opened once at start-up in one write transaction:
  *
- *   log       shard(8 BE) | index(8 BE) -> term(8) type(1) data
+ *   logc      shard(8 BE) | index(8 BE) -> a chunk of log entries from
+ *                                          that index on (format 4; up to
+ *                                          3 one record per entry in `log`;
+ *                                          see "log chunks" in stor_int.h)
  *   state     shard(8 BE)               -> hard state, conf state (as of the
  *                                          last log entry), log base
  *                                          (compacted index/term), applied
@@ -19,8 +22,7 @@
  *   stage     shard(8 BE) | seq(4 BE)   -> received snapshot chunks
  *   meta      name                      -> cluster id, node id, format
  *
- * Keys are big-endian so one shard's log/data is one contiguous range and
- * MDB_APPEND applies to log appends at the end of the database.
+ * Keys are big-endian so one shard's log/data is one contiguous range.
  *
  * WAL. In front of LMDB sits a redo journal, <data dir>/wal/ (stor_wal.c):
  * every batch is one record there (its ops), and the batches run in ONE
@@ -101,11 +103,14 @@
 /* Format version written to `meta`. Version 2 added long keys (over 480
  * bytes, see stor_int.h) to the kv database; version 3 added the WAL
  * (`wal/`, whose batches since the last checkpoint live nowhere else) and
- * client session records holding only the newest reply. A version 1 or 2
- * dir is read as it is and marked 3 when opened, so an older build refuses
- * it afterwards instead of misreading it or ignoring the WAL. Any other
- * version fails with RK_EVERSION. */
-#define STOR_FORMAT_VERSION 3u
+ * client session records holding only the newest reply; version 4 keeps
+ * the Raft logs in chunks of entries (database `logc`, stor_int.h)
+ * instead of one record per entry (`log`). A version 1 to 3 dir is read
+ * as it is, its log converted, and marked 4 when opened, so an older
+ * build refuses it afterwards ("format version 4") instead of misreading
+ * it, ignoring the WAL or finding no log. Any other version fails with
+ * RK_EVERSION. */
+#define STOR_FORMAT_VERSION 4u
 
 /* Longest key (64 KiB). Keys over 480 bytes are stored under a prefix and
  * a hash of the full key (stor_int.h); lookups compare the full key.

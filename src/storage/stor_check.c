@@ -110,34 +110,52 @@ struct log_walk {
     raft_term prev_term;
 };
 
+/* One chunk (stor_int.h): decodes whole; the chunks of a shard are
+ * contiguous from the first, which may begin at or before base_index + 1
+ * (it keeps compacted entries until all of it is compacted) but not end
+ * before it; terms never fall after the base. */
 static int check_log(struct ctx *c, struct shard_info *si, const uint8_t *k,
                      size_t klen, const MDB_val *v, void *arg)
 {
     struct log_walk *w = arg;
     unsigned long long id = (unsigned long long)si->id;
-    if (klen != 8 || v->mv_size < 9) {
-        rk_errf(c->err, "log of shard %llu: malformed record", id);
+    struct stor__logc lc;
+    if (klen != 8 || stor__logc_open(v->mv_data, v->mv_size, &lc) ||
+        stor__logc_check(&lc)) {
+        rk_errf(c->err, "log of shard %llu: malformed chunk", id);
         return -1;
     }
-    raft_index i = stor__get64(k);
-    raft_term t = stor__get64(v->mv_data);
-    if (w->shard != si->id) {
+    raft_index first = stor__get64(k);
+    bool head = w->shard != si->id;
+    if (head) {
         w->shard = si->id;
         w->prev = si->st.base_index;
         w->prev_term = si->st.base_term;
     }
-    if (i != w->prev + 1) {
-        rk_errf(c->err, "log of shard %llu: entry %llu follows %llu", id,
-                (unsigned long long)i, (unsigned long long)w->prev);
+    if (first + lc.count - 1 < first ||
+        (head ? first > w->prev + 1 || first + lc.count - 1 <= w->prev
+              : first != w->prev + 1)) {
+        rk_errf(c->err,
+                "log of shard %llu: chunk of entries %llu..%llu follows %llu",
+                id, (unsigned long long)first,
+                (unsigned long long)(first + lc.count - 1),
+                (unsigned long long)w->prev);
         return -1;
     }
-    if (t < w->prev_term) {
-        rk_errf(c->err, "log of shard %llu: term falls at entry %llu", id,
-                (unsigned long long)i);
-        return -1;
+    for (uint32_t j = 0; j < lc.count; j++) {
+        raft_index i = first + j;
+        raft_term t;
+        (void)stor__logc_entry(&lc, j, &t, NULL, NULL, NULL);
+        if (i <= w->prev)
+            continue; /* compacted, in the first chunk */
+        if (t < w->prev_term) {
+            rk_errf(c->err, "log of shard %llu: term falls at entry %llu", id,
+                    (unsigned long long)i);
+            return -1;
+        }
+        w->prev = i;
+        w->prev_term = t;
     }
-    w->prev = i;
-    w->prev_term = t;
     return 0;
 }
 
@@ -220,7 +238,7 @@ int stor_check(struct stor *s, char *errmsg)
     }
     struct log_walk lw = {.shard = UINT64_MAX};
     if ((rc = load_states(&c)) == 0 &&
-        (rc = walk(&c, s->dbi_log, "log", check_log, &lw)) == 0 &&
+        (rc = walk(&c, s->dbi_logc, "log", check_log, &lw)) == 0 &&
         (rc = walk(&c, s->dbi_kv, "kv", check_kv, NULL)) == 0 &&
         (rc = walk(&c, s->dbi_sess, "sessions", check_sess, NULL)) == 0)
         rc = walk(&c, s->dbi_stage, "stage", check_stage, NULL);

@@ -74,42 +74,6 @@ int stor__del_range(MDB_txn *txn, MDB_dbi dbi, uint64_t shard, const void *from,
     return rc == 0 || rc == MDB_NOTFOUND ? 0 : stor__from_mdb(rc);
 }
 
-int stor__log_last(MDB_txn *txn, MDB_dbi dbi, uint64_t shard, raft_index *idx,
-                   raft_term *term)
-{
-    uint8_t kbuf[16];
-    MDB_cursor *cur;
-    MDB_val k, v;
-
-    *idx = 0;
-    *term = 0;
-    stor__key_log(kbuf, shard, UINT64_MAX);
-    int rc = mdb_cursor_open(txn, dbi, &cur);
-    if (rc)
-        return stor__from_mdb(rc);
-    k.mv_data = kbuf;
-    k.mv_size = 16;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    if (rc == 0)
-        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
-    else if (rc == MDB_NOTFOUND)
-        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-    if (rc == 0 && k.mv_size == 16 && stor__get64(k.mv_data) == shard) {
-        if (v.mv_size < 9) {
-            rc = MDB_CORRUPTED;
-        } else {
-            *idx = stor__get64((const uint8_t *)k.mv_data + 8);
-            *term = stor__get64(v.mv_data);
-        }
-    } else if (rc == 0 && k.mv_size != 16) {
-        rc = MDB_CORRUPTED;
-    } else if (rc == MDB_NOTFOUND) {
-        rc = 0;
-    }
-    mdb_cursor_close(cur);
-    return stor__from_mdb(rc);
-}
-
 static int read_state(struct stor *s, MDB_txn *txn, uint64_t shard,
                       struct stor__state *st)
 {
@@ -136,9 +100,15 @@ int stor__w_load(struct stor *s, MDB_txn *txn, struct stor_shard *sh)
     }
     if (rc)
         return rc;
-    rc = stor__log_last(txn, s->dbi_log, sh->id, &sh->w_last, &sh->w_last_term);
+    rc = stor__log_last(txn, s->dbi_logc, sh->id, &sh->w_last, &sh->w_last_term);
     if (rc)
         return rc;
+    if (sh->wt_n > 0) {
+        /* Entries the open transaction holds in memory (a reload after a
+         * nested batch of the replay failed: stor_log.c). */
+        sh->w_last = sh->wt_from + sh->wt_n - 1;
+        sh->w_last_term = sh->wt[sh->wt_n - 1].term;
+    }
     if (sh->w_last == 0 || sh->w_last < sh->w.base_index) {
         sh->w_last = sh->w.base_index;
         sh->w_last_term = sh->w.base_term;
@@ -260,7 +230,7 @@ int stor_shard_load(struct stor_shard *sh, struct stor_shard_state *out)
     raft_index last = 0;
     raft_term last_term = 0;
     if (rc == 0)
-        rc = stor__log_last(txn, s->dbi_log, sh->id, &last, &last_term);
+        rc = stor__log_last(txn, s->dbi_logc, sh->id, &last, &last_term);
     stor__read_end(s, txn);
     if (rc == RK_ENOTFOUND)
         return RK_EUNKNOWNSHARD;
@@ -397,7 +367,6 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
         const char *name;
         size_t off;
     } dbs[] = {
-        {"log", offsetof(struct stor, dbi_log)},
         {"state", offsetof(struct stor, dbi_state)},
         {"kv", offsetof(struct stor, dbi_kv)},
         {"sessions", offsetof(struct stor, dbi_sess)},
@@ -433,14 +402,38 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
     rc = meta_get_u64(s, txn, META_FORMAT, &fmt, errmsg);
     if (rc)
         goto err_abort;
-    if (fmt == 1 || fmt == 2) {
+    if (fmt >= 1 && fmt < STOR_FORMAT_VERSION) {
         /* Version 1 holds no key over 480 bytes (version 2 added them);
          * version 2 has no WAL and 8-reply session records (version 3
-         * adds the WAL and 1-reply records). Both are read as they are;
-         * marking the dir 3 makes an older build refuse it from now on
-         * instead of misreading long keys or sessions, or ignoring the
-         * WAL's batches since the last checkpoint. */
-        rc = meta_put_u64(s, txn, META_FORMAT, STOR_FORMAT_VERSION);
+         * adds the WAL and 1-reply records); up to version 3 the log has
+         * one record per entry in 'log' (version 4: chunks in 'logc').
+         * All are read as they are but the log, converted here in this
+         * transaction (the WAL's batches since the last checkpoint are
+         * replayed onto it after); marking the dir 4 makes an older build
+         * refuse it from now on instead of misreading long keys or
+         * sessions, ignoring the WAL, or finding no log. */
+        MDB_dbi old;
+        uint64_t n = 0;
+        rc = mdb_dbi_open(txn, "log", 0, &old);
+        if (rc == 0)
+            rc = mdb_dbi_open(txn, "logc", MDB_CREATE, &s->dbi_logc);
+        if (rc) {
+            rk_errf(errmsg, "data dir %s is corrupt: database 'log': %s",
+                    s->path, mdb_strerror(rc));
+            rc = rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE
+                     ? RK_ECORRUPT
+                     : stor__from_mdb(rc);
+            goto err_abort;
+        }
+        rc = stor__log_convert(txn, old, s->dbi_logc, &n);
+        if (rc) {
+            rk_errf(errmsg, "data dir %s: converting the log to chunks: %s",
+                    s->path, rk_strerror(rc));
+            goto err_abort;
+        }
+        rc = mdb_drop(txn, old, 1);
+        if (!rc)
+            rc = meta_put_u64(s, txn, META_FORMAT, STOR_FORMAT_VERSION);
         if (rc) {
             rk_errf(errmsg, "data dir %s: upgrading the format: %s", s->path,
                     mdb_strerror(rc));
@@ -448,11 +441,22 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
             goto err_abort;
         }
         rk_log(RK_LOG_INFO,
-               "storage %s: format version %llu upgraded to %u (WAL, long "
-               "keys, short sessions); earlier builds will refuse this data "
-               "dir",
-               s->path, (unsigned long long)fmt, STOR_FORMAT_VERSION);
+               "storage %s: format version %llu upgraded to %u (log chunks: "
+               "%llu entries converted); earlier builds will refuse this "
+               "data dir",
+               s->path, (unsigned long long)fmt, STOR_FORMAT_VERSION,
+               (unsigned long long)n);
         fmt = STOR_FORMAT_VERSION;
+    } else if (fmt == STOR_FORMAT_VERSION) {
+        rc = mdb_dbi_open(txn, "logc", fresh ? MDB_CREATE : 0, &s->dbi_logc);
+        if (rc) {
+            rk_errf(errmsg, "data dir %s is corrupt: database 'logc': %s",
+                    s->path, mdb_strerror(rc));
+            rc = rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE
+                     ? RK_ECORRUPT
+                     : stor__from_mdb(rc);
+            goto err_abort;
+        }
     }
     if (fmt != STOR_FORMAT_VERSION) {
         rk_errf(errmsg,
@@ -514,7 +518,7 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
         }
         raft_index last;
         raft_term lterm;
-        rc = stor__log_last(txn, s->dbi_log, id, &last, &lterm);
+        rc = stor__log_last(txn, s->dbi_logc, id, &last, &lterm);
         if (rc) {
             rk_errf(errmsg, "data dir %s: reading the log of shard %llu: %s",
                     s->path, (unsigned long long)id, rk_strerror(rc));

@@ -143,13 +143,25 @@ struct stor_shard {
     raft_index tail_from;
     struct stor__tent *tail;
     uint32_t tail_n, tail_cap;
+
+    /* Writer-only: the entries the open transaction appended, which LMDB
+     * does not hold until the checkpoint writes them as chunks
+     * (stor_log.c): wt_from .. wt_from + wt_n - 1 (wt_n 0: none); the
+     * open transaction's log is its chunks below wt_from, then these.
+     * Emptied when a new open transaction begins. */
+    raft_index wt_from;
+    struct stor__tent *wt;
+    uint32_t wt_n, wt_cap;
+    size_t wt_bytes; /* their chunk bytes: data + descriptors */
+    /* Writer-only: wt saved for the running nested batch (replay). */
+    uint64_t wt_undo_seq;
 };
 
 /* ---------------------------------------------------------------- store */
 
 struct stor {
     MDB_env *env;
-    MDB_dbi dbi_log, dbi_state, dbi_kv, dbi_sess, dbi_stage, dbi_meta;
+    MDB_dbi dbi_logc, dbi_state, dbi_kv, dbi_sess, dbi_stage, dbi_meta;
     char *path;
     int lock_fd;
     uint64_t cluster_id;
@@ -244,16 +256,11 @@ struct stor {
      * their read transaction sees this one; stor_overlay.c). */
     uint64_t ov_base;
 
-    /* Writer-only: the last key of dbi_log in the open transaction
-     * (shard | index; llast_empty: none), which decides MDB_APPEND for an
-     * append without a descent to the last page per call (stor_log.c).
-     * Valid while llast_gen == s->gen, and used only when the transaction
-     * given is the open one (a nested one of the replay never). An append
-     * raises it; a deletion in its shard drops it (stor__log_forget). */
-    uint64_t llast_gen;
-    uint64_t llast_shard;
-    raft_index llast_idx;
-    bool llast_empty;
+    /* Writer-only: where the writer tails' entry data live (1 MiB chunks
+     * dropped whole when a new open transaction begins), and the undo
+     * records of the running nested batch (stor_log.c). */
+    struct stor__chunk *wt_chunks;
+    struct rk_buf wt_undo;
     /* Bumped whenever a STOR_SPLIT_KEY record may change other than
      * through a new open transaction (see sp_gen). */
     uint64_t sp_epoch;
@@ -354,9 +361,54 @@ static inline void stor__key_log(uint8_t k[16], uint64_t shard, raft_index i)
 int stor__del_range(MDB_txn *txn, MDB_dbi dbi, uint64_t shard, const void *from,
                     size_t from_len, uint64_t max, uint64_t *n_deleted);
 
+/* ------------------------------------------------------ log chunks
+ *
+ * The log database (dbi_logc, "logc") holds each shard's entries in
+ * CHUNKS: key shard(8) | index of the chunk's first entry(8), value
+ *
+ *   u8 format (1) | u32 count | count * (u64 term | u32 end | u8 type)
+ *   | the entries' data, one after the other
+ *
+ * (big-endian; entry j's data is [end[j-1], end[j]) of the data, end[-1]
+ * = 0). A chunk is written whole from a shard's writer tail, once it holds
+ * STOR__LOGC_BYTES (data and descriptors; one larger entry alone) or at
+ * the checkpoint; the chunks of a shard are contiguous, and the first may
+ * hold compacted entries (<= base_index) before the live ones. */
+#define STOR__LOGC_FORMAT 1u
+#define STOR__LOGC_HDR    5u
+#define STOR__LOGC_DESC   13u
+#define STOR__LOGC_BYTES  ((size_t)1 << 20)
+
+struct stor__logc {
+    const uint8_t *v; /* the value */
+    size_t size;
+    uint32_t count;
+    const uint8_t *data; /* the entries' data */
+    size_t data_len;
+};
+/* Opens a chunk value: header, count and that the descriptors fit. 0 or
+ * RK_ECORRUPT. */
+int stor__logc_open(const void *v, size_t size, struct stor__logc *out);
+/* Entry j (< count) of an opened chunk: 0 or RK_ECORRUPT (its data out of
+ * bounds). */
+int stor__logc_entry(const struct stor__logc *c, uint32_t j, raft_term *term,
+                     uint8_t *type, const uint8_t **data, uint32_t *len);
+/* Every entry in bounds, ends in order, the data all used (stor_check,
+ * the fuzz target). 0 or RK_ECORRUPT. */
+int stor__logc_check(const struct stor__logc *c);
+/* The chunk of `shard` holding index i in txn: 0 with *first and *c,
+ * RK_ENOTFOUND, RK_ECORRUPT or an LMDB error (translated). */
+int stor__logc_find(MDB_cursor *cur, uint64_t shard, raft_index i,
+                    raft_index *first, struct stor__logc *c);
+
 /* Finds the last log entry of a shard: *idx 0 if the shard has none. */
 int stor__log_last(MDB_txn *txn, MDB_dbi dbi, uint64_t shard, raft_index *idx,
                    raft_term *term);
+
+/* Converts a data dir's per-entry log (format 3 and before: dbi `old`,
+ * key shard | index, value term(8) type(1) data) into chunks in `logc`, in
+ * txn. *n: entries converted. */
+int stor__log_convert(MDB_txn *txn, MDB_dbi old, MDB_dbi logc, uint64_t *n);
 
 /* Loads the working state of a shard for the current txn (writer). */
 int stor__w_load(struct stor *s, MDB_txn *txn, struct stor_shard *sh);
@@ -394,9 +446,26 @@ static inline size_t stor__bent_size(uint32_t len)
 int stor__log_append(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
                      const uint8_t *recs, uint32_t n);
 int stor__log_compact_step(struct stor *s, MDB_txn *txn, struct stor_shard *sh);
-/* Before log entries of `shard` are deleted in the open transaction: the
- * cached last key of dbi_log (s->llast_*) is dropped if it is shard's. */
-void stor__log_forget(struct stor *s, uint64_t shard);
+/* Drops the whole log of sh in txn (destroy, snapshot install): its chunks
+ * and its writer tail. */
+int stor__log_drop(struct stor *s, MDB_txn *txn, struct stor_shard *sh);
+/* Writes every shard's writer tail into the open transaction as chunks
+ * (before the checkpoint's commit); LMDB's code. */
+int stor__log_flush(struct stor *s, MDB_txn *txn);
+/* Writes sh's writer tail as chunks into txn and empties it (each nested
+ * batch of the replay, at its end). */
+int stor__log_spill(struct stor *s, MDB_txn *txn, struct stor_shard *sh);
+/* Empties every writer tail (a new open transaction begins). */
+void stor__log_wt_reset(struct stor *s);
+/* Nested batches of the replay: begin one (undo records dropped), or roll
+ * the writer tails back to what they were before it. */
+void stor__log_undo_begin(struct stor *s);
+void stor__log_undo(struct stor *s);
+void stor__log_free(struct stor *s);
+
+/* The overlay's chunk allocator (stor_overlay.c), for the writer tails. */
+void *stor__chunk_alloc(struct stor__chunk **list, size_t n);
+void stor__chunks_reset(struct stor__chunk **list, bool keep_one);
 
 /* Applying (stor_kv.c): one entry; fills *res. Returns an error only for
  * transaction failures (the result carries command-level statuses). */

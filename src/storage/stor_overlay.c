@@ -75,7 +75,7 @@ struct stor__chunk {
     _Alignas(max_align_t) uint8_t mem[];
 };
 
-static void *chunk_alloc(struct stor__chunk **list, size_t n)
+void *stor__chunk_alloc(struct stor__chunk **list, size_t n)
 {
     n = (n + 15) & ~(size_t)15;
     struct stor__chunk *c = *list;
@@ -95,7 +95,7 @@ static void *chunk_alloc(struct stor__chunk **list, size_t n)
 }
 
 /* Drops the chunks, but one when keep_one (the next entries reuse it). */
-static void chunks_reset(struct stor__chunk **list, bool keep_one)
+void stor__chunks_reset(struct stor__chunk **list, bool keep_one)
 {
     struct stor__chunk *c = *list, *next;
     if (keep_one && c && c->size == CHUNK) {
@@ -233,7 +233,7 @@ static int ov_put(struct stor *s, uint64_t shard, const uint8_t *key,
         return 0;
     }
     struct ov_ent *e =
-        chunk_alloc(&s->ov_chunks, sizeof(*e) + klen + (tomb ? 0 : rlen));
+        stor__chunk_alloc(&s->ov_chunks, sizeof(*e) + klen + (tomb ? 0 : rlen));
     if (!e)
         return RK_ENOMEM;
     e->hash = h;
@@ -390,7 +390,7 @@ static int tail_apply(struct stor *s, struct stor_shard *sh, raft_index first,
     for (uint32_t j = 0; j < n; j++) {
         const struct stor__bent *e = (const struct stor__bent *)recs;
         struct stor__tent *t = &sh->tail[sh->tail_n];
-        t->data = chunk_alloc(&s->tl_chunks, e->len ? e->len : 1);
+        t->data = stor__chunk_alloc(&s->tl_chunks, e->len ? e->len : 1);
         if (!t->data)
             return RK_ENOMEM;
         memcpy(t->data, recs + sizeof(*e), e->len);
@@ -441,7 +441,7 @@ static void tails_clear(struct stor *s)
         tail_free(s->shards[i], 0);
         s->shards[i]->tail_from = 0;
     }
-    chunks_reset(&s->tl_chunks, true);
+    stor__chunks_reset(&s->tl_chunks, true);
 }
 
 /* Caller holds ov_lock exclusively. */
@@ -467,7 +467,7 @@ static void ov_clear(struct stor *s, bool rebase)
     if (s->ov_n > 0)
         memset(s->ov_tab, 0, s->ov_cap * sizeof(*s->ov_tab));
     s->ov_n = 0;
-    chunks_reset(&s->ov_chunks, true);
+    stor__chunks_reset(&s->ov_chunks, true);
     pthread_rwlock_unlock(&s->ov_lock);
     pthread_mutex_lock(&s->mu);
     tails_clear(s);
@@ -482,11 +482,12 @@ void stor__overlay_clear(struct stor *s)
 void stor__overlay_free(struct stor *s)
 {
     ov_clear(s, false); /* the environment is closed by now */
-    chunks_reset(&s->ov_chunks, false);
-    chunks_reset(&s->tl_chunks, false);
+    stor__chunks_reset(&s->ov_chunks, false);
+    stor__chunks_reset(&s->tl_chunks, false);
     free(s->ov_tab);
     s->ov_tab = NULL;
     s->ov_cap = 0;
+    stor__log_free(s);
     for (uint32_t i = 0; i < s->n_shards; i++) {
         free(s->shards[i]->tail);
         s->shards[i]->tail = NULL;

@@ -716,11 +716,10 @@ int stor__install(struct stor *s, MDB_txn *txn, struct stor_shard *sh,
     if (rc)
         return rc;
     /* Replace the state machine and reset the log, all in this txn. */
-    stor__log_forget(s, sh->id);
     s->sp_epoch++; /* the split record goes with the kv */
     if ((rc = stor__del_range(txn, s->dbi_kv, sh->id, NULL, 0, 0, NULL)) ||
         (rc = stor__del_range(txn, s->dbi_sess, sh->id, NULL, 0, 0, NULL)) ||
-        (rc = stor__del_range(txn, s->dbi_log, sh->id, NULL, 0, 0, NULL)))
+        (rc = stor__log_drop(s, txn, sh)))
         return rc;
     rc = install_pass(s, txn, sh, meta, true);
     if (rc)

@@ -702,9 +702,8 @@ static int exec_op(struct stor *s, MDB_txn *txn, struct stor_batch *b,
     switch (op->kind) {
     case BOP_DESTROY:
         s->w_force_ckpt = true; /* the overlay cannot say "all gone" */
-        stor__log_forget(s, sh->id);
         s->sp_epoch++; /* the split record goes with the kv */
-        if ((rc = stor__del_range(txn, s->dbi_log, sh->id, NULL, 0, 0, NULL)) ||
+        if ((rc = stor__log_drop(s, txn, sh)) ||
             (rc = stor__del_range(txn, s->dbi_kv, sh->id, NULL, 0, 0, NULL)) ||
             (rc =
                  stor__del_range(txn, s->dbi_sess, sh->id, NULL, 0, 0, NULL)) ||
@@ -890,6 +889,9 @@ static int open_begin(struct stor *s, size_t batch_bytes)
                   ((size_t)4 << 20);
     stor__maybe_grow(s, need, false);
     s->gen++;
+    /* The writer tails belong to the transaction before (written by its
+     * checkpoint, or gone with it). */
+    stor__log_wt_reset(s);
     int mrc = mdb_txn_begin(s->env, NULL, 0, &s->open_txn);
     if (mrc) {
         s->open_txn = NULL;
@@ -922,7 +924,10 @@ static int commit_open(struct stor *s)
     MDB_val k = {.mv_size = sizeof(STOR__META_WAL_LSN) - 1,
                  .mv_data = (void *)STOR__META_WAL_LSN};
     MDB_val v = {.mv_size = 8, .mv_data = vb};
-    int mrc = mdb_put(s->open_txn, s->dbi_meta, &k, &v, 0);
+    /* The log entries of the transaction, as chunks (stor_log.c). */
+    int mrc = stor__log_flush(s, s->open_txn);
+    if (mrc == 0)
+        mrc = mdb_put(s->open_txn, s->dbi_meta, &k, &v, 0);
     if (mrc)
         mdb_txn_abort(s->open_txn);
     else
@@ -932,6 +937,9 @@ static int commit_open(struct stor *s)
 }
 
 static int rerun_wal(struct stor *s);
+static int write_failed(struct stor *s, int rc, const char *what,
+                        const char *detail);
+static bool disk_full(const struct stor *s);
 
 /* Commits the open transaction as a checkpoint (see the top). */
 static int checkpoint(struct stor *s)
@@ -946,6 +954,9 @@ static int checkpoint(struct stor *s)
      * Grow the map, run them again, commit again. */
     for (int attempt = 0; mrc == MDB_MAP_FULL && !s->w_replaying; attempt++) {
         int rc = stor__maybe_grow(s, s->map_size, true);
+        if (rc == RK_ENOSPC && !disk_full(s))
+            return write_failed(s, RK_ENOSPC, "growing the map",
+                                "the map reached its maximum size");
         if (rc == 0)
             rc = rerun_wal(s);
         if (rc)
@@ -1025,6 +1036,7 @@ static int write_failed(struct stor *s, int rc, const char *what,
 static void rollback(struct stor *s, struct stor_batch *b,
                      const struct stor__pend_mark *m)
 {
+    stor__log_undo(s); /* the writer tails first: stor__w_load uses them */
     for (uint32_t i = 0; i < b->n_touched; i++) {
         struct stor_shard *sh = b->touched[i];
         sh->compact_pending = sh->t_compact_pending;
@@ -1048,6 +1060,18 @@ static int undo_open(struct stor *s, struct stor_batch *b)
     for (uint32_t i = 0; i < b->n_touched; i++)
         b->touched[i]->compact_pending = b->touched[i]->t_compact_pending;
     return rerun_wal(s);
+}
+
+/* A nested batch of the replay writes its log entries into its own
+ * transaction (stor_log.c: why). */
+static int spill_touched(struct stor *s, MDB_txn *txn, struct stor_batch *b)
+{
+    for (uint32_t i = 0; i < b->n_touched; i++) {
+        int rc = stor__log_spill(s, txn, b->touched[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 /* Runs batch b in the open transaction and appends its record (already
@@ -1079,11 +1103,12 @@ static int exec_one(struct stor *s, struct stor_batch *b, bool lazy,
     if (nested) {
         /* The writer's caches describe the open transaction as its own
          * batches left it: a nested one changes it behind them. */
-        s->llast_gen = 0;
         s->sp_epoch++;
+        stor__log_undo_begin(s);
     }
     stor__pend_mark(s, &mark);
-    if ((rc = txn_ops(s, txn, b)) != 0 || (rc = txn_writes(s, txn, b)) != 0) {
+    if ((rc = txn_ops(s, txn, b)) != 0 || (rc = txn_writes(s, txn, b)) != 0 ||
+        (nested && (rc = spill_touched(s, txn, b)) != 0)) {
         if (nested) {
             mdb_txn_abort(txn);
             rollback(s, b, &mark);
@@ -1196,7 +1221,8 @@ static void grp_finish(struct stor *s, struct grp *g, uint32_t upto,
             pthread_mutex_lock(&s->mu);
         }
         for (uint32_t i = from; i < upto; i++) {
-            if (g->rc[i] != 0)
+            /* (Not after a failed checkpoint: it dropped the tails.) */
+            if (g->rc[i] != 0 || rc != 0)
                 continue;
             for (uint32_t j = 0; j < g->b[i]->n_touched; j++)
                 publish(g->b[i]->touched[j]);
@@ -1599,14 +1625,34 @@ int stor__wal_recover(struct stor *s, uint64_t seg_size, char *errmsg)
     struct replay_ctx c = {.s = s, .errmsg = errmsg};
     if ((rc = stor_batch_new(&c.b)) != 0)
         return rc;
-    uint64_t last;
+    uint64_t last, from0 = s->ckpt_lsn;
     s->w_replaying = true;
-    rc = stor__wal_replay(s->wal, s->ckpt_lsn, replay_cb, &c, &last);
-    if (rc && errmsg[0] == '\0')
-        rk_errf(errmsg, "%s", stor__wal_errmsg(s->wal));
-    if (rc == 0 && (rc = checkpoint(s)) != 0)
-        rk_errf(errmsg, "data dir %s: committing the replayed WAL: %s",
-                s->path, rk_strerror(rc));
+    for (int round = 0;; round++) {
+        errmsg[0] = '\0';
+        rc = stor__wal_replay(s->wal, s->ckpt_lsn, replay_cb, &c, &last);
+        if (rc && errmsg[0] == '\0')
+            rk_errf(errmsg, "%s", stor__wal_errmsg(s->wal));
+        if (rc == 0 && (rc = checkpoint(s)) != 0)
+            rk_errf(errmsg, "data dir %s: committing the replayed WAL: %s",
+                    s->path, rk_strerror(rc));
+        if (rc != RK_ENOSPC || round >= 8 || disk_full(s))
+            break;
+        /* A commit (of what ran before a batch that filled the map, or at
+         * the end) ran out of map itself: that transaction is lost. The
+         * replay goes again from the last checkpoint it made, with a
+         * larger map (none can grow while a transaction is open). */
+        if (s->open_txn) {
+            mdb_txn_abort(s->open_txn);
+            s->open_txn = NULL;
+        }
+        s->open_lsn = s->ckpt_lsn;
+        rk_log(RK_LOG_INFO,
+               "storage %s: replaying the WAL ran out of map; growing it and "
+               "replaying again from lsn %llu",
+               s->path, (unsigned long long)s->ckpt_lsn);
+        if (stor__maybe_grow(s, (size_t)64 << (20 + round), true) != 0)
+            break;
+    }
     s->w_replaying = false;
     if (s->open_txn) {
         mdb_txn_abort(s->open_txn);
@@ -1617,6 +1663,7 @@ int stor__wal_recover(struct stor *s, uint64_t seg_size, char *errmsg)
     stor__overlay_clear(s);
     if (rc)
         return rc;
+    c.n = s->ckpt_lsn - from0; /* (a replay that went again counted twice) */
     s->n_wal_replayed = c.n;
     if (c.n > 0)
         rk_log(RK_LOG_INFO,

@@ -302,9 +302,10 @@ int rk_fuzz_client(const uint8_t *data, size_t size)
 
 /* ================================================================= store */
 
-/* A WAL record (stor__batch_decode) and a state machine command
- * (stor_cmd_decode): both come from disk or the log, never trusted. What
- * decodes must encode to bytes that decode to the same encoding. */
+/* A WAL record (stor__batch_decode), a state machine command
+ * (stor_cmd_decode) and a log chunk (stor__logc_*): all come from disk or
+ * the log, never trusted. What decodes must encode to bytes that decode to
+ * the same encoding; a chunk is refused (RK_ECORRUPT), never read past. */
 
 static int store_batch(const uint8_t *data, size_t size)
 {
@@ -358,9 +359,43 @@ static int store_cmd(const uint8_t *data, size_t size)
     return 1;
 }
 
+static int store_logc(const uint8_t *data, size_t size)
+{
+    struct stor__logc c;
+    if (stor__logc_open(data, size, &c) != 0)
+        return 0;
+    RK_ASSERT(c.count >= 1 && c.data >= data && c.data + c.data_len ==
+                                                    data + size);
+    /* Every entry reads in bounds or is refused alone; a chunk that
+     * checks reads all of its data, in order. */
+    size_t sum = 0;
+    bool all = true;
+    for (uint32_t j = 0; j < c.count; j++) {
+        raft_term t;
+        uint8_t type;
+        const uint8_t *d;
+        uint32_t len;
+        int rc = stor__logc_entry(&c, j, &t, &type, &d, &len);
+        RK_ASSERT(rc == 0 || rc == RK_ECORRUPT);
+        if (rc) {
+            all = false;
+            continue;
+        }
+        RK_ASSERT(d >= c.data && d + len <= c.data + c.data_len);
+        sum += len;
+    }
+    RK_ASSERT(stor__logc_entry(&c, c.count, NULL, NULL, NULL, NULL) ==
+              RK_ECORRUPT);
+    int ck = stor__logc_check(&c);
+    RK_ASSERT(ck == 0 || ck == RK_ECORRUPT);
+    RK_ASSERT(ck != 0 || (all && sum == c.data_len));
+    return ck == 0;
+}
+
 int rk_fuzz_store_count(const uint8_t *data, size_t size)
 {
-    return store_batch(data, size) + store_cmd(data, size);
+    return store_batch(data, size) + store_cmd(data, size) +
+           store_logc(data, size);
 }
 
 int rk_fuzz_store(const uint8_t *data, size_t size)

@@ -229,3 +229,22 @@ write("store", "rec-bad-version", b"\x02" + rec([])[1:])
 write("store", "rec-truncated", rec([(APPEND, 1, sents([(1, 1, 0, p1)]))])[:-3])
 write("store", "rec-huge-count", struct.pack(">BI", 1, 0xFFFFFFFF))
 write("store", "rec-conf-too-many", rec([(CONF, 1, struct.pack(">II", 1000, 0))]))
+
+
+# Log chunks (stor_int.h "log chunks"): u8 format | u32 count |
+# count * (u64 term | u32 end | u8 type) | data.
+def logc(ents, fmt=1):  # (term, type, data)
+    desc, data = b"", b""
+    for t, ty, d in ents:
+        data += d
+        desc += struct.pack(">QIB", t, len(data), ty)
+    return struct.pack(">BI", fmt, len(ents)) + desc + data
+
+
+write("store", "logc-three", logc([(1, 0, p1), (1, 2, b""), (2, 1, b"conf")]))
+write("store", "logc-bad-format", logc([(1, 0, b"x")], fmt=2))
+write("store", "logc-zero-count", struct.pack(">BI", 1, 0))
+write("store", "logc-count-past-end", struct.pack(">BI", 1, 1000) + b"\x00" * 13)
+write("store", "logc-end-past-data", struct.pack(">BIQIB", 1, 1, 1, 99, 0) + b"abc")
+write("store", "logc-ends-backwards", struct.pack(">BIQIBQIB", 1, 2, 1, 3, 0, 1, 1, 0) + b"abc")
+write("store", "logc-data-left-over", logc([(1, 0, b"ab")]) + b"zz")

@@ -316,3 +316,79 @@ int tu_close_rm(struct stor *s, char *dir)
     free(dir);
     return rc;
 }
+
+void tu_old_log_layout(const char *dir, uint64_t version)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi logc, log, meta, state;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    struct rk_buf old = {0}; /* key(16) | u32 len | value, per entry */
+    if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 8) ||
+        mdb_env_set_mapsize(env, (size_t)1 << 30) ||
+        mdb_env_open(env, dir, 0, 0600) ||
+        mdb_txn_begin(env, NULL, 0, &txn) ||
+        mdb_dbi_open(txn, "logc", 0, &logc) ||
+        mdb_dbi_open(txn, "log", MDB_CREATE, &log) ||
+        mdb_dbi_open(txn, "meta", 0, &meta) ||
+        mdb_dbi_open(txn, "state", 0, &state) ||
+        mdb_cursor_open(txn, logc, &cur))
+        abort();
+    /* Every chunk's entries as the records format 3 had (the entries a
+     * compaction passed left out: that format deleted them). */
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        struct stor__logc c;
+        uint64_t shard = stor__get64(k.mv_data);
+        raft_index first = stor__get64((const uint8_t *)k.mv_data + 8);
+        if (stor__logc_open(v.mv_data, v.mv_size, &c))
+            abort();
+        uint8_t sk[8];
+        struct stor__state st;
+        MDB_val skv = {.mv_size = 8, .mv_data = sk}, sv;
+        stor__key_shard(sk, shard);
+        if (mdb_get(txn, state, &skv, &sv) ||
+            stor__state_decode(sv.mv_data, sv.mv_size, &st))
+            abort();
+        for (uint32_t j = 0; j < c.count; j++) {
+            if (first + j <= st.base_index)
+                continue;
+            raft_term t;
+            uint8_t type, h[16 + 4 + 9];
+            const uint8_t *d;
+            uint32_t len;
+            if (stor__logc_entry(&c, j, &t, &type, &d, &len))
+                abort();
+            stor__key_log(h, shard, first + j);
+            stor__put32(h + 16, len + 9);
+            stor__put64(h + 20, t);
+            h[28] = type;
+            if (rk_buf_append(&old, h, sizeof h) ||
+                rk_buf_append(&old, d, len))
+                abort();
+        }
+    }
+    mdb_cursor_close(cur);
+    for (size_t off = 0; off < old.len;) {
+        uint32_t len = stor__get32(old.data + off + 16);
+        k.mv_size = 16;
+        k.mv_data = old.data + off;
+        v.mv_size = len;
+        v.mv_data = old.data + off + 20;
+        if (mdb_put(txn, log, &k, &v, 0))
+            abort();
+        off += 20 + len;
+    }
+    rk_buf_free(&old);
+    uint8_t vb[8];
+    stor__put64(vb, version);
+    k.mv_size = 14;
+    k.mv_data = "format_version";
+    v.mv_size = 8;
+    v.mv_data = vb;
+    if (mdb_drop(txn, logc, 1) || mdb_put(txn, meta, &k, &v, 0) ||
+        mdb_txn_commit(txn))
+        abort();
+    mdb_env_close(env);
+}

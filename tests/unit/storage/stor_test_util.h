@@ -26,6 +26,10 @@ size_t tu_put_cmd(void *buf, size_t cap, uint64_t client, uint64_t seq,
                   const char *key, const void *val, uint32_t vlen);
 
 /* stor_check(s): its status, its message printed to stderr if not 0. */
+/* Rewrites a closed data dir into the layout of format `version` (3 or
+ * before): the log's chunks become one record per entry in "log", "logc"
+ * goes, meta says `version`. */
+void tu_old_log_layout(const char *dir, uint64_t version);
 int tu_check(struct stor *s);
 /* Fixture end: checks the store (tu_check), closes it, removes and frees
  * the dir; returns tu_check's result. */

@@ -324,7 +324,7 @@ static void test_check_finds_damage(void **state)
     assert_int_equal(mdb_env_open(env, *state, 0, 0600), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, "kv", 0, &kv), 0);
-    assert_int_equal(mdb_dbi_open(txn, "log", 0, &log), 0);
+    assert_int_equal(mdb_dbi_open(txn, "logc", 0, &log), 0);
     uint8_t k[10], v[20];
     stor__put64(k, 4);
     memcpy(k + 8, "zz", 2);
@@ -346,18 +346,54 @@ static void test_check_finds_damage(void **state)
     assert_int_equal(mdb_env_open(env, *state, 0, 0600), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, "kv", 0, &kv), 0);
-    assert_int_equal(mdb_dbi_open(txn, "log", 0, &log), 0);
+    assert_int_equal(mdb_dbi_open(txn, "logc", 0, &log), 0);
     assert_int_equal(mdb_del(txn, kv, &mk, NULL), 0);
-    uint8_t lk[16];
+    /* The log is one chunk, entries 1..100: a chunk of entry 102 after it
+     * leaves a hole. */
+    uint8_t lk[16], lv[STOR__LOGC_HDR + STOR__LOGC_DESC + 1] = {0};
     stor__put64(lk, 4);
-    stor__put64(lk + 8, 70);
-    MDB_val ml = {.mv_size = 16, .mv_data = lk};
-    assert_int_equal(mdb_del(txn, log, &ml, NULL), 0);
+    stor__put64(lk + 8, 102);
+    lv[0] = STOR__LOGC_FORMAT;
+    stor__put32(lv + 1, 1);
+    stor__put64(lv + 5, 1);
+    stor__put32(lv + 13, 1);
+    MDB_val ml = {.mv_size = 16, .mv_data = lk},
+            mlv = {.mv_size = sizeof lv, .mv_data = lv};
+    assert_int_equal(mdb_put(txn, log, &ml, &mlv, 0), 0);
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
     s = tu_open(*state, 0, 0);
     assert_int_equal(stor_check(s, err), RK_ECORRUPT);
-    assert_non_null(strstr(err, "entry 71 follows 69"));
+    assert_non_null(strstr(err, "entries 102..102 follows 100"));
+    stor_close(s);
+    /* A chunk whose entry 60 ends before entry 59 does. */
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    assert_int_equal(mdb_env_open(env, *state, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "logc", 0, &log), 0);
+    assert_int_equal(mdb_del(txn, log, &ml, NULL), 0);
+    stor__put64(lk + 8, 1);
+    MDB_val cv;
+    assert_int_equal(mdb_get(txn, log, &ml, &cv), 0);
+    uint8_t *bad = malloc(cv.mv_size);
+    assert_non_null(bad);
+    memcpy(bad, cv.mv_data, cv.mv_size);
+    stor__put32(bad + STOR__LOGC_HDR + 59 * STOR__LOGC_DESC + 8, 0);
+    cv.mv_data = bad;
+    assert_int_equal(mdb_put(txn, log, &ml, &cv, 0), 0);
+    free(bad);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    s = tu_open(*state, 0, 0);
+    assert_int_equal(stor_check(s, err), RK_ECORRUPT);
+    assert_non_null(strstr(err, "log of shard 4: malformed chunk"));
+    /* Reading the damaged entry is an error, not a crash. */
+    struct raft_entry *ents;
+    uint32_t n;
+    assert_int_equal(
+        stor_log_entries(stor_shard_get(s, 4), 51, 101, 0, &ents, &n),
+        RK_ECORRUPT);
     stor_close(s);
 }
 
@@ -552,7 +588,10 @@ static void test_map_growth_and_full(void **state)
     stor_close(s);
     s = tu_open(*state, 0, 0);
     sh = stor_shard_get(s, 1);
-    assert_int_equal(stor_log_last_index(sh), acked);
+    /* The refused batch's record may have reached the WAL before the
+     * checkpoint ran out of map (the log is written at checkpoints): the
+     * replay keeps it, a Raft entry that was never acknowledged. */
+    assert_in_range(stor_log_last_index(sh), acked, acked + 1);
     struct raft_entry *ents;
     uint32_t n;
     assert_int_equal(stor_log_entries(sh, acked, acked + 1, 0, &ents, &n), 0);

@@ -68,8 +68,20 @@ static void test_reads_race_writes_and_growth(void **state)
 {
     (void)state;
     char *dir = tu_mkdtemp("conc");
-    /* 1 MiB map: it must grow several times under the readers. */
-    struct stor *s = tu_open(dir, 1 << 20, 4096);
+    /* 1 MiB map: it must grow several times under the readers. The log
+     * reaches LMDB at checkpoints (as chunks): every 20 ms here, so that
+     * the readers read chunks as well as the tails, and the map grows. */
+    struct stor_opts o = {.path = dir,
+                          .cluster_id = 1,
+                          .node_id = 1,
+                          .create = true,
+                          .map_size = 1 << 20,
+                          .snap_chunk_bytes = 4096,
+                          .checkpoint_ms = 20,
+                          .conf_decode = tu_conf_decode};
+    struct stor *s = NULL;
+    char emsg[RK_ERRMSG_SIZE];
+    assert_int_equal(stor_open(&o, &s, emsg), 0);
     tu_create_shard(s, 1);
     struct stor_shard *sh = stor_shard_get(s, 1);
     struct waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -100,8 +112,8 @@ static void test_reads_race_writes_and_growth(void **state)
             }
             assert_int_equal(stor_batch_append(b, 1, ents, PER_BATCH), 0);
             assert_int_equal(stor_batch_apply(b, 1, ents, PER_BATCH, NULL), 0);
-            if (next > 200 && submitted % 10 == 0)
-                assert_int_equal(stor_batch_compact(b, 1, next - 150), 0);
+            if (next > 2550 && submitted % 10 == 0)
+                assert_int_equal(stor_batch_compact(b, 1, next - 2500), 0);
             assert_int_equal(stor_batch_submit(s, b, on_done, &w), 0);
             submitted++;
         }

@@ -646,13 +646,13 @@ static void test_format_upgrade(void **state)
     struct fx *f = *state;
     assert_int_equal(put(f, "short", 5, "kept", 4).status, 0);
     stor_close(f->s);
-    set_format(f->dir, 1);
+    tu_old_log_layout(f->dir, 1);
     f->s = tu_open(f->dir, 0, 0);
     assert_int_equal(get_format(f->s), STOR_FORMAT_VERSION);
     assert_value(f->s, 1, "short", 5, "kept", 4, 0);
     /* A version 2 dir (no WAL) too. */
     stor_close(f->s);
-    set_format(f->dir, 2);
+    tu_old_log_layout(f->dir, 2);
     f->s = tu_open(f->dir, 0, 0);
     assert_int_equal(get_format(f->s), STOR_FORMAT_VERSION);
     assert_value(f->s, 1, "short", 5, "kept", 4, 0);

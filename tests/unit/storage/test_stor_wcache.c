@@ -1,5 +1,6 @@
-/* Storage tests: the writer's caches of the open transaction (the last log
- * key that decides MDB_APPEND, each shard's split record). */
+/* Storage tests: the writer's state of the open transaction (the log
+ * entries it holds in memory until the checkpoint, each shard's split
+ * record). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,19 +16,18 @@
 
 /*
  * The storage thread keeps, for the one LMDB write transaction that stays
- * open between checkpoints, the last key of the log database (an append
- * past it uses MDB_APPEND without a descent to find it) and a copy of each
- * shard's split record (read per applied entry). Every batch below is
- * submitted WITHOUT a checkpoint, so that one open transaction sees them
- * all: deletions of the highest shard's log (truncation, compaction,
+ * open between checkpoints, each shard's log entries appended in it (the
+ * writer tail: LMDB gets them as chunks at the checkpoint, stor_log.c) and
+ * a copy of each shard's split record (read per applied entry). Every
+ * batch below is submitted WITHOUT a checkpoint, so that one open
+ * transaction sees them all: changes of a log (truncation, compaction,
  * destroy, snapshot install), a write of a split record by a SPLIT or by a
  * command, and a refused batch (the open transaction is rebuilt from the
- * WAL) must each leave the caches right.
+ * WAL, the tails with it) must each leave that state right.
  *
  * A wrong split record shows in the results (a key applied that moved, or
- * refused that did not). A wrong last log key mostly costs a descent, so
- * Debug builds (the ones ctest runs) check it against LMDB at every use
- * (RK_ASSERT in stor_log.c): a stale one aborts these tests.
+ * refused that did not); a wrong writer tail in the logs read back, before
+ * and after the checkpoint that writes it.
  */
 
 /* The test ring: a key's hash is its first byte in the top 8 bits. */
@@ -354,11 +354,10 @@ static void assert_log(struct stor *s, uint64_t id, raft_index first,
     }
 }
 
-/* The highest shard's log emptied by compaction, cut by a conflicting
- * append, the open transaction rebuilt after a refused batch, a destroy in
- * the batch of an append: the appends after each (their MDB_APPEND choice
- * checked against LMDB in Debug builds) and the logs stay right, before and
- * after a reopen (which replays the WAL in nested transactions). */
+/* A log emptied by compaction, cut by a conflicting append, the open
+ * transaction rebuilt after a refused batch, a destroy in the batch of an
+ * append: the appends after each and the logs stay right, before and after
+ * a reopen (which replays the WAL in nested transactions). */
 static void test_log_last_key(void **state)
 {
     struct fx *f = *state;
@@ -368,7 +367,6 @@ static void test_log_last_key(void **state)
      * compaction may delete them all. */
     assert_int_equal(tu_append_apply(f->s, 3, 1, 4, 1, true), 0);
 
-    /* Below the highest shard: no MDB_APPEND. */
     assert_int_equal(append(f->s, 1, 1, 2, 1), 0);
     /* Compaction empties shard 3's log: shard 1 has the last key now. */
     struct stor_batch *b;
