@@ -96,7 +96,8 @@ def main():
     data = "/tmp/shardcmp-%d" % a.port_base
     cluster = os.path.join(TOP, "scripts", "cluster")
     shutil.rmtree(data, ignore_errors=True)
-    subprocess.run([cluster, "--detach", "--no-build", "--fresh", "--nodes", "3",
+    subprocess.run([cluster, "--detach", "--no-build", "--build-dir", os.path.abspath(a.build),
+                    "--fresh", "--nodes", "3",
                     "--shards", str(a.shards), "--data-dir", data,
                     "--port-base", str(a.port_base)], check=True, stdout=subprocess.DEVNULL,
                    timeout=120)
