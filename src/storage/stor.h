@@ -211,6 +211,18 @@ struct stor_stats {
     uint64_t checkpoints; /* LMDB commits of the open transaction */
     uint64_t checkpoint_us; /* time spent in them (the storage thread
                                writes no batch meanwhile) */
+    /* A checkpoint commits without a sync; a thread of its own then syncs
+     * data.mdb and names the checkpoint durable (file `ckpt`). */
+    uint64_t checkpoint_syncs;    /* those syncs */
+    uint64_t checkpoint_sync_us;  /* their time (not the storage thread's) */
+    uint64_t checkpoint_sync_waits; /* commits that waited for the previous
+                                       checkpoint's sync (one at most is
+                                       not durable) */
+    uint64_t checkpoint_sync_wait_us; /* of checkpoint_us, that waiting */
+    uint64_t checkpoint_deferred; /* timed checkpoints put off meanwhile */
+    bool checkpoint_reverted; /* stor_open found the newest checkpoint not
+                                 durable after a crash and opened the one
+                                 before (the WAL replayed the rest) */
     uint64_t wal_bytes;   /* WAL bytes appended since open */
     uint64_t wal_syncs;   /* syncs of the WAL (fdatasync or RWF_DSYNC) */
     uint64_t wal_writes;  /* write calls into WAL segments */

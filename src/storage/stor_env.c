@@ -576,6 +576,9 @@ static void free_stor(struct stor *s)
     pthread_mutex_destroy(&s->q_mu);
     pthread_cond_destroy(&s->q_cv);
     pthread_cond_destroy(&s->ckpt_cv);
+    pthread_cond_destroy(&s->dur_cv);
+    if (s->ckpt_fd >= 0)
+        close(s->ckpt_fd);
     pthread_rwlock_destroy(&s->ov_lock);
     stor__wal_close(s->wal);
     rk_buf_free(&s->rec);
@@ -608,6 +611,8 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
         return RK_ENOMEM;
     }
     s->lock_fd = -1;
+    s->ckpt_fd = -1;
+    s->data_fd = -1;
     s->path = strdup(o->path);
     if (!s->path) {
         free(s);
@@ -631,6 +636,7 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     pthread_cond_init(&s->q_cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&s->ckpt_cv, NULL);
+    pthread_cond_init(&s->dur_cv, NULL);
     pthread_rwlock_init(&s->ov_lock, NULL);
     s->no_sync = o->unsafe_no_sync;
     const char *wal_io = getenv("RINGKV_WAL_IO");
@@ -706,6 +712,11 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
         goto err_free;
     }
 
+    /* After a crash, LMDB must open the last durable checkpoint. */
+    rc = stor__dur_check(s, errmsg);
+    if (rc)
+        goto err_free;
+
     rc = mdb_env_create(&s->env);
     if (rc) {
         rk_errf(errmsg, "mdb_env_create: %s", mdb_strerror(rc));
@@ -736,6 +747,11 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
         rc = rc == MDB_INVALID ? RK_ECORRUPT : stor__from_mdb(rc);
         goto err_env;
     }
+    if (mdb_env_get_fd(s->env, &s->data_fd) != 0) {
+        rk_errf(errmsg, "data dir %s: no data.mdb descriptor", o->path);
+        rc = RK_EIO;
+        goto err_env;
+    }
     int dead = 0;
     mdb_reader_check(s->env, &dead);
     if (dead)
@@ -754,6 +770,9 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     rc = stor__wal_recover(s, o->wal_segment_bytes, errmsg);
     if (rc)
         goto err_env;
+    rc = stor__dur_start(s, errmsg);
+    if (rc)
+        goto err_env;
     rc = stor__thread_start(s);
     if (rc) {
         rk_errf(errmsg, "cannot start the storage thread");
@@ -769,6 +788,7 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     return 0;
 
 err_env:
+    stor__dur_stop(s);
     mdb_env_close(s->env);
 err_free:
     free_stor(s);
@@ -780,6 +800,7 @@ void stor_close(struct stor *s)
     if (!s)
         return;
     stor__thread_stop(s);
+    stor__dur_stop(s);
     stor__exports_close(s);
     mdb_env_close(s->env);
     free_stor(s);
@@ -834,6 +855,9 @@ void stor_stats(struct stor *s, struct stor_stats *out)
     out->merged_batches = s->n_merged_batches;
     out->checkpoints = s->n_checkpoints;
     out->checkpoint_us = s->ckpt_us;
+    out->checkpoint_syncs = s->n_dur_syncs;
+    out->checkpoint_sync_us = s->dur_sync_us;
+    out->checkpoint_reverted = s->ckpt_reverted;
     out->wal_bytes = s->n_wal_bytes;
     out->wal_syncs = s->n_wal_syncs;
     out->wal_writes = s->n_wal_writes;
@@ -844,6 +868,11 @@ void stor_stats(struct stor *s, struct stor_stats *out)
     for (uint32_t i = 0; i < s->n_shards; i++)
         out->n_shards += s->shards[i]->exists;
     pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&s->q_mu);
+    out->checkpoint_sync_waits = s->n_dur_waits;
+    out->checkpoint_sync_wait_us = s->dur_wait_us;
+    out->checkpoint_deferred = s->n_dur_deferred;
+    pthread_mutex_unlock(&s->q_mu);
     pthread_mutex_lock(&s->exp_mu);
     out->n_exports = s->n_exports;
     pthread_mutex_unlock(&s->exp_mu);

@@ -890,7 +890,10 @@ static int open_begin(struct stor *s, size_t batch_bytes)
                   ((size_t)4 << 20);
     stor__maybe_grow(s, need, false);
     s->gen++;
-    int mrc = mdb_txn_begin(s->env, NULL, 0, &s->open_txn);
+    /* Committed without a sync: the sync thread makes it durable
+     * (stor_durable.c). At open and in a rerun LMDB syncs as before. */
+    unsigned fl = s->dur_started && !s->w_replaying ? MDB_NOSYNC : 0;
+    int mrc = mdb_txn_begin(s->env, NULL, fl, &s->open_txn);
     if (mrc) {
         s->open_txn = NULL;
         return stor__from_mdb(mrc);
@@ -940,12 +943,18 @@ static int checkpoint(struct stor *s)
         return 0;
     uint64_t t0 = now_us();
     uint64_t txn_wal = s->open_wal_bytes;
+    /* One checkpoint at most is not durable (stor_durable.c): the
+     * previous one's sync must be done before this commit. */
+    int rc = stor__dur_reap(s, true);
+    if (rc)
+        return rc;
+    uint64_t txn_id = mdb_txn_id(s->open_txn);
     int mrc = commit_open(s);
     /* The commit itself ran out of map (LMDB's free list is written at
      * commit): that transaction is lost, but its batches are in the WAL.
      * Grow the map, run them again, commit again. */
     for (int attempt = 0; mrc == MDB_MAP_FULL && !s->w_replaying; attempt++) {
-        int rc = stor__maybe_grow(s, s->map_size, true);
+        rc = stor__maybe_grow(s, s->map_size, true);
         if (rc == 0)
             rc = rerun_wal(s);
         if (rc)
@@ -954,7 +963,15 @@ static int checkpoint(struct stor *s)
                "storage %s: checkpoint ran out of map; grown to %zu MiB and "
                "rerun from the WAL",
                s->path, s->map_size >> 20);
-        mrc = s->open_txn ? commit_open(s) : 0;
+        txn_id = 0;
+        if (s->open_txn) {
+            if ((rc = stor__dur_reap(s, true)) != 0)
+                return rc;
+            txn_id = mdb_txn_id(s->open_txn);
+            mrc = commit_open(s);
+        } else {
+            mrc = 0;
+        }
     }
     if (mrc)
         return stor__from_mdb(mrc);
@@ -962,6 +979,8 @@ static int checkpoint(struct stor *s)
     s->compact_held = false;
     uint64_t took = now_us() - t0;
     s->ckpt_lsn = s->open_lsn;
+    if (txn_id && (rc = stor__dur_submit(s, txn_id, s->ckpt_lsn)) != 0)
+        return rc;
     for (uint32_t i = 0; i < s->n_shards; i++) {
         struct stor_shard *sh = s->shards[i];
         if (sh->w_gen == s->gen && sh->w_exists)
@@ -981,8 +1000,7 @@ static int checkpoint(struct stor *s)
     s->ckpt_us += took;
     pthread_mutex_unlock(&s->mu);
     ckpt_wake(s, true);
-    if (s->wal && !s->w_replaying)
-        return stor__wal_release(s->wal, s->ckpt_lsn);
+    /* The WAL below it is recycled once it is durable (stor__dur_reap). */
     return 0;
 }
 
@@ -1145,12 +1163,30 @@ static bool ckpt_due(struct stor *s)
         return false;
     pthread_mutex_lock(&s->q_mu);
     bool req = s->ckpt_req || s->q_stop;
+    bool busy = s->dur_job && !s->dur_done;
     pthread_mutex_unlock(&s->q_mu);
+    if (req)
+        return true;
     uint64_t age = now_us() - s->open_since_us;
-    return req || s->open_wal_bytes >= STOR__CKPT_BYTES ||
-           age >= s->ckpt_every_us ||
-           (s->compact_held && age >= STOR__CKPT_COMPACT_US &&
-            s->open_wal_bytes <= STOR__CKPT_COMPACT_BYTES);
+    bool due = s->open_wal_bytes >= STOR__CKPT_BYTES ||
+               age >= s->ckpt_every_us ||
+               (s->compact_held && age >= STOR__CKPT_COMPACT_US &&
+                s->open_wal_bytes <= STOR__CKPT_COMPACT_BYTES);
+    if (due && busy) {
+        /* The previous checkpoint's sync still runs: this one comes when
+         * it ends (the sync thread wakes the idle writer), not now with
+         * the writer waiting for it. */
+        if (!s->ckpt_deferring) {
+            s->ckpt_deferring = true;
+            pthread_mutex_lock(&s->q_mu);
+            s->n_dur_deferred++;
+            pthread_mutex_unlock(&s->q_mu);
+        }
+        return false;
+    }
+    if (due)
+        s->ckpt_deferring = false;
+    return due;
 }
 
 /* Finishes batches [g->fin, upto): one WAL sync if any needs it, then
@@ -1165,7 +1201,11 @@ static void grp_finish(struct stor *s, struct grp *g, uint32_t upto,
     g->fin = upto;
     for (uint32_t i = from; i < upto; i++)
         n_sync += g->rc[i] == 0 && g->needs[i];
-    if (rc == 0 && g->need_sync) {
+    /* A batch followed by a checkpoint at once (shard create/destroy,
+     * install, SPLIT, stor_batch_commit) is made durable by a WAL sync, as
+     * the checkpoint's own sync did before it went to the sync thread:
+     * its callers may rely on it. */
+    if (rc == 0 && (g->need_sync || force)) {
         if ((rc = stor__wal_sync(s->wal)) != 0)
             write_failed(s, rc, "syncing the WAL", stor__wal_errmsg(s->wal));
     } else if (rc == 0) {
@@ -1282,6 +1322,9 @@ static int run_batch(struct stor *s, struct grp *g, uint32_t i)
 static void run_group(struct stor *s, struct grp *g)
 {
     pthread_mutex_lock(&s->write_mu);
+    int drc = atomic_load(&s->failed) ? 0 : stor__dur_reap(s, false);
+    if (drc)
+        write_failed(s, drc, "checkpoint", NULL);
     g->fin = 0;
     g->need_sync = false;
     for (uint32_t i = 0; i < g->n; i++) {
@@ -1311,10 +1354,20 @@ static void run_group(struct stor *s, struct grp *g)
 static void idle_checkpoint(struct stor *s, bool closing)
 {
     pthread_mutex_lock(&s->write_mu);
+    int rc = atomic_load(&s->failed) ? 0 : stor__dur_reap(s, false);
+    if (rc)
+        write_failed(s, rc, "checkpoint", NULL);
     if (atomic_load(&s->failed) == 0 && (closing || ckpt_due(s))) {
-        int rc = checkpoint(s);
+        rc = checkpoint(s);
         if (rc)
             write_failed(s, rc, "checkpoint", NULL);
+    }
+    if (closing && atomic_load(&s->failed) == 0) {
+        /* The last checkpoint durable, the marker CLEAN. */
+        if ((rc = stor__dur_reap(s, true)) != 0)
+            write_failed(s, rc, "checkpoint", NULL);
+        else
+            stor__dur_close(s);
     }
     if (closing && s->open_txn) {
         mdb_txn_abort(s->open_txn); /* failed before: never committed */
@@ -1332,8 +1385,11 @@ static void *thread_main(void *arg)
     struct grp g;
     pthread_mutex_lock(&s->q_mu);
     for (;;) {
-        while (!s->q_head && !s->q_stop && !s->ckpt_req) {
-            if (!s->dirty) {
+        while (!s->q_head && !s->q_stop && !s->ckpt_req && !s->dur_done) {
+            /* (dur_done: a checkpoint's sync ended, to be reaped.) */
+            if (!s->dirty || (s->dur_job && !s->dur_done)) {
+                /* Nothing open, or a checkpoint must wait for the running
+                 * sync anyway (which wakes this thread when it ends). */
                 pthread_cond_wait(&s->q_cv, &s->q_mu);
                 continue;
             }
