@@ -890,10 +890,7 @@ static int open_begin(struct stor *s, size_t batch_bytes)
                   ((size_t)4 << 20);
     stor__maybe_grow(s, need, false);
     s->gen++;
-    /* Committed without a sync: the sync thread makes it durable
-     * (stor_durable.c). At open and in a rerun LMDB syncs as before. */
-    unsigned fl = s->dur_started && !s->w_replaying ? MDB_NOSYNC : 0;
-    int mrc = mdb_txn_begin(s->env, NULL, fl, &s->open_txn);
+    int mrc = mdb_txn_begin(s->env, NULL, 0, &s->open_txn);
     if (mrc) {
         s->open_txn = NULL;
         return stor__from_mdb(mrc);
@@ -926,10 +923,21 @@ static int commit_open(struct stor *s)
                  .mv_data = (void *)STOR__META_WAL_LSN};
     MDB_val v = {.mv_size = 8, .mv_data = vb};
     int mrc = mdb_put(s->open_txn, s->dbi_meta, &k, &v, 0);
-    if (mrc)
+    /* Committed without a sync: the sync thread makes it durable
+     * (stor_durable.c). At open and in a rerun LMDB syncs as before.
+     * LMDB 0.9.24's commit syncs unless the ENV has MDB_NOSYNC (a txn's
+     * flag does not stop it), and mdb_env_set_flags may change it between
+     * transactions; only this thread changes the env's flags. */
+    bool nosync = s->dur_started && !s->w_replaying && !s->no_sync;
+    if (mrc) {
         mdb_txn_abort(s->open_txn);
-    else
+    } else {
+        if (nosync)
+            mdb_env_set_flags(s->env, MDB_NOSYNC, 1);
         mrc = mdb_txn_commit(s->open_txn);
+        if (nosync)
+            mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
+    }
     s->open_txn = NULL;
     return mrc;
 }
