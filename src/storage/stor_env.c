@@ -433,13 +433,16 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
     rc = meta_get_u64(s, txn, META_FORMAT, &fmt, errmsg);
     if (rc)
         goto err_abort;
-    if (fmt == 1 || fmt == 2) {
+    if (fmt >= 1 && fmt <= 3) {
         /* Version 1 holds no key over 480 bytes (version 2 added them);
          * version 2 has no WAL and 8-reply session records (version 3
-         * adds the WAL and 1-reply records). Both are read as they are;
-         * marking the dir 3 makes an older build refuse it from now on
-         * instead of misreading long keys or sessions, or ignoring the
-         * WAL's batches since the last checkpoint. */
+         * adds the WAL and 1-reply records); version 3 synced every
+         * checkpoint (version 4 syncs them off the storage thread and
+         * names the durable one in `ckpt`). All are read as they are;
+         * marking the dir 4 makes an older build refuse it from now on
+         * instead of misreading long keys or sessions, ignoring the WAL's
+         * batches since the last checkpoint, or opening a checkpoint a
+         * crash tore. */
         rc = meta_put_u64(s, txn, META_FORMAT, STOR_FORMAT_VERSION);
         if (rc) {
             rk_errf(errmsg, "data dir %s: upgrading the format: %s", s->path,
@@ -449,8 +452,8 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
         }
         rk_log(RK_LOG_INFO,
                "storage %s: format version %llu upgraded to %u (WAL, long "
-               "keys, short sessions); earlier builds will refuse this data "
-               "dir",
+               "keys, short sessions, checkpoints synced in the background); "
+               "earlier builds will refuse this data dir",
                s->path, (unsigned long long)fmt, STOR_FORMAT_VERSION);
         fmt = STOR_FORMAT_VERSION;
     }
@@ -726,8 +729,8 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     mdb_env_set_maxdbs(s->env, 8);
     mdb_env_set_maxreaders(s->env, MAX_READERS);
     mdb_env_set_mapsize(s->env, map);
-    /* MDB_NOMETASYNC is set per transaction, on batches that need no
-     * durability only (see stor.h, run_txn). */
+    /* Checkpoints commit with MDB_NOSYNC set on the env for the commit
+     * (stor_thread.c, commit_open); the sync thread syncs them. */
     unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
     if (s->no_sync)
         flags |= MDB_NOSYNC;

@@ -627,9 +627,10 @@ int stor__batch_decode(const void *buf, size_t len, struct stor_batch *b)
  *   4. then its changes become visible to readers (stor_overlay.c) and the
  *      shards' first/last index views are updated.
  *
- * A CHECKPOINT commits the open transaction (LMDB's full sync) with the
- * lsn of the last record it covers in `meta` (STOR__META_WAL_LSN), drops
- * the overlay and log tails, and releases the WAL segments below it. It
+ * A CHECKPOINT commits the open transaction (without a sync: the sync
+ * thread makes it durable, stor_durable.c) with the lsn of the last record
+ * it covers in `meta` (STOR__META_WAL_LSN) and drops the overlay and log
+ * tails; once it is durable the WAL segments below it are released. It
  * runs every s->ckpt_every_us (stor_opts.checkpoint_ms, default 1 s)
  * or STOR__CKPT_BYTES of WAL, at once after a batch that creates or
  * destroys a shard, installs a snapshot or applies a SPLIT
