@@ -381,11 +381,33 @@ out:
 
 /* -------------------------------------------------- the sync thread */
 
+/* Writes data.mdb's dirty pages back DUR_CHUNK bytes at a time, each
+ * range waited for before the next is started: the device never holds
+ * more than one range of them queued, so the WAL's durable writes (which
+ * queue behind them, flush included) wait for ~one range, not for the
+ * whole checkpoint (30-50 MB under load). The fdatasync after it finds
+ * little left and makes it durable (and reports any error). */
+#define DUR_CHUNK ((off_t)1 << 20)
+static void write_back(struct stor *s)
+{
+    struct stat st;
+    if (fstat(s->data_fd, &st) != 0)
+        return;
+    for (off_t off = 0; off < st.st_size; off += DUR_CHUNK)
+        if (sync_file_range(s->data_fd, off, DUR_CHUNK,
+                            SYNC_FILE_RANGE_WAIT_BEFORE |
+                                SYNC_FILE_RANGE_WRITE |
+                                SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+            return; /* fdatasync says what failed */
+}
+
 /* The job: data.mdb, then the marker naming the checkpoint. */
 static int sync_and_mark(struct stor *s, uint64_t txn, uint64_t lsn,
                          char *err, size_t errlen)
 {
     int e = 0;
+    if (!s->no_sync && s->dur_started)
+        write_back(s);
     if (!s->no_sync && fdatasync(s->data_fd) != 0) {
         e = errno;
         snprintf(err, errlen, "fdatasync of data.mdb: %s", strerror(e));
