@@ -41,6 +41,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "rk_assert.h"
@@ -385,8 +386,9 @@ out:
  * range waited for before the next is started: the device never holds
  * more than one range of them queued, so the WAL's durable writes (which
  * queue behind them, flush included) wait for ~one range, not for the
- * whole checkpoint (30-50 MB under load). The fdatasync after it finds
- * little left and makes it durable (and reports any error). */
+ * whole checkpoint (30-50 MB under load); and in the IDLE I/O class
+ * (dur_main). The fdatasync after it finds little left and makes it
+ * durable (and reports any error). */
 #define DUR_CHUNK ((off_t)1 << 20)
 static void write_back(struct stor *s)
 {
@@ -417,9 +419,22 @@ static int sync_and_mark(struct stor *s, uint64_t txn, uint64_t lsn,
     return e ? errno_rc(e) : 0;
 }
 
+/* ioprio_set(2) (no glibc wrapper): this thread's I/O in the IDLE class,
+ * so the block layer serves the WAL's writes first (mq-deadline and BFQ
+ * honour it; mq-deadline still serves idle requests within 10 s). */
+#define IOPRIO_WHO_PROCESS 1
+#define IOPRIO_CLASS_IDLE 3
+#define IOPRIO_CLASS_SHIFT 13
+
 static void *dur_main(void *arg)
 {
     struct stor *s = arg;
+    if (syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0,
+                IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT) != 0)
+        rk_log(RK_LOG_INFO,
+               "storage %s: the checkpoint sync thread keeps the default I/O "
+               "priority (ioprio_set: %s)",
+               s->path, strerror(errno));
     pthread_mutex_lock(&s->q_mu);
     for (;;) {
         while (!(s->dur_job && !s->dur_done) && !s->dur_stop)

@@ -1181,10 +1181,14 @@ static bool ckpt_due(struct stor *s)
                age >= s->ckpt_every_us ||
                (s->compact_held && age >= STOR__CKPT_COMPACT_US &&
                 s->open_wal_bytes <= STOR__CKPT_COMPACT_BYTES);
-    if (due && busy) {
-        /* The previous checkpoint's sync still runs: this one comes when
-         * it ends (the sync thread wakes the idle writer), not now with
-         * the writer waiting for it. */
+    /* The previous checkpoint's sync still runs: this one comes when it
+     * ends (the sync thread wakes the idle writer), not now with the
+     * writer waiting for it; but not later than 4 intervals or twice the
+     * WAL bytes (a sync starved by other I/O then holds the writer, not
+     * an ever larger open transaction and WAL). */
+    bool overdue = age >= 4 * s->ckpt_every_us ||
+                   s->open_wal_bytes >= 2 * (uint64_t)STOR__CKPT_BYTES;
+    if (due && busy && !overdue) {
         if (!s->ckpt_deferring) {
             s->ckpt_deferring = true;
             pthread_mutex_lock(&s->q_mu);
