@@ -559,6 +559,8 @@ int stor__dur_reap(struct stor *s, bool wait)
     memcpy(err, s->dur_err, sizeof err);
     s->dur_job = s->dur_done = false;
     pthread_mutex_unlock(&s->q_mu);
+    if (atomic_load(&s->failed))
+        return 0; /* fail-stop: nothing is released or reported any more */
     if (rc)
         return stor__fail(s, rc, "syncing checkpoint (LMDB txn %llu): %s",
                           (unsigned long long)txn, err);

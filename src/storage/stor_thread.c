@@ -988,6 +988,7 @@ static int checkpoint(struct stor *s)
     s->compact_held = false;
     uint64_t took = now_us() - t0;
     s->ckpt_lsn = s->open_lsn;
+    s->ckpt_deferring = false;
     if (txn_id && (rc = stor__dur_submit(s, txn_id, s->ckpt_lsn)) != 0)
         return rc;
     for (uint32_t i = 0; i < s->n_shards; i++) {
@@ -1197,8 +1198,6 @@ static bool ckpt_due(struct stor *s)
         }
         return false;
     }
-    if (due)
-        s->ckpt_deferring = false;
     return due;
 }
 
@@ -1335,7 +1334,9 @@ static int run_batch(struct stor *s, struct grp *g, uint32_t i)
 static void run_group(struct stor *s, struct grp *g)
 {
     pthread_mutex_lock(&s->write_mu);
-    int drc = atomic_load(&s->failed) ? 0 : stor__dur_reap(s, false);
+    /* (Also after a failure: a sync's end must be taken, or the idle
+     * wait in thread_main would not wait.) */
+    int drc = stor__dur_reap(s, false);
     if (drc)
         write_failed(s, drc, "checkpoint", NULL);
     g->fin = 0;
@@ -1367,7 +1368,7 @@ static void run_group(struct stor *s, struct grp *g)
 static void idle_checkpoint(struct stor *s, bool closing)
 {
     pthread_mutex_lock(&s->write_mu);
-    int rc = atomic_load(&s->failed) ? 0 : stor__dur_reap(s, false);
+    int rc = stor__dur_reap(s, false);
     if (rc)
         write_failed(s, rc, "checkpoint", NULL);
     if (atomic_load(&s->failed) == 0 && (closing || ckpt_due(s))) {
