@@ -1,8 +1,8 @@
 /* Checkpoint durability: the data file's sync off the storage thread.
  *
  * A checkpoint commits the open LMDB transaction WITHOUT a sync
- * (MDB_NOSYNC for that transaction: the dirty pages and the meta page go
- * into the page cache). The sync thread (one per store) then runs
+ * (MDB_NOSYNC set on the env for that commit: the dirty pages and the
+ * meta page go into the page cache). The sync thread (one per store) then runs
  * fdatasync of data.mdb and records the checkpoint as DURABLE in the
  * marker file <data dir>/ckpt; only then does the storage thread recycle
  * the WAL segments below it (stor__wal_release). Until then the WAL holds
@@ -12,14 +12,13 @@
  * A power loss may leave data.mdb with the new meta page but not all of
  * the pages it points to. Three rules make that safe:
  *   1. at most ONE checkpoint is not durable: the next commit waits for
- *      the previous sync (stor__dur_wait; a timed checkpoint is put off
- *      instead, ckpt_due). So the other meta slot holds the last durable
- *      checkpoint, and its tree is whole on disk: LMDB's writer never
- *      reuses a page freed by the transaction before it (mdb_page_alloc
- *      takes free-list records older than mdb_find_oldest(), which is at
- *      most its own txn id - 1), so the pages of the durable checkpoint
- *      T are reused by T+2 at the earliest, which commits only after T+1
- *      is durable;
+ *      the previous sync (stor__dur_reap(s, true); a timed checkpoint is
+ *      put off instead, ckpt_due). So T+2, which would overwrite the meta
+ *      slot of the durable checkpoint T, commits only after T+1 is
+ *      durable, and T's tree is whole on disk meanwhile: LMDB's writer
+ *      takes only free-list records below mdb_find_oldest(), which is at
+ *      most its own txn id - 1, so T's pages (freed by T+1) are reused by
+ *      T+3 at the earliest;
  *   2. the marker says whether the store is open (DIRTY: a checkpoint
  *      after the one it names may be torn) or was closed cleanly (every
  *      commit synced), and which checkpoint is durable;
