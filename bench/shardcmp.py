@@ -35,7 +35,7 @@ import urllib.request
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WARMUP = 2
 PER_PUT = ("batches_total", "batch_entries", "peer_messages", "peer_frames", "wal_bytes",
-           "checkpoint_microseconds")
+           "checkpoint_microseconds", "checkpoint_sync", "checkpoints_deferred")
 
 
 def scrape(ports):

@@ -300,6 +300,30 @@ static void render_metrics(void *data, FILE *out)
                         "Time the storage thread spent in checkpoints (no "
                         "batch is written meanwhile).",
                         ss.checkpoint_us);
+    srv_metrics_counter(out,
+                        "ringkv_storage_checkpoint_sync_microseconds_total",
+                        "Time the checkpoint sync thread spent making "
+                        "checkpoints durable (fdatasync of data.mdb and of "
+                        "the ckpt marker; the storage thread goes on "
+                        "meanwhile).",
+                        ss.checkpoint_sync_us);
+    srv_metrics_counter(out, "ringkv_storage_checkpoint_syncs_total",
+                        "Checkpoints made durable by the sync thread.",
+                        ss.checkpoint_syncs);
+    srv_metrics_counter(out, "ringkv_storage_checkpoint_sync_waits_total",
+                        "Checkpoint commits that waited for the previous "
+                        "checkpoint's sync (part of the checkpoint time).",
+                        ss.checkpoint_sync_waits);
+    srv_metrics_counter(out,
+                        "ringkv_storage_checkpoint_sync_wait_microseconds_"
+                        "total",
+                        "Of the checkpoint time, the waits for the previous "
+                        "checkpoint's sync.",
+                        ss.checkpoint_sync_wait_us);
+    srv_metrics_counter(out, "ringkv_storage_checkpoints_deferred_total",
+                        "Timed checkpoints put off while the previous one's "
+                        "sync ran.",
+                        ss.checkpoint_deferred);
     srv_metrics_counter(out, "ringkv_storage_wal_bytes_total",
                         "Bytes appended to the WAL.", ss.wal_bytes);
     srv_metrics_counter(out, "ringkv_storage_wal_syncs_total",

@@ -45,8 +45,9 @@
  * show a batch once it is done (its callback about to run). A new snapshot
  * export, stor_split_out, stor_session_last_seq, stor_shard_load,
  * stor_check and stor_backup read LMDB only: they first ask for a
- * checkpoint and wait for it (a whole LMDB commit, tens to hundreds of ms
- * under load; nothing when nothing is open), so the loop thread should
+ * checkpoint and wait for it (an LMDB commit, ~10-100 ms under load, more
+ * if the previous checkpoint's sync still runs; nothing when nothing is
+ * open), so the loop thread should
  * not call them on a hot path. The storage thread grows the map between
  * checkpoints; read transactions are coordinated with that growth
  * internally.
@@ -61,9 +62,15 @@
  * a sync: a power loss may undo it (and only batches after the last sync),
  * which leaves a prefix of the batches, exactly as a process crash
  * between batches does; the entries it applied are durable in the log of
- * a quorum and are applied again. A checkpoint is a full LMDB commit
- * (fdatasync of the data, then the meta page). `unsafe_no_sync`
- * (MDB_NOSYNC, no WAL sync) exists for benchmarks only.
+ * a quorum and are applied again. A checkpoint is an LMDB commit without
+ * a sync; a thread of the store's own then syncs data.mdb and names the
+ * checkpoint durable in the marker `ckpt`, and only then are the WAL
+ * segments below it recycled. After a crash stor_open goes back to the
+ * last durable checkpoint if a newer one was never synced, and replays the
+ * WAL from it (stor_durable.c). A batch followed by a checkpoint at once
+ * (shard create/destroy, install, SPLIT, stor_batch_commit) is made
+ * durable by a WAL sync. `unsafe_no_sync` (MDB_NOSYNC, no WAL sync)
+ * exists for benchmarks only.
  *
  * FAIL-STOP. A failed WAL write, sync or segment preallocation, a failed
  * checkpoint, a full disk (RK_ENOSPC), a full map at its maximum size or
@@ -105,11 +112,14 @@
  * (`wal/`, whose batches since the last checkpoint live nowhere else) and
  * client session records holding only the newest reply; version 4 keeps
  * the Raft logs in chunks of entries (database `logc`, stor_int.h)
- * instead of one record per entry (`log`). A version 1 to 3 dir is read
- * as it is, its log converted, and marked 4 when opened, so an older
- * build refuses it afterwards ("format version 4") instead of misreading
- * it, ignoring the WAL or finding no log. Any other version fails with
- * RK_EVERSION. */
+ * instead of one record per entry (`log`), and commits checkpoints without
+ * a sync, naming the durable one in `ckpt` (after a crash data.mdb's
+ * newest meta may point at pages never written, which only a build that
+ * reads `ckpt` knows to pass over). A version 1 to 3 dir is read as it is,
+ * its log converted, and marked 4 when opened, so an older build refuses
+ * it afterwards ("format version 4") instead of misreading it, ignoring
+ * the WAL, finding no log or opening a torn checkpoint. Any other version
+ * fails with RK_EVERSION. */
 #define STOR_FORMAT_VERSION 4u
 
 /* Longest key (64 KiB). Keys over 480 bytes are stored under a prefix and
@@ -216,6 +226,18 @@ struct stor_stats {
     uint64_t checkpoints; /* LMDB commits of the open transaction */
     uint64_t checkpoint_us; /* time spent in them (the storage thread
                                writes no batch meanwhile) */
+    /* A checkpoint commits without a sync; a thread of its own then syncs
+     * data.mdb and names the checkpoint durable (file `ckpt`). */
+    uint64_t checkpoint_syncs;    /* those syncs */
+    uint64_t checkpoint_sync_us;  /* their time (not the storage thread's) */
+    uint64_t checkpoint_sync_waits; /* commits that waited for the previous
+                                       checkpoint's sync (one at most is
+                                       not durable) */
+    uint64_t checkpoint_sync_wait_us; /* of checkpoint_us, that waiting */
+    uint64_t checkpoint_deferred; /* timed checkpoints put off meanwhile */
+    bool checkpoint_reverted; /* stor_open found the newest checkpoint not
+                                 durable after a crash and opened the one
+                                 before (the WAL replayed the rest) */
     uint64_t wal_bytes;   /* WAL bytes appended since open */
     uint64_t wal_syncs;   /* syncs of the WAL (fdatasync or RWF_DSYNC) */
     uint64_t wal_writes;  /* write calls into WAL segments */

@@ -406,12 +406,14 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
         /* Version 1 holds no key over 480 bytes (version 2 added them);
          * version 2 has no WAL and 8-reply session records (version 3
          * adds the WAL and 1-reply records); up to version 3 the log has
-         * one record per entry in 'log' (version 4: chunks in 'logc').
-         * All are read as they are but the log, converted here in this
-         * transaction (the WAL's batches since the last checkpoint are
-         * replayed onto it after); marking the dir 4 makes an older build
-         * refuse it from now on instead of misreading long keys or
-         * sessions, ignoring the WAL, or finding no log. */
+         * one record per entry in 'log' (version 4: chunks in 'logc') and
+         * every checkpoint was synced (version 4 syncs them off the storage
+         * thread and names the durable one in `ckpt`). All are read as
+         * they are but the log, converted here in this transaction (the
+         * WAL's batches since the last checkpoint are replayed onto it
+         * after); marking the dir 4 makes an older build refuse it from
+         * now on instead of misreading long keys or sessions, ignoring the
+         * WAL, finding no log, or opening a checkpoint a crash tore. */
         MDB_dbi old;
         uint64_t n = 0;
         rc = mdb_dbi_open(txn, "log", 0, &old);
@@ -442,8 +444,8 @@ static int open_dbs(struct stor *s, const struct stor_opts *o, char *errmsg)
         }
         rk_log(RK_LOG_INFO,
                "storage %s: format version %llu upgraded to %u (log chunks: "
-               "%llu entries converted); earlier builds will refuse this "
-               "data dir",
+               "%llu entries converted; checkpoints synced in the "
+               "background); earlier builds will refuse this data dir",
                s->path, (unsigned long long)fmt, STOR_FORMAT_VERSION,
                (unsigned long long)n);
         fmt = STOR_FORMAT_VERSION;
@@ -580,6 +582,9 @@ static void free_stor(struct stor *s)
     pthread_mutex_destroy(&s->q_mu);
     pthread_cond_destroy(&s->q_cv);
     pthread_cond_destroy(&s->ckpt_cv);
+    pthread_cond_destroy(&s->dur_cv);
+    if (s->ckpt_fd >= 0)
+        close(s->ckpt_fd);
     pthread_rwlock_destroy(&s->ov_lock);
     stor__wal_close(s->wal);
     rk_buf_free(&s->rec);
@@ -612,6 +617,8 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
         return RK_ENOMEM;
     }
     s->lock_fd = -1;
+    s->ckpt_fd = -1;
+    s->data_fd = -1;
     s->path = strdup(o->path);
     if (!s->path) {
         free(s);
@@ -635,6 +642,7 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     pthread_cond_init(&s->q_cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&s->ckpt_cv, NULL);
+    pthread_cond_init(&s->dur_cv, NULL);
     pthread_rwlock_init(&s->ov_lock, NULL);
     s->no_sync = o->unsafe_no_sync;
     const char *wal_io = getenv("RINGKV_WAL_IO");
@@ -710,6 +718,11 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
         goto err_free;
     }
 
+    /* After a crash, LMDB must open the last durable checkpoint. */
+    rc = stor__dur_check(s, errmsg);
+    if (rc)
+        goto err_free;
+
     rc = mdb_env_create(&s->env);
     if (rc) {
         rk_errf(errmsg, "mdb_env_create: %s", mdb_strerror(rc));
@@ -719,8 +732,8 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     mdb_env_set_maxdbs(s->env, 8);
     mdb_env_set_maxreaders(s->env, MAX_READERS);
     mdb_env_set_mapsize(s->env, map);
-    /* MDB_NOMETASYNC is set per transaction, on batches that need no
-     * durability only (see stor.h, run_txn). */
+    /* Checkpoints commit with MDB_NOSYNC set on the env for the commit
+     * (stor_thread.c, commit_open); the sync thread syncs them. */
     unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
     if (s->no_sync)
         flags |= MDB_NOSYNC;
@@ -738,6 +751,11 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
             rk_errf(errmsg, "data dir %s: mdb_env_open: %s", o->path,
                     mdb_strerror(rc));
         rc = rc == MDB_INVALID ? RK_ECORRUPT : stor__from_mdb(rc);
+        goto err_env;
+    }
+    if (mdb_env_get_fd(s->env, &s->data_fd) != 0) {
+        rk_errf(errmsg, "data dir %s: no data.mdb descriptor", o->path);
+        rc = RK_EIO;
         goto err_env;
     }
     int dead = 0;
@@ -758,6 +776,9 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     rc = stor__wal_recover(s, o->wal_segment_bytes, errmsg);
     if (rc)
         goto err_env;
+    rc = stor__dur_start(s, errmsg);
+    if (rc)
+        goto err_env;
     rc = stor__thread_start(s);
     if (rc) {
         rk_errf(errmsg, "cannot start the storage thread");
@@ -773,6 +794,7 @@ int stor_open(const struct stor_opts *o, struct stor **out, char *errmsg)
     return 0;
 
 err_env:
+    stor__dur_stop(s);
     mdb_env_close(s->env);
 err_free:
     free_stor(s);
@@ -784,6 +806,7 @@ void stor_close(struct stor *s)
     if (!s)
         return;
     stor__thread_stop(s);
+    stor__dur_stop(s);
     stor__exports_close(s);
     mdb_env_close(s->env);
     free_stor(s);
@@ -838,6 +861,9 @@ void stor_stats(struct stor *s, struct stor_stats *out)
     out->merged_batches = s->n_merged_batches;
     out->checkpoints = s->n_checkpoints;
     out->checkpoint_us = s->ckpt_us;
+    out->checkpoint_syncs = s->n_dur_syncs;
+    out->checkpoint_sync_us = s->dur_sync_us;
+    out->checkpoint_reverted = s->ckpt_reverted;
     out->wal_bytes = s->n_wal_bytes;
     out->wal_syncs = s->n_wal_syncs;
     out->wal_writes = s->n_wal_writes;
@@ -848,6 +874,11 @@ void stor_stats(struct stor *s, struct stor_stats *out)
     for (uint32_t i = 0; i < s->n_shards; i++)
         out->n_shards += s->shards[i]->exists;
     pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&s->q_mu);
+    out->checkpoint_sync_waits = s->n_dur_waits;
+    out->checkpoint_sync_wait_us = s->dur_wait_us;
+    out->checkpoint_deferred = s->n_dur_deferred;
+    pthread_mutex_unlock(&s->q_mu);
     pthread_mutex_lock(&s->exp_mu);
     out->n_exports = s->n_exports;
     pthread_mutex_unlock(&s->exp_mu);

@@ -227,6 +227,7 @@ struct stor {
     bool w_rerun;            /* rerun after a checkpoint out of map */
     bool fail_reported;      /* a batch got the fail-stop's own code */
     bool compact_held;       /* compaction waits for a checkpoint */
+    bool ckpt_deferring;     /* a due checkpoint waits for a sync (counted) */
     struct rk_buf rec;       /* the WAL record being written */
     /* Guarded by q_mu: checkpoints asked for by readers, and done. */
     bool ckpt_req;
@@ -238,6 +239,28 @@ struct stor {
     uint64_t n_wal_writes, n_wal_file_bytes;
     bool wal_direct;
     uint64_t ckpt_us; /* time spent in checkpoint commits */
+
+    /* Checkpoint durability (stor_durable.c): checkpoints commit without
+     * a sync; the sync thread syncs data.mdb and names the checkpoint
+     * durable in <path>/ckpt, then the writer recycles the WAL below it.
+     * dur_* guarded by q_mu unless said. */
+    int data_fd;           /* data.mdb (LMDB's descriptor) */
+    int ckpt_fd;           /* <path>/ckpt, -1 until opened */
+    uint64_t mk_seq;       /* the marker's last write (one writer at once) */
+    pthread_t dur_thread;
+    bool dur_started;      /* owner/writer only */
+    bool dur_stop;
+    pthread_cond_t dur_cv; /* a job, its end, or stop */
+    bool dur_job;          /* a committed checkpoint waits for its sync */
+    bool dur_done;         /* ... which ended; the writer has not reaped it */
+    int dur_rc;
+    char dur_err[160];
+    uint64_t dur_txn, dur_lsn; /* the job: LMDB txn id, WAL lsn */
+    uint64_t durable_txn;  /* writer-only: the last durable checkpoint */
+    bool ckpt_reverted;    /* stor_open went back to the durable one */
+    uint64_t n_dur_waits, dur_wait_us; /* commits that waited for a sync */
+    uint64_t n_dur_deferred; /* timed checkpoints put off meanwhile */
+    uint64_t n_dur_syncs, dur_sync_us; /* the sync thread (guarded by mu) */
 
     /* The running batch's pending changes (writer-only). */
     struct rk_buf pend_kv;
@@ -610,6 +633,22 @@ int stor__wal_recover(struct stor *s, uint64_t seg_size, char *errmsg);
 #define STOR__META_WAL_LSN "wal_lsn"
 void stor__thread_stop(struct stor *s);
 int stor__thread_start(struct stor *s);
+/* Checkpoint durability (stor_durable.c; the scheme is at its top).
+ * check: before mdb_env_open, after a crash, makes LMDB open the last
+ * durable checkpoint (RK_ECORRUPT and errmsg for a marker or data file it
+ * cannot trust). start: after the WAL replay, names what is committed
+ * durable and starts the sync thread; stop joins it (and closes ckpt).
+ * The writer: submit hands a committed checkpoint to the sync thread;
+ * reap takes its result (wait: for a pending one first), recycles the
+ * WAL below it, or enters fail-stop; busy: a sync runs; close: at a clean
+ * close, marks the marker CLEAN. */
+int stor__dur_check(struct stor *s, char *errmsg);
+int stor__dur_start(struct stor *s, char *errmsg);
+void stor__dur_stop(struct stor *s);
+int stor__dur_submit(struct stor *s, uint64_t txn, uint64_t lsn);
+int stor__dur_reap(struct stor *s, bool wait);
+bool stor__dur_busy(struct stor *s);
+void stor__dur_close(struct stor *s);
 /* Grows the map if the next txn (about `need` bytes) could fill it. */
 int stor__maybe_grow(struct stor *s, size_t need, bool force);
 

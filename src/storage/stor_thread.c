@@ -627,9 +627,10 @@ int stor__batch_decode(const void *buf, size_t len, struct stor_batch *b)
  *   4. then its changes become visible to readers (stor_overlay.c) and the
  *      shards' first/last index views are updated.
  *
- * A CHECKPOINT commits the open transaction (LMDB's full sync) with the
- * lsn of the last record it covers in `meta` (STOR__META_WAL_LSN), drops
- * the overlay and log tails, and releases the WAL segments below it. It
+ * A CHECKPOINT commits the open transaction (without a sync: the sync
+ * thread makes it durable, stor_durable.c) with the lsn of the last record
+ * it covers in `meta` (STOR__META_WAL_LSN) and drops the overlay and log
+ * tails; once it is durable the WAL segments below it are released. It
  * runs every s->ckpt_every_us (stor_opts.checkpoint_ms, default 1 s)
  * or STOR__CKPT_BYTES of WAL, at once after a batch that creates or
  * destroys a shard, installs a snapshot or applies a SPLIT
@@ -928,10 +929,21 @@ static int commit_open(struct stor *s)
     int mrc = stor__log_flush(s, s->open_txn);
     if (mrc == 0)
         mrc = mdb_put(s->open_txn, s->dbi_meta, &k, &v, 0);
-    if (mrc)
+    /* Committed without a sync: the sync thread makes it durable
+     * (stor_durable.c). At open and in a rerun LMDB syncs as before.
+     * LMDB 0.9.24's commit syncs unless the ENV has MDB_NOSYNC (a txn's
+     * flag does not stop it), and mdb_env_set_flags may change it between
+     * transactions; only this thread changes the env's flags. */
+    bool nosync = s->dur_started && !s->w_replaying && !s->no_sync;
+    if (mrc) {
         mdb_txn_abort(s->open_txn);
-    else
+    } else {
+        if (nosync)
+            mdb_env_set_flags(s->env, MDB_NOSYNC, 1);
         mrc = mdb_txn_commit(s->open_txn);
+        if (nosync)
+            mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
+    }
     s->open_txn = NULL;
     return mrc;
 }
@@ -948,12 +960,18 @@ static int checkpoint(struct stor *s)
         return 0;
     uint64_t t0 = now_us();
     uint64_t txn_wal = s->open_wal_bytes;
+    /* One checkpoint at most is not durable (stor_durable.c): the
+     * previous one's sync must be done before this commit. */
+    int rc = stor__dur_reap(s, true);
+    if (rc)
+        return rc;
+    uint64_t txn_id = mdb_txn_id(s->open_txn);
     int mrc = commit_open(s);
     /* The commit itself ran out of map (LMDB's free list is written at
      * commit): that transaction is lost, but its batches are in the WAL.
      * Grow the map, run them again, commit again. */
     for (int attempt = 0; mrc == MDB_MAP_FULL && !s->w_replaying; attempt++) {
-        int rc = stor__maybe_grow(s, s->map_size, true);
+        rc = stor__maybe_grow(s, s->map_size, true);
         if (rc == RK_ENOSPC && !disk_full(s))
             return write_failed(s, RK_ENOSPC, "growing the map",
                                 "the map reached its maximum size");
@@ -965,7 +983,15 @@ static int checkpoint(struct stor *s)
                "storage %s: checkpoint ran out of map; grown to %zu MiB and "
                "rerun from the WAL",
                s->path, s->map_size >> 20);
-        mrc = s->open_txn ? commit_open(s) : 0;
+        txn_id = 0;
+        if (s->open_txn) {
+            if ((rc = stor__dur_reap(s, true)) != 0)
+                return rc;
+            txn_id = mdb_txn_id(s->open_txn);
+            mrc = commit_open(s);
+        } else {
+            mrc = 0;
+        }
     }
     if (mrc)
         return stor__from_mdb(mrc);
@@ -973,6 +999,9 @@ static int checkpoint(struct stor *s)
     s->compact_held = false;
     uint64_t took = now_us() - t0;
     s->ckpt_lsn = s->open_lsn;
+    s->ckpt_deferring = false;
+    if (txn_id && (rc = stor__dur_submit(s, txn_id, s->ckpt_lsn)) != 0)
+        return rc;
     for (uint32_t i = 0; i < s->n_shards; i++) {
         struct stor_shard *sh = s->shards[i];
         if (sh->w_gen == s->gen && sh->w_exists)
@@ -992,8 +1021,7 @@ static int checkpoint(struct stor *s)
     s->ckpt_us += took;
     pthread_mutex_unlock(&s->mu);
     ckpt_wake(s, true);
-    if (s->wal && !s->w_replaying)
-        return stor__wal_release(s->wal, s->ckpt_lsn);
+    /* The WAL below it is recycled once it is durable (stor__dur_reap). */
     return 0;
 }
 
@@ -1170,12 +1198,32 @@ static bool ckpt_due(struct stor *s)
         return false;
     pthread_mutex_lock(&s->q_mu);
     bool req = s->ckpt_req || s->q_stop;
+    bool busy = s->dur_job && !s->dur_done;
     pthread_mutex_unlock(&s->q_mu);
+    if (req)
+        return true;
     uint64_t age = now_us() - s->open_since_us;
-    return req || s->open_wal_bytes >= STOR__CKPT_BYTES ||
-           age >= s->ckpt_every_us ||
-           (s->compact_held && age >= STOR__CKPT_COMPACT_US &&
-            s->open_wal_bytes <= STOR__CKPT_COMPACT_BYTES);
+    bool due = s->open_wal_bytes >= STOR__CKPT_BYTES ||
+               age >= s->ckpt_every_us ||
+               (s->compact_held && age >= STOR__CKPT_COMPACT_US &&
+                s->open_wal_bytes <= STOR__CKPT_COMPACT_BYTES);
+    /* The previous checkpoint's sync still runs: this one comes when it
+     * ends (the sync thread wakes the idle writer), not now with the
+     * writer waiting for it; but not later than 4 intervals or twice the
+     * WAL bytes (a sync starved by other I/O then holds the writer, not
+     * an ever larger open transaction and WAL). */
+    bool overdue = age >= 4 * s->ckpt_every_us ||
+                   s->open_wal_bytes >= 2 * (uint64_t)STOR__CKPT_BYTES;
+    if (due && busy && !overdue) {
+        if (!s->ckpt_deferring) {
+            s->ckpt_deferring = true;
+            pthread_mutex_lock(&s->q_mu);
+            s->n_dur_deferred++;
+            pthread_mutex_unlock(&s->q_mu);
+        }
+        return false;
+    }
+    return due;
 }
 
 /* Finishes batches [g->fin, upto): one WAL sync if any needs it, then
@@ -1190,7 +1238,11 @@ static void grp_finish(struct stor *s, struct grp *g, uint32_t upto,
     g->fin = upto;
     for (uint32_t i = from; i < upto; i++)
         n_sync += g->rc[i] == 0 && g->needs[i];
-    if (rc == 0 && g->need_sync) {
+    /* A batch followed by a checkpoint at once (shard create/destroy,
+     * install, SPLIT, stor_batch_commit) is made durable by a WAL sync, as
+     * the checkpoint's own sync did before it went to the sync thread:
+     * its callers may rely on it. */
+    if (rc == 0 && (g->need_sync || force)) {
         if ((rc = stor__wal_sync(s->wal)) != 0)
             write_failed(s, rc, "syncing the WAL", stor__wal_errmsg(s->wal));
     } else if (rc == 0) {
@@ -1308,6 +1360,11 @@ static int run_batch(struct stor *s, struct grp *g, uint32_t i)
 static void run_group(struct stor *s, struct grp *g)
 {
     pthread_mutex_lock(&s->write_mu);
+    /* (Also after a failure: a sync's end must be taken, or the idle
+     * wait in thread_main would not wait.) */
+    int drc = stor__dur_reap(s, false);
+    if (drc)
+        write_failed(s, drc, "checkpoint", NULL);
     g->fin = 0;
     g->need_sync = false;
     for (uint32_t i = 0; i < g->n; i++) {
@@ -1337,10 +1394,20 @@ static void run_group(struct stor *s, struct grp *g)
 static void idle_checkpoint(struct stor *s, bool closing)
 {
     pthread_mutex_lock(&s->write_mu);
+    int rc = stor__dur_reap(s, false);
+    if (rc)
+        write_failed(s, rc, "checkpoint", NULL);
     if (atomic_load(&s->failed) == 0 && (closing || ckpt_due(s))) {
-        int rc = checkpoint(s);
+        rc = checkpoint(s);
         if (rc)
             write_failed(s, rc, "checkpoint", NULL);
+    }
+    if (closing && atomic_load(&s->failed) == 0) {
+        /* The last checkpoint durable, the marker CLEAN. */
+        if ((rc = stor__dur_reap(s, true)) != 0)
+            write_failed(s, rc, "checkpoint", NULL);
+        else
+            stor__dur_close(s);
     }
     if (closing && s->open_txn) {
         mdb_txn_abort(s->open_txn); /* failed before: never committed */
@@ -1358,8 +1425,11 @@ static void *thread_main(void *arg)
     struct grp g;
     pthread_mutex_lock(&s->q_mu);
     for (;;) {
-        while (!s->q_head && !s->q_stop && !s->ckpt_req) {
-            if (!s->dirty) {
+        while (!s->q_head && !s->q_stop && !s->ckpt_req && !s->dur_done) {
+            /* (dur_done: a checkpoint's sync ended, to be reaped.) */
+            if (!s->dirty || (s->dur_job && !s->dur_done)) {
+                /* Nothing open, or a checkpoint must wait for the running
+                 * sync anyway (which wakes this thread when it ends). */
                 pthread_cond_wait(&s->q_cv, &s->q_mu);
                 continue;
             }

@@ -177,7 +177,12 @@ static void child_main(const char *dir, int fd, uint64_t seed)
                           .node_id = 3,
                           .create = true,
                           .map_size = 4 << 20,
-                          .wal_buffered = wal_buffered_run(seed)};
+                          .wal_buffered = wal_buffered_run(seed),
+                          /* Half the runs checkpoint every 5 ms, so that
+                           * kills land between a checkpoint's commit and
+                           * its sync (the reopen goes back to the last
+                           * durable one and replays). */
+                          .checkpoint_ms = (seed & 2) ? 5 : 0};
     char err[RK_ERRMSG_SIZE];
     struct rk_rand rng;
     rk_rand_seed(&rng, seed);
@@ -311,6 +316,9 @@ static void child_main(const char *dir, int fd, uint64_t seed)
 /* Reopens that replayed WAL records (the kill came between a batch's WAL
  * append and the checkpoint that would have made LMDB hold it). */
 static uint64_t runs_replayed, records_replayed;
+/* Reopens that went back to the last durable checkpoint (the kill came
+ * after a checkpoint's commit, before its sync named it durable). */
+static uint64_t runs_reverted;
 
 static int check_store(const char *dir, bool wal_buffered,
                        const struct rec *intents, uint32_t n_intents,
@@ -330,6 +338,7 @@ static int check_store(const char *dir, bool wal_buffered,
     int bad = 0;
     struct stor_stats st;
     stor_stats(s, &st);
+    runs_reverted += st.checkpoint_reverted;
     if (st.wal_replayed > 0) {
         runs_replayed++;
         records_replayed += st.wal_replayed;
@@ -570,18 +579,23 @@ static void test_sigkill_storm(void **state)
     fprintf(stderr,
             "crash test: %d runs, %llu batches submitted, %llu acknowledged, "
             "final shard 1 last %llu applied %llu; %llu reopens replayed "
-            "%llu WAL records\n",
+            "%llu WAL records, %llu went back to the last durable "
+            "checkpoint\n",
             runs, (unsigned long long)total_batches_seen,
             (unsigned long long)total_acks, (unsigned long long)prev[0].last,
             (unsigned long long)prev[0].applied,
             (unsigned long long)runs_replayed,
-            (unsigned long long)records_replayed);
+            (unsigned long long)records_replayed,
+            (unsigned long long)runs_reverted);
     nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     assert_int_equal(fails, 0);
     /* Not vacuous: many batches were acknowledged and checked. */
     assert_true(total_acks >= (uint64_t)runs / 2);
     /* ... and the kills found WAL records not checkpointed yet. */
     assert_true(runs_replayed >= (uint64_t)runs / 4);
+    /* ... and some came between a checkpoint's commit and its sync (about
+     * 30 of 200 here). */
+    assert_true(runs_reverted > 0);
 }
 
 int main(void)

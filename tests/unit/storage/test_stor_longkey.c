@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -639,7 +640,7 @@ static uint64_t get_format(struct stor *s)
     return ver;
 }
 
-/* A version 1 or 2 dir is read and marked current; a newer
+/* A version 1, 2 or 3 dir is read and marked current; a newer
  * one is refused with a message. */
 static void test_format_upgrade(void **state)
 {
@@ -655,6 +656,19 @@ static void test_format_upgrade(void **state)
     tu_old_log_layout(f->dir, 2);
     f->s = tu_open(f->dir, 0, 0);
     assert_int_equal(get_format(f->s), STOR_FORMAT_VERSION);
+    assert_value(f->s, 1, "short", 5, "kept", 4, 0);
+    /* A version 3 dir (every checkpoint synced, no `ckpt` marker) too: it
+     * gets its marker. */
+    stor_close(f->s);
+    tu_old_log_layout(f->dir, 3);
+    char mk[4096];
+    assert_true(strlen(f->dir) < sizeof mk - 8);
+    snprintf(mk, sizeof mk, "%.4000s/ckpt", f->dir);
+    assert_int_equal(unlink(mk), 0);
+    f->s = tu_open(f->dir, 0, 0);
+    assert_int_equal(get_format(f->s), STOR_FORMAT_VERSION);
+    assert_int_equal(STOR_FORMAT_VERSION, 4);
+    assert_int_equal(access(mk, F_OK), 0);
     assert_value(f->s, 1, "short", 5, "kept", 4, 0);
     stor_close(f->s);
     f->s = NULL;
